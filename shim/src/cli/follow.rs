@@ -1,0 +1,267 @@
+//! `run` and `logs`: copying a task's log files to this process's stdout
+//! and stderr, following them until the supervisor exits.
+//!
+//! Following sleeps in one `poll(2)` over an inotify watch on the task's
+//! directory (new data, a rotation), the supervisor's pidfd (the end), and,
+//! for `run`, a signal-hook self-pipe (Ctrl-C, passed on to the task).
+
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::fd::AsFd;
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+
+use nix::poll::{PollFd, PollFlags, PollTimeout};
+use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+use nix::sys::signal::Signal;
+use nomad_shim::identity::Pidfd;
+use nomad_shim::state::names;
+use nomad_shim::{Error, Executor, Task};
+
+use super::{exit_code, task_opts::TaskOpts};
+
+/// `run`: start, copy the output while it runs, exit with the task's code.
+pub fn run(executor: &Executor, opts: TaskOpts) -> Result<i32, Error> {
+    let mut task = executor.start(&opts.spec())?;
+    let id = task.id().to_string();
+    // Ctrl-C and friends go to the task, not to us: the task decides.
+    // signal-hook's self-pipe writes one constant byte per signal, so each
+    // signal gets its own socket pair.
+    let mut ids = Vec::new();
+    let mut pipes = Vec::new();
+    for sig in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+        let (r, w) = UnixStream::pair().map_err(|e| io_err("create signal pipe", e))?;
+        r.set_nonblocking(true)
+            .map_err(|e| io_err("create signal pipe", e))?;
+        ids.push(
+            signal_hook::low_level::pipe::register(sig as i32, w)
+                .map_err(|e| io_err("register signal handler", e))?,
+        );
+        pipes.push((sig, r));
+    }
+    let mut streams = vec![
+        Stream::new(task.dir(), names::STDOUT, Sink::Stdout),
+        Stream::new(task.dir(), names::STDERR, Sink::Stderr),
+    ];
+    follow(&task, &mut streams, &pipes)?;
+    for id in ids {
+        signal_hook::low_level::unregister(id);
+    }
+    let exit = task.wait()?;
+    Ok(exit_code(&id, &exit))
+}
+
+/// `logs ID [--stderr] [--follow] [--tail N]`.
+pub fn logs(
+    executor: &Executor,
+    id: &str,
+    stderr: bool,
+    follow_: bool,
+    tail: Option<usize>,
+) -> Result<i32, Error> {
+    let task = executor.open(id)?;
+    let name = if stderr { names::STDERR } else { names::STDOUT };
+    let mut stream = Stream::new(task.dir(), name, Sink::Stdout);
+    if let Some(n) = tail {
+        stream.print_tail(n)?;
+    }
+    let mut streams = vec![stream];
+    if follow_ {
+        follow(&task, &mut streams, &[])?;
+    } else {
+        streams[0].copy_new()?;
+    }
+    Ok(0)
+}
+
+#[derive(Clone, Copy)]
+enum Sink {
+    Stdout,
+    Stderr,
+}
+
+/// One log file being followed across rotations.
+struct Stream {
+    path: PathBuf,
+    sink: Sink,
+    file: Option<File>,
+}
+
+impl Stream {
+    fn new(dir: &Path, name: &str, sink: Sink) -> Stream {
+        Stream {
+            path: dir.join(name),
+            sink,
+            file: None,
+        }
+    }
+
+    fn write(&self, bytes: &[u8]) -> Result<(), Error> {
+        let r = match self.sink {
+            Sink::Stdout => io::stdout()
+                .lock()
+                .write_all(bytes)
+                .and_then(|()| io::stdout().flush()),
+            Sink::Stderr => io::stderr().lock().write_all(bytes),
+        };
+        r.map_err(|e| io_err("write output", e))
+    }
+
+    /// Copies what is new since the last call: the rest of the file we had
+    /// open, then (if it was rotated away) the new live file from its start.
+    fn copy_new(&mut self) -> Result<(), Error> {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            if self.file.is_none() {
+                match File::open(&self.path) {
+                    Ok(f) => self.file = Some(f),
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+                    Err(e) => return Err(io_err("open", e)),
+                }
+            }
+            let mut file = self.file.take().expect("opened above");
+            loop {
+                let n = file.read(&mut buf).map_err(|e| io_err("read log", e))?;
+                if n == 0 {
+                    break;
+                }
+                self.write(&buf[..n])?;
+            }
+            // Rotated: our file is now `.1`; the live one is a new inode.
+            let ours = file.metadata().map(|m| m.ino()).ok();
+            let live = std::fs::metadata(&self.path).map(|m| m.ino()).ok();
+            if live.is_some() && live != ours {
+                continue;
+            }
+            self.file = Some(file);
+            return Ok(());
+        }
+    }
+
+    /// Prints the last `n` lines (of the live file and as many rotated ones
+    /// as needed), leaving the live file open at its end.
+    fn print_tail(&mut self, n: usize) -> Result<(), Error> {
+        let mut chunks: Vec<Vec<u8>> = Vec::new();
+        let mut lines = 0;
+        for k in 0.. {
+            let path = if k == 0 {
+                self.path.clone()
+            } else {
+                PathBuf::from(format!("{}.{k}", self.path.display()))
+            };
+            let Ok(mut f) = File::open(&path) else { break };
+            let mut bytes = Vec::new();
+            f.read_to_end(&mut bytes)
+                .map_err(|e| io_err("read log", e))?;
+            lines += bytes.iter().filter(|&&b| b == b'\n').count();
+            if k == 0 {
+                self.file = Some(f);
+            }
+            chunks.push(bytes);
+            if lines > n {
+                break;
+            }
+        }
+        let all: Vec<u8> = chunks.into_iter().rev().flatten().collect();
+        let body = all.strip_suffix(b"\n").unwrap_or(&all);
+        let start = if n == 0 {
+            all.len()
+        } else {
+            body.iter()
+                .enumerate()
+                .rev()
+                .filter(|(_, &b)| b == b'\n')
+                .nth(n - 1)
+                .map_or(0, |(i, _)| i + 1)
+        };
+        self.write(&all[start..])?;
+        if self.file.is_none() {
+            // No live file yet: follow from its start when it appears.
+            return Ok(());
+        }
+        self.file
+            .as_mut()
+            .expect("set above")
+            .seek(SeekFrom::End(0))
+            .map_err(|e| io_err("seek log", e))?;
+        Ok(())
+    }
+}
+
+/// Copies new output until the supervisor exits; passes signals that
+/// arrive on `signals` to the task.
+fn follow(
+    task: &Task,
+    streams: &mut [Stream],
+    signals: &[(Signal, UnixStream)],
+) -> Result<(), Error> {
+    let inotify = Inotify::init(InitFlags::IN_CLOEXEC | InitFlags::IN_NONBLOCK)
+        .map_err(|e| io_err("inotify_init", e.into()))?;
+    inotify
+        .add_watch(
+            task.dir(),
+            AddWatchFlags::IN_MODIFY
+                | AddWatchFlags::IN_CREATE
+                | AddWatchFlags::IN_MOVED_TO
+                | AddWatchFlags::IN_CLOSE_WRITE,
+        )
+        .map_err(|e| io_err("inotify_add_watch", e.into()))?;
+    let supervisor: Option<Pidfd> = task
+        .state()?
+        .supervisor
+        .and_then(|s| s.open().ok().flatten());
+    loop {
+        for s in streams.iter_mut() {
+            s.copy_new()?;
+        }
+        let Some(sup) = &supervisor else { break };
+        let mut fds = vec![
+            PollFd::new(inotify.as_fd(), PollFlags::POLLIN),
+            PollFd::new(sup.as_fd(), PollFlags::POLLIN),
+        ];
+        for (_, pipe) in signals {
+            fds.push(PollFd::new(pipe.as_fd(), PollFlags::POLLIN));
+        }
+        match nix::poll::poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(io_err("poll", e.into())),
+        }
+        let hit = |i: usize| {
+            fds.get(i)
+                .and_then(|f| f.revents())
+                .is_some_and(|r| !r.is_empty())
+        };
+        let (events, ended) = (hit(0), hit(1));
+        let signalled: Vec<bool> = (0..signals.len()).map(|i| hit(2 + i)).collect();
+        drop(fds);
+        if events {
+            while let Ok(ev) = inotify.read_events() {
+                if ev.is_empty() {
+                    break;
+                }
+            }
+        }
+        for ((sig, pipe), _) in signals.iter().zip(&signalled).filter(|(_, &hit)| hit) {
+            let mut b = [0u8; 16];
+            while matches!((&*pipe).read(&mut b), Ok(n) if n > 0) {}
+            let _ = task.signal(*sig);
+        }
+        if ended {
+            // The supervisor drained the pipes before it exited: one last copy.
+            for s in streams.iter_mut() {
+                s.copy_new()?;
+            }
+            break;
+        }
+    }
+    Ok(())
+}
+
+fn io_err(op: &'static str, source: io::Error) -> Error {
+    Error::Io {
+        op,
+        what: "output".into(),
+        source,
+    }
+}

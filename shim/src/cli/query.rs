@@ -1,0 +1,152 @@
+//! `ps`, `inspect`, `kill`, `stop`.
+
+use std::time::Duration;
+
+use nomad_shim::spec::parse_signal;
+use nomad_shim::state::{names, TaskState};
+use nomad_shim::{Error, Executor, Status};
+
+use super::usage;
+
+/// `ps`: one line per task; a task whose files are broken gets a line
+/// saying so (and, with `--json`, a warning on stderr) — it never hides the
+/// others.
+pub fn ps(executor: &Executor, json: bool) -> Result<i32, Error> {
+    let list = executor.list()?;
+    if json {
+        let states: Vec<&TaskState> = list.iter().filter_map(|(_, s)| s.as_ref().ok()).collect();
+        for (id, s) in &list {
+            if let Err(e) = s {
+                eprintln!("nomad-shim: task {id}: {e}");
+            }
+        }
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&states).unwrap_or_default()
+        );
+        return Ok(0);
+    }
+    let w = list
+        .iter()
+        .map(|(id, _)| id.as_str().len())
+        .max()
+        .unwrap_or(0)
+        .max(2);
+    println!(
+        "{:<w$}  {:<8} {:>8} {:>6}  {:<27}  COMMAND",
+        "ID", "STATUS", "PID", "EXIT", "CREATED"
+    );
+    for (id, state) in &list {
+        match state {
+            Ok(s) => {
+                let pid = match s.status {
+                    Status::Running => s.task.map_or("-".into(), |t| t.pid.to_string()),
+                    _ => "-".into(),
+                };
+                let exit = s
+                    .exit
+                    .as_ref()
+                    .and_then(|e| e.shell_code())
+                    .map_or("-".into(), |c| c.to_string());
+                let cmd = command_of(executor, id.as_str());
+                println!(
+                    "{id:<w$}  {:<8} {pid:>8} {exit:>6}  {:<27}  {cmd}",
+                    s.status.to_string(),
+                    s.created_at
+                );
+            }
+            Err(e) => println!(
+                "{id:<w$}  {:<8} {:>8} {:>6}  {:<27}  {e}",
+                "broken", "-", "-", "-"
+            ),
+        }
+    }
+    Ok(0)
+}
+
+/// The task's command line from its spec, for `ps`.
+fn command_of(executor: &Executor, id: &str) -> String {
+    let path = executor.root().join(id).join(names::SPEC);
+    std::fs::read(&path)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<nomad_shim::TaskSpec>(&b).ok())
+        .map(|s| s.argv().join(" "))
+        .unwrap_or_default()
+        .chars()
+        .take(60)
+        .collect()
+}
+
+/// `inspect`: the state, reconciled (a dead supervisor shows as `lost`).
+pub fn inspect(executor: &Executor, id: &str, json: bool) -> Result<i32, Error> {
+    let task = executor.open(id)?;
+    let state = task.state()?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&state).unwrap_or_default()
+        );
+        return Ok(0);
+    }
+    println!("id:          {}", state.id);
+    println!("status:      {}", state.status);
+    if let Some(s) = state.supervisor {
+        println!("supervisor:  pid {} (start time {})", s.pid, s.start_time);
+    }
+    if let Some(t) = state.task {
+        println!("task:        pid {} (start time {})", t.pid, t.start_time);
+    }
+    println!("created at:  {}", state.created_at);
+    if let Some(t) = &state.started_at {
+        println!("started at:  {t}");
+    }
+    if let Some(t) = &state.finished_at {
+        println!("finished at: {t}");
+    }
+    if let Some(e) = &state.exit {
+        match (e.code, e.signal, &e.error) {
+            (Some(c), _, _) => println!("exit:        code {c}"),
+            (None, Some(s), _) => println!(
+                "exit:        signal {s}{}",
+                if e.core_dumped == Some(true) {
+                    " (core dumped)"
+                } else {
+                    ""
+                }
+            ),
+            (_, _, Some(err)) => println!("exit:        unknown: {err}"),
+            _ => println!("exit:        unknown"),
+        }
+        if let (Some(u), Some(s), Some(rss)) = (e.user_cpu_ns, e.system_cpu_ns, e.max_rss_kib) {
+            println!(
+                "cpu:         {:.3}s user, {:.3}s system; max rss {rss} KiB",
+                u as f64 / 1e9,
+                s as f64 / 1e9
+            );
+        }
+    }
+    println!("directory:   {}", task.dir().display());
+    Ok(0)
+}
+
+/// `kill ID [SIGNAL]`.
+pub fn kill(executor: &Executor, id: &str, signal: &str) -> Result<i32, Error> {
+    let sig = parse_signal(signal).ok_or_else(|| usage(format!("unknown signal {signal:?}")))?;
+    executor.open(id)?.signal(sig)?;
+    Ok(0)
+}
+
+/// `stop ID [--signal SIG] [--timeout DUR]`: returns once the task has ended.
+pub fn stop(
+    executor: &Executor,
+    id: &str,
+    signal: Option<&str>,
+    timeout: Option<Duration>,
+) -> Result<i32, Error> {
+    let sig = match signal {
+        Some(s) => Some(parse_signal(s).ok_or_else(|| usage(format!("unknown signal {s:?}")))?),
+        None => None,
+    };
+    executor.open(id)?.stop(sig, timeout)?;
+    Ok(0)
+}

@@ -1,0 +1,199 @@
+//! The task child: from `fork(2)` to `execve(2)`.
+//!
+//! Steps run in DESIGN §5's order. A failing step writes an [`ExecError`]
+//! (8 bytes: step, errno) to the close-on-exec error pipe and exits 127; a
+//! successful `execve` closes the pipe, so the supervisor reads EOF. The
+//! supervisor turns the record into a message naming what failed.
+
+use std::ffi::CString;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+use nix::errno::Errno;
+use nix::sys::signal::{sigprocmask, SigSet, SigmaskHow};
+
+/// A step of the child, as reported over the error pipe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u32)]
+pub enum Step {
+    /// `setsid(2)`.
+    Setsid = 1,
+    /// Unblocking signals.
+    Sigmask = 2,
+    /// Resetting `oom_score_adj` to 0 (the supervisor lowered its own).
+    OomScore = 3,
+    /// Setting up fds 0, 1 and 2.
+    Stdio = 4,
+    /// Changing to the working directory.
+    Chdir = 5,
+    /// Marking inherited fds close-on-exec.
+    CloseFds = 6,
+    /// `execve(2)`.
+    Exec = 7,
+}
+
+impl Step {
+    fn from_u32(n: u32) -> Option<Step> {
+        [
+            Step::Setsid,
+            Step::Sigmask,
+            Step::OomScore,
+            Step::Stdio,
+            Step::Chdir,
+            Step::CloseFds,
+            Step::Exec,
+        ]
+        .into_iter()
+        .find(|s| *s as u32 == n)
+    }
+
+    /// The step's name in messages and in the start reply.
+    pub fn name(self) -> &'static str {
+        match self {
+            Step::Setsid => "setsid",
+            Step::Sigmask => "sigmask",
+            Step::OomScore => "oom_score_adj",
+            Step::Stdio => "stdio",
+            Step::Chdir => "chdir",
+            Step::CloseFds => "close_range",
+            Step::Exec => "exec",
+        }
+    }
+}
+
+/// What the child reports when a step fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExecError {
+    /// The step.
+    pub step: Step,
+    /// Its errno.
+    pub errno: Errno,
+}
+
+impl ExecError {
+    /// Size of the encoding.
+    pub const SIZE: usize = 8;
+
+    fn encode(self) -> [u8; Self::SIZE] {
+        let mut b = [0u8; Self::SIZE];
+        b[..4].copy_from_slice(&(self.step as u32).to_le_bytes());
+        b[4..].copy_from_slice(&(self.errno as i32).to_le_bytes());
+        b
+    }
+
+    /// Decodes what the child wrote.
+    pub fn decode(b: &[u8]) -> Option<ExecError> {
+        let step = Step::from_u32(u32::from_le_bytes(b.get(..4)?.try_into().ok()?))?;
+        let errno = Errno::from_raw(i32::from_le_bytes(b.get(4..8)?.try_into().ok()?));
+        Some(ExecError { step, errno })
+    }
+}
+
+/// Everything the child needs, prepared by the supervisor before `fork`.
+pub struct ChildPlan {
+    /// Paths to try in order (one, or one per `PATH` entry for a bare name).
+    pub candidates: Vec<CString>,
+    /// argv, `argv[0]` as the spec gave it.
+    pub argv: Vec<CString>,
+    /// The environment, `KEY=VALUE`.
+    pub envp: Vec<CString>,
+    /// The working directory.
+    pub cwd: CString,
+}
+
+/// The fds the child takes as its stdio.
+pub struct ChildStdio<'a> {
+    /// fd 0.
+    pub stdin: BorrowedFd<'a>,
+    /// fd 1.
+    pub stdout: BorrowedFd<'a>,
+    /// fd 2.
+    pub stderr: BorrowedFd<'a>,
+}
+
+/// Runs in the child after `fork`; never returns.
+pub fn run(plan: &ChildPlan, stdio: ChildStdio<'_>, error_pipe: &OwnedFd) -> ! {
+    let err = match steps(plan, stdio) {
+        Ok(never) => match never {},
+        Err(e) => e,
+    };
+    let _ = nix::unistd::write(error_pipe, &err.encode());
+    // _exit: no atexit handlers or buffered stdio of the supervisor's.
+    crate::sys::exit_now(127)
+}
+
+fn steps(plan: &ChildPlan, stdio: ChildStdio<'_>) -> Result<std::convert::Infallible, ExecError> {
+    let fail = |step| move |errno| ExecError { step, errno };
+
+    // 1. A session and process group of its own, so that the whole task can
+    //    be signalled as a group and no terminal signal of the agent's
+    //    reaches it (setsid(2)).
+    nix::unistd::setsid().map_err(fail(Step::Setsid))?;
+
+    // Default dispositions and an empty mask: both survive execve(2), and
+    // the supervisor blocks the signals its signalfd reads.
+    crate::sys::reset_signal_dispositions();
+    sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)
+        .map_err(fail(Step::Sigmask))?;
+
+    // Not dumpable until exec (exec restores it for ordinary binaries): no
+    // ptrace or /proc/<pid>/mem of the half-set-up child by others.
+    let _ = nix::sys::prctl::set_dumpable(false);
+
+    // The supervisor lowered its own oom_score_adj; the child inherited it.
+    // Raising it back needs no privilege (proc(5)).
+    reset_oom_score().map_err(fail(Step::OomScore))?;
+
+    // fds 0-2: /dev/null and the log pipes.
+    // (All three are fds above 2: 0-2 were open when the supervisor made
+    // them, so dup2 gives new, inheritable copies.)
+    nix::unistd::dup2_stdin(stdio.stdin).map_err(fail(Step::Stdio))?;
+    nix::unistd::dup2_stdout(stdio.stdout).map_err(fail(Step::Stdio))?;
+    nix::unistd::dup2_stderr(stdio.stderr).map_err(fail(Step::Stdio))?;
+
+    nix::unistd::chdir(plan.cwd.as_c_str()).map_err(fail(Step::Chdir))?;
+
+    // Only fds 0-2 reach the task: everything above is marked close-on-exec
+    // (close_range(2), CLOSE_RANGE_CLOEXEC) rather than closed, so that the
+    // error pipe still works if execve fails.
+    close_range_cloexec().map_err(fail(Step::CloseFds))?;
+
+    // execve each candidate like execvp(3): a missing file or directory
+    // moves on to the next PATH entry; a permission error is remembered.
+    let mut last = Errno::ENOENT;
+    let mut seen_eacces = false;
+    for path in &plan.candidates {
+        let Err(e) = nix::unistd::execve(path.as_c_str(), &plan.argv, &plan.envp);
+        match e {
+            Errno::ENOENT | Errno::ENOTDIR | Errno::ESTALE | Errno::ELOOP | Errno::ENAMETOOLONG
+                if plan.candidates.len() > 1 => {}
+            Errno::EACCES if plan.candidates.len() > 1 => seen_eacces = true,
+            e => return Err(fail(Step::Exec)(e)),
+        }
+        last = e;
+    }
+    Err(fail(Step::Exec)(if seen_eacces {
+        Errno::EACCES
+    } else {
+        last
+    }))
+}
+
+fn reset_oom_score() -> nix::Result<()> {
+    use nix::fcntl::{open, OFlag};
+    use nix::sys::stat::Mode;
+    let fd = match open(
+        c"/proc/self/oom_score_adj",
+        OFlag::O_WRONLY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    ) {
+        Ok(fd) => fd,
+        // No /proc: nothing was lowered through it either.
+        Err(Errno::ENOENT) => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    nix::unistd::write(fd.as_fd(), b"0").map(drop)
+}
+
+fn close_range_cloexec() -> nix::Result<()> {
+    nomad_shim::sys::close_range(3, nomad_shim::sys::CLOSE_RANGE_CLOEXEC)
+}

@@ -1,0 +1,476 @@
+//! The supervisor's life after the task started: one `poll(2)` over the
+//! signalfd, the control socket and its clients, the log pipes and one
+//! timer. Nothing here polls on a clock.
+
+use std::fs::File;
+use std::io::{ErrorKind, Read, Write};
+use std::os::fd::{AsFd, AsRawFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::time::Duration;
+
+use nix::errno::Errno;
+use nix::poll::{PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{kill, killpg, Signal};
+use nix::sys::signalfd::SignalFd;
+use nix::sys::time::TimeSpec;
+use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFlags};
+use nix::sys::wait::{waitid, Id, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+use nomad_shim::protocol::{Reply, Request, MAX_LINE};
+use nomad_shim::state::{names, now_rfc3339, TaskDir, TaskState};
+use nomad_shim::sys::{wait4_nohang, Reaped};
+use nomad_shim::{ExitRecord, Status, TaskSpec};
+
+use super::logs::{Drained, LogSink};
+
+/// Most control connections served at once; more wait in the backlog.
+const MAX_CLIENTS: usize = 32;
+
+/// After the task's main process has exited and its process group has been
+/// killed, how long to wait for the log pipes to close. Only a process that
+/// left the task's process group (setsid) can hold them open that long.
+const DRAIN_DEADLINE: Duration = Duration::from_secs(2);
+
+/// Binds `control.sock` (0600 through the umask) in the task directory.
+/// Through `/proc/self/fd/N/`: a `sun_path` holds 108 bytes, less than a
+/// root plus a 128-byte id.
+pub fn bind_control(dir: &TaskDir) -> nix::Result<UnixListener> {
+    let _ = nix::unistd::unlinkat(
+        dir.fd(),
+        names::CONTROL,
+        nix::unistd::UnlinkatFlags::NoRemoveDir,
+    );
+    let path = format!("/proc/self/fd/{}/{}", dir.fd().as_raw_fd(), names::CONTROL);
+    let listener = UnixListener::bind(path)
+        .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))?;
+    Ok(listener)
+}
+
+/// What the one timer is armed for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Timer {
+    Idle,
+    /// A graceful stop's grace period: then SIGKILL the whole task.
+    KillTimeout,
+    /// The main process is gone; stop waiting for the log pipes.
+    DrainDeadline,
+}
+
+struct Client {
+    stream: UnixStream,
+    buf: Vec<u8>,
+}
+
+/// The running supervisor.
+pub struct Supervisor<'d> {
+    dir: &'d TaskDir,
+    /// Held for our whole life: the lock is what says "supervisor alive".
+    _lock: File,
+    spec: TaskSpec,
+    state: TaskState,
+    task: Pid,
+    signals: SignalFd,
+    control: Option<UnixListener>,
+    clients: Vec<Client>,
+    logs: [LogSink; 2],
+    timer: TimerFd,
+    timer_for: Timer,
+}
+
+impl<'d> Supervisor<'d> {
+    /// Takes over the resources the start-up made.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        dir: &'d TaskDir,
+        lock: File,
+        spec: TaskSpec,
+        state: TaskState,
+        task: Pid,
+        signals: SignalFd,
+        control: UnixListener,
+        logs: [LogSink; 2],
+    ) -> Supervisor<'d> {
+        let timer = TimerFd::new(
+            ClockId::CLOCK_MONOTONIC,
+            TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC,
+        )
+        .expect("timerfd_create");
+        Supervisor {
+            dir,
+            _lock: lock,
+            spec,
+            state,
+            task,
+            signals,
+            control: Some(control),
+            clients: Vec::new(),
+            logs,
+            timer,
+            timer_for: Timer::Idle,
+        }
+    }
+
+    fn exited(&self) -> bool {
+        self.state.exit.is_some()
+    }
+
+    /// Runs until the task has ended, its output is drained and the final
+    /// state is durable.
+    pub fn run(&mut self) {
+        // A task that exited before the loop started: its SIGCHLD is pending
+        // on the signalfd and is read in the first round.
+        loop {
+            if self.exited() && self.logs.iter().all(|l| l.pipe().is_none()) {
+                break;
+            }
+            let mut ready = Ready::default();
+            {
+                let mut fds: Vec<PollFd<'_>> = Vec::with_capacity(5 + self.clients.len());
+                // The PollFds borrow the fds for this block only. Slots keep
+                // fixed places (an idle one polls for nothing).
+                let signals = self.signals.as_fd();
+                let timer = self.timer.as_fd();
+                fds.push(PollFd::new(signals, PollFlags::POLLIN));
+                fds.push(PollFd::new(timer, PollFlags::POLLIN));
+                let control = self
+                    .control
+                    .as_ref()
+                    .filter(|_| self.clients.len() < MAX_CLIENTS);
+                fds.push(PollFd::new(
+                    control.map_or(signals, |c| c.as_fd()),
+                    if control.is_some() {
+                        PollFlags::POLLIN
+                    } else {
+                        PollFlags::empty()
+                    },
+                ));
+                for l in &self.logs {
+                    fds.push(PollFd::new(
+                        l.pipe().unwrap_or(signals),
+                        if l.pipe().is_some() {
+                            PollFlags::POLLIN
+                        } else {
+                            PollFlags::empty()
+                        },
+                    ));
+                }
+                for c in &self.clients {
+                    fds.push(PollFd::new(c.stream.as_fd(), PollFlags::POLLIN));
+                }
+                match nix::poll::poll(&mut fds, PollTimeout::NONE) {
+                    Ok(_) | Err(Errno::EINTR) => {}
+                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                }
+                let hit = |f: &PollFd<'_>| f.revents().is_some_and(|r| !r.is_empty());
+                ready.signals = hit(&fds[0]);
+                ready.timer = hit(&fds[1]);
+                ready.control = control.is_some() && hit(&fds[2]);
+                ready.logs = [hit(&fds[3]), hit(&fds[4])];
+                ready.clients = fds[5..].iter().map(hit).collect();
+            }
+            if ready.signals {
+                self.on_signals();
+            }
+            for i in 0..2 {
+                if ready.logs[i] {
+                    self.drain(i);
+                }
+            }
+            if ready.timer {
+                self.on_timer();
+            }
+            for (i, hit) in ready.clients.iter().enumerate().rev() {
+                if *hit {
+                    self.on_client(i);
+                }
+            }
+            if ready.control {
+                self.accept();
+            }
+        }
+        self.finish();
+    }
+
+    fn on_signals(&mut self) {
+        let mut stop = false;
+        while let Ok(Some(info)) = self.signals.read_signal() {
+            match Signal::try_from(info.ssi_signo as i32) {
+                Ok(Signal::SIGTERM) | Ok(Signal::SIGINT) => stop = true,
+                // SIGCHLD is handled below by reaping until nothing is left;
+                // SIGHUP means nothing to us (no terminal).
+                _ => {}
+            }
+        }
+        self.reap();
+        if stop && !self.exited() {
+            self.shutdown(None, None);
+        }
+    }
+
+    /// Reaps every exited child. The task's main process is looked at
+    /// first without being reaped: while it is a zombie its pid still pins
+    /// its process group, so killing the group cannot hit a stranger.
+    fn reap(&mut self) {
+        if !self.exited() {
+            match waitid(
+                Id::Pid(self.task),
+                WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT,
+            ) {
+                Ok(WaitStatus::StillAlive) | Err(_) => {}
+                Ok(_) => {
+                    // Kill whatever is left of the task's process group.
+                    let _ = killpg(self.task, Signal::SIGKILL);
+                    if let Ok(Some(r)) = wait4_nohang(self.task.as_raw()) {
+                        self.record(r);
+                    }
+                }
+            }
+        }
+        // Everyone else: the task's orphans, re-parented to us.
+        loop {
+            match wait4_nohang(-1) {
+                Ok(Some(r)) if r.pid == self.task.as_raw() && !self.exited() => self.record(r),
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => break,
+            }
+        }
+    }
+
+    fn record(&mut self, r: Reaped) {
+        let status = r.status;
+        let (code, signal, core) = if libc::WIFEXITED(status) {
+            (Some(libc::WEXITSTATUS(status)), None, false)
+        } else {
+            (None, Some(libc::WTERMSIG(status)), libc::WCOREDUMP(status))
+        };
+        self.state.exit = Some(ExitRecord {
+            code,
+            signal,
+            core_dumped: Some(core),
+            oom_killed: Some(false),
+            user_cpu_ns: Some(r.user_cpu_ns),
+            system_cpu_ns: Some(r.system_cpu_ns),
+            max_rss_kib: Some(r.max_rss_kib),
+            error: None,
+        });
+        self.state.finished_at = Some(now_rfc3339());
+        // Whatever the pipes still hold is read now; a writer that left the
+        // task's process group gets DRAIN_DEADLINE to close them.
+        for i in 0..2 {
+            self.drain(i);
+        }
+        if self.logs.iter().any(|l| l.pipe().is_some()) {
+            self.arm(Timer::DrainDeadline, DRAIN_DEADLINE);
+        } else {
+            self.disarm();
+        }
+    }
+
+    fn drain(&mut self, i: usize) {
+        match self.logs[i].drain(self.dir.fd()) {
+            Ok(Drained::Open) => {}
+            Ok(Drained::Eof) => {}
+            // The disk is full or the file is gone: keep the task running and
+            // its pipe drained, dropping output rather than blocking it.
+            Err(_) => self.discard(i),
+        }
+    }
+
+    fn discard(&mut self, i: usize) {
+        let Some(pipe) = self.logs[i].pipe() else {
+            return;
+        };
+        let mut sink = [0u8; 4096];
+        loop {
+            match nix::unistd::read(pipe, &mut sink) {
+                Ok(0) => {
+                    self.logs[i].close();
+                    return;
+                }
+                Ok(_) | Err(Errno::EINTR) => {}
+                Err(_) => return,
+            }
+        }
+    }
+
+    fn on_timer(&mut self) {
+        let _ = self.timer.wait();
+        match std::mem::replace(&mut self.timer_for, Timer::Idle) {
+            Timer::KillTimeout if !self.exited() => {
+                let _ = killpg(self.task, Signal::SIGKILL);
+            }
+            Timer::DrainDeadline => {
+                for i in 0..2 {
+                    self.drain(i);
+                    self.logs[i].close();
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn arm(&mut self, what: Timer, after: Duration) {
+        let after = after.max(Duration::from_nanos(1));
+        if self
+            .timer
+            .set(
+                Expiration::OneShot(TimeSpec::from_duration(after)),
+                TimerSetTimeFlags::empty(),
+            )
+            .is_ok()
+        {
+            self.timer_for = what;
+        }
+    }
+
+    fn disarm(&mut self) {
+        let _ = self.timer.unset();
+        self.timer_for = Timer::Idle;
+    }
+
+    /// A graceful stop: the kill signal to the main process, then SIGKILL
+    /// to its whole process group after the timeout. A second request
+    /// shortens a running grace period, never lengthens it.
+    fn shutdown(&mut self, signal: Option<Signal>, timeout: Option<Duration>) {
+        let signal = signal.unwrap_or(self.spec.kill_signal);
+        let timeout = timeout.unwrap_or(self.spec.kill_timeout_duration());
+        if signal == Signal::SIGKILL || timeout.is_zero() {
+            let _ = killpg(self.task, Signal::SIGKILL);
+            return;
+        }
+        let _ = kill(self.task, signal);
+        let remaining = self.timer.get().ok().flatten().and_then(|e| match e {
+            Expiration::OneShot(t) => Some(Duration::from(t)),
+            _ => None,
+        });
+        if self.timer_for != Timer::KillTimeout || remaining.is_none_or(|r| timeout < r) {
+            self.arm(Timer::KillTimeout, timeout);
+        }
+    }
+
+    fn accept(&mut self) {
+        let Some(listener) = &self.control else {
+            return;
+        };
+        while self.clients.len() < MAX_CLIENTS {
+            match listener.accept() {
+                Ok((stream, _)) => {
+                    let _ = stream.set_nonblocking(true);
+                    self.clients.push(Client {
+                        stream,
+                        buf: Vec::new(),
+                    });
+                }
+                Err(_) => return,
+            }
+        }
+    }
+
+    fn on_client(&mut self, i: usize) {
+        let mut chunk = [0u8; 1024];
+        let client = &mut self.clients[i];
+        let request = loop {
+            match client.stream.read(&mut chunk) {
+                Ok(0) => break None,
+                Ok(n) => {
+                    client.buf.extend_from_slice(&chunk[..n]);
+                    if let Some(end) = client.buf.iter().position(|&b| b == b'\n') {
+                        break Some(
+                            serde_json::from_slice::<Request>(&client.buf[..end])
+                                .map_err(|e| format!("bad request: {e}")),
+                        );
+                    }
+                    if client.buf.len() > MAX_LINE {
+                        break Some(Err("request too long".into()));
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(_) => break None,
+            }
+        };
+        let mut client = self.clients.swap_remove(i);
+        let Some(request) = request else { return };
+        let reply = match request {
+            Ok(req) => self.handle(req),
+            Err(msg) => Reply::error(msg),
+        };
+        let mut line = serde_json::to_vec(&reply).unwrap_or_default();
+        line.push(b'\n');
+        // A reply is a few hundred bytes into an empty socket buffer.
+        let _ = client.stream.set_nonblocking(false);
+        let _ = client
+            .stream
+            .set_write_timeout(Some(Duration::from_secs(1)));
+        let _ = client.stream.write_all(&line);
+    }
+
+    fn handle(&mut self, req: Request) -> Reply {
+        match req {
+            Request::State => Reply {
+                ok: true,
+                error: None,
+                state: Some(self.state.clone()),
+            },
+            Request::Signal { .. } | Request::Shutdown { .. } if self.exited() => match req {
+                Request::Shutdown { .. } => Reply::ok(),
+                _ => Reply::error("not running: the task has exited"),
+            },
+            Request::Signal { signal } => match Signal::try_from(signal) {
+                Ok(sig) => match kill(self.task, sig) {
+                    Ok(()) => Reply::ok(),
+                    Err(e) => Reply::error(format!("kill {} {}: {}", self.task, sig, e.desc())),
+                },
+                Err(_) => Reply::error(format!("unknown signal {signal}")),
+            },
+            Request::Shutdown { signal, timeout_ms } => {
+                let signal = match signal.map(Signal::try_from) {
+                    None => None,
+                    Some(Ok(s)) => Some(s),
+                    Some(Err(_)) => {
+                        return Reply::error(format!(
+                            "unknown signal {}",
+                            signal.unwrap_or_default()
+                        ))
+                    }
+                };
+                self.shutdown(signal, timeout_ms.map(Duration::from_millis));
+                Reply::ok()
+            }
+        }
+    }
+
+    /// Records the final state durably, then lets the process exit (which
+    /// releases the lock and makes the pidfd of waiters readable).
+    fn finish(&mut self) {
+        self.control = None;
+        let _ = nix::unistd::unlinkat(
+            self.dir.fd(),
+            names::CONTROL,
+            nix::unistd::UnlinkatFlags::NoRemoveDir,
+        );
+        self.state.status = Status::Exited;
+        // A full disk must not lose the exit: retry for a while, then give
+        // up (the state stays `running`; readers then report it `lost`).
+        for attempt in 0..60 {
+            match self.dir.write_state(&self.state, true) {
+                Ok(()) => break,
+                Err(_) if attempt < 59 => std::thread::sleep(Duration::from_secs(1)),
+                Err(_) => {}
+            }
+        }
+        self.clients.clear();
+    }
+}
+
+#[derive(Default)]
+struct Ready {
+    signals: bool,
+    timer: bool,
+    control: bool,
+    logs: [bool; 2],
+    clients: Vec<bool>,
+}

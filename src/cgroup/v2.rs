@@ -1,0 +1,338 @@
+//! The cgroup v2 backend: one directory in the unified hierarchy.
+//!
+//! Files written (cgroup-v2(7), Documentation/admin-guide/cgroup-v2.rst):
+//! * the deepest pre-existing ancestor's `cgroup.subtree_control`: `+<controller>`
+//!   for each controller the task uses that is listed in its `cgroup.controllers`
+//!   but not yet enabled there — one write per controller, and only additions.
+//!   Without it no controller reaches the cgroups below. This is the one file of a
+//!   cgroup we did not create that is ever written (usually `/sys/fs/cgroup` itself
+//!   or the configured parent left by an earlier task). It fails with `EBUSY` if
+//!   that ancestor is not the root and has processes of its own ("no internal
+//!   processes" rule); enabled controllers are left enabled on removal.
+//! * each parent cgroup we create: the same `+<controller>` in `cgroup.subtree_control`;
+//! * the task cgroup: the limits (`memory.max`, `memory.high`, `memory.swap.max`,
+//!   `memory.oom.group` = 1, `cpu.weight`, `cpu.max`, `cpuset.cpus`, `cpuset.mems`,
+//!   `pids.max`, `io.weight`), `cgroup.kill` or `cgroup.freeze` when killing.
+//!
+//! The controllers used are those the limits need plus `memory`, `cpu` and `pids`
+//! for accounting (OOM detection and [`Stats`]), when available.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use super::detect::CgroupRoot;
+use super::error::{Error, Result};
+use super::files::{self, has, keyed, read, read_opt, read_u64_opt, words, write};
+use super::resources::{ctl, cpu_quota_us, shares_to_weight, Resources, CPU_PERIOD_US};
+use super::stats::{self, MemoryStats, PidsStats, Stats};
+use super::{fail_or_warn, kill_loop};
+
+/// Controllers enabled for accounting even when no limit needs them.
+const ACCOUNTING: [&str; 3] = [ctl::MEMORY, ctl::CPU, ctl::PIDS];
+
+/// A task's cgroup in the unified hierarchy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Cgroup {
+    root: CgroupRoot,
+    /// `<parent>/<id>`, relative to the root.
+    rel: PathBuf,
+}
+
+/// The controllers `res` needs.
+fn required(res: &Resources) -> Vec<&'static str> {
+    let mut v = Vec::new();
+    if res.wants_memory() {
+        v.push(ctl::MEMORY);
+    }
+    if res.wants_cpu() {
+        v.push(ctl::CPU);
+    }
+    if res.wants_cpuset() {
+        v.push(ctl::CPUSET);
+    }
+    if res.pids_max.is_some() {
+        v.push(ctl::PIDS);
+    }
+    if res.io_weight.is_some() {
+        v.push(ctl::IO);
+    }
+    v
+}
+
+impl Cgroup {
+    /// Create `<root>/<parent>/<id>` (see the module docs for what is written).
+    pub(crate) fn create(
+        root: &CgroupRoot,
+        parent: &Path,
+        id: &Path,
+        res: &Resources,
+        best_effort: bool,
+        warnings: &mut Vec<Error>,
+    ) -> Result<Cgroup> {
+        let rel = parent.join(id);
+        // The deepest existing ancestor, and the directories to create below it.
+        let mut existing = root.path.clone();
+        let mut to_create = Vec::new();
+        for dir in rel.ancestors().collect::<Vec<_>>().into_iter().rev().skip(1) {
+            let abs = root.path.join(dir);
+            if to_create.is_empty() && abs.is_dir() && dir != rel {
+                existing = abs;
+            } else {
+                to_create.push(abs);
+            }
+        }
+
+        // What the ancestor can hand down. A limit's controller that is missing is
+        // an error before any mkdir (a warning with `best_effort`); a missing
+        // accounting controller is always just a warning.
+        let controllers_file = existing.join("cgroup.controllers");
+        let available = words(&read(&controllers_file)?);
+        let required = required(res);
+        let tolerate = |c: &str| best_effort || !required.contains(&c);
+        let mut enable = Vec::new();
+        for c in required.iter().chain(ACCOUNTING.iter()) {
+            if enable.contains(c) {
+                continue;
+            }
+            if available.iter().any(|a| a == c) {
+                enable.push(*c);
+            } else {
+                let e = Error::ControllerUnavailable {
+                    controller: c.to_string(),
+                    path: controllers_file.clone(),
+                };
+                fail_or_warn(e, tolerate(c), warnings)?;
+            }
+        }
+
+        // Enable them in the ancestor (only those not yet enabled).
+        let subtree = existing.join("cgroup.subtree_control");
+        let already = words(&read(&subtree)?);
+        let mut enabled = Vec::new();
+        for c in enable {
+            if already.iter().any(|a| a == c) {
+                enabled.push(c);
+                continue;
+            }
+            match write(&subtree, &format!("+{c}")) {
+                Ok(()) => enabled.push(c),
+                Err(e) => fail_or_warn(e, tolerate(c), warnings)?,
+            }
+        }
+
+        let cg = Cgroup {
+            root: root.clone(),
+            rel,
+        };
+        let mut created = Vec::new();
+        let result = (|| {
+            for dir in &to_create {
+                files::mkdir(root, dir)?;
+                created.push(dir.clone());
+                if *dir != cg.dir() {
+                    for c in &enabled {
+                        write(&dir.join("cgroup.subtree_control"), &format!("+{c}"))?;
+                    }
+                }
+            }
+            // Controllers left out were reported above.
+            apply(&cg.dir(), res, &enabled, None, best_effort, warnings)?;
+            if enabled.contains(&ctl::MEMORY) {
+                // Kill the whole task on OOM, not one arbitrary process of it.
+                write(&cg.dir().join("memory.oom.group"), "1")?;
+            }
+            Ok(())
+        })();
+        if let Err(e) = result {
+            for dir in created.iter().rev() {
+                let _ = files::rmdir(root, dir);
+            }
+            return Err(e);
+        }
+        Ok(cg)
+    }
+
+    /// Reopen from a recorded path, which must lie strictly inside the root.
+    pub(crate) fn from_path(root: &CgroupRoot, path: &Path) -> Result<Cgroup> {
+        let rel = super::paths::relative_to(path, &root.path)?;
+        Ok(Cgroup {
+            root: root.clone(),
+            rel,
+        })
+    }
+
+    /// The task's directory.
+    pub(crate) fn dir(&self) -> PathBuf {
+        self.root.path.join(&self.rel)
+    }
+
+    pub(crate) fn procs_files(&self) -> Vec<PathBuf> {
+        vec![self.dir().join("cgroup.procs")]
+    }
+
+    /// Live update: each limit's controller must be enabled for this cgroup.
+    pub(crate) fn update(&self, res: &Resources) -> Result<()> {
+        let dir = self.dir();
+        let controllers_file = dir.join("cgroup.controllers");
+        let available = words(&read(&controllers_file)?);
+        let enabled: Vec<&str> = available.iter().map(String::as_str).collect();
+        apply(&dir, res, &enabled, Some(&controllers_file), false, &mut Vec::new())
+    }
+
+    /// Kill every process: `cgroup.kill` (Linux ≥ 5.14), else freeze-kill-thaw.
+    pub(crate) fn kill_all(&self, timeout: Duration) -> Result<()> {
+        let dir = self.dir();
+        if !dir.exists() {
+            return Ok(());
+        }
+        if has(&dir, "cgroup.kill") {
+            // Writing "1" SIGKILLs every process of the cgroup and its descendants,
+            // atomically with respect to fork (cgroup-v2(7)).
+            kill_loop(&self.procs_files(), &dir, timeout, || write(&dir.join("cgroup.kill"), "1"))
+        } else {
+            self.kill_by_freezing(timeout)
+        }
+    }
+
+    /// For kernels without `cgroup.kill`: freeze (so that no process forks or exits
+    /// and no pid is reused while we read the list), SIGKILL each listed pid, thaw
+    /// (the kills are delivered on thaw).
+    pub(crate) fn kill_by_freezing(&self, timeout: Duration) -> Result<()> {
+        let dir = self.dir();
+        let procs = self.procs_files();
+        kill_loop(&procs, &dir, timeout, || {
+            write(&dir.join("cgroup.freeze"), "1")?;
+            // Freezing is asynchronous: `cgroup.events` says `frozen 1` once done.
+            // If it never settles (a task stuck in the kernel), kill anyway.
+            let events = dir.join("cgroup.events");
+            let frozen = || Ok(keyed(&read(&events)?, "frozen") == Some(1));
+            files::wait_until(Instant::now() + Duration::from_secs(1), frozen)?;
+            let killed = files::read_pids(&procs[0]).and_then(|p| files::kill_pids(&p, &dir));
+            let thawed = write(&dir.join("cgroup.freeze"), "0");
+            killed.and(thawed)
+        })
+    }
+
+    /// OOM kills recorded in `memory.events` (hierarchical; `oom_group_kill`
+    /// counts whole-group kills, Linux ≥ 5.19). 0 without the memory controller.
+    pub(crate) fn oom_kills(&self) -> Result<u64> {
+        let Some(s) = read_opt(&self.dir().join("memory.events"))? else {
+            return Ok(0);
+        };
+        let kills = keyed(&s, "oom_kill").unwrap_or(0);
+        Ok(kills.max(keyed(&s, "oom_group_kill").unwrap_or(0)))
+    }
+
+    pub(crate) fn stats(&self) -> Result<Stats> {
+        let dir = self.dir();
+        // cpu.stat exists in every v2 cgroup (the usage part even without the cpu
+        // controller, which adds the throttling counters).
+        let cpu = read_opt(&dir.join("cpu.stat"))?.map(|s| stats::parse_v2_cpu_stat(&s));
+        let memory = match read_u64_opt(&dir.join("memory.current"))? {
+            None => None,
+            Some(current) => {
+                let (rss, cache) = match read_opt(&dir.join("memory.stat"))? {
+                    Some(s) => stats::parse_v2_memory_stat(&s),
+                    None => (0, 0),
+                };
+                Some(MemoryStats {
+                    current,
+                    peak: read_u64_opt(&dir.join("memory.peak"))?,
+                    rss,
+                    cache,
+                    swap: read_u64_opt(&dir.join("memory.swap.current"))?,
+                })
+            }
+        };
+        let pids = read_u64_opt(&dir.join("pids.current"))?.map(|current| PidsStats { current });
+        Ok(Stats { cpu, memory, pids })
+    }
+
+    /// `rmdir` the task cgroup (after the caller killed everything).
+    pub(crate) fn rmdir(&self) -> Result<()> {
+        files::rmdir(&self.root, &self.dir()).map(drop)
+    }
+
+    /// `rmdir` the parents named at creation, deepest first, stopping at the first
+    /// that still has children (or processes). The root is never touched.
+    pub(crate) fn remove_parents_if_empty(&self) -> Result<()> {
+        super::remove_empty_ancestors(&self.root, &self.root.path, &self.rel)
+    }
+}
+
+/// Write the limits of `res` into the task cgroup `dir`. `enabled` lists the
+/// controllers the cgroup has; a limit of any other is skipped silently when
+/// `report` is `None` (already reported), else it is an error naming `report`
+/// (the file the list came from), or a warning when `best_effort`.
+fn apply(
+    dir: &Path,
+    res: &Resources,
+    enabled: &[&str],
+    report: Option<&Path>,
+    best_effort: bool,
+    warnings: &mut Vec<Error>,
+) -> Result<()> {
+    let usable = |c: &str, warnings: &mut Vec<Error>| -> Result<bool> {
+        match report {
+            _ if enabled.contains(&c) => Ok(true),
+            None => Ok(false),
+            Some(path) => {
+                let e = Error::ControllerUnavailable {
+                    controller: c.to_string(),
+                    path: path.to_path_buf(),
+                };
+                fail_or_warn(e, best_effort, warnings).map(|()| false)
+            }
+        }
+    };
+    let set = |file: &str, value: String| write(&dir.join(file), &value);
+
+    if res.wants_memory() && usable(ctl::MEMORY, warnings)? {
+        if let Some(v) = res.memory_max {
+            set("memory.max", v.to_string())?;
+        }
+        if let Some(v) = res.memory_reservation {
+            set("memory.high", v.to_string())?;
+        }
+        if let Some(v) = res.memory_swap {
+            // Absent when the kernel does not account swap (CONFIG_MEMCG_SWAP off).
+            let file = dir.join("memory.swap.max");
+            if file.exists() {
+                set("memory.swap.max", v.to_string())?;
+            } else {
+                let e = Error::Unsupported {
+                    feature: "memory_swap",
+                    path: file,
+                };
+                fail_or_warn(e, best_effort, warnings)?;
+            }
+        }
+    }
+    if res.wants_cpu() && usable(ctl::CPU, warnings)? {
+        if let Some(shares) = res.cpu_shares {
+            set("cpu.weight", shares_to_weight(shares).to_string())?;
+        }
+        if let Some(cpus) = res.cpus {
+            set("cpu.max", format!("{} {CPU_PERIOD_US}", cpu_quota_us(cpus)))?;
+        }
+    }
+    if res.wants_cpuset() && usable(ctl::CPUSET, warnings)? {
+        if let Some(cpus) = &res.cpuset_cpus {
+            set("cpuset.cpus", cpus.clone())?;
+        }
+        if let Some(mems) = &res.cpuset_mems {
+            set("cpuset.mems", mems.clone())?;
+        }
+    }
+    if let Some(max) = res.pids_max {
+        if usable(ctl::PIDS, warnings)? {
+            set("pids.max", max.to_string())?;
+        }
+    }
+    if let Some(w) = res.io_weight {
+        if usable(ctl::IO, warnings)? {
+            set("io.weight", format!("default {w}"))?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,129 @@
+//! The library's top-level error: what the agent sees.
+
+use std::io;
+use std::path::PathBuf;
+
+use crate::spec::SpecError;
+use crate::state::{StateError, TaskId};
+
+/// Everything that can go wrong in [`Executor`](crate::Executor) and
+/// [`Task`](crate::Task), each variant naming the task, path or pid.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The spec cannot be run.
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    /// Reading or writing the task's state failed.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// The `nomad-shim` binary was not found.
+    #[error("cannot find the nomad-shim binary (tried {tried})")]
+    ShimNotFound {
+        /// The places tried, in order.
+        tried: String,
+    },
+    /// The `nomad-shim` binary could not be executed.
+    #[error("start {id}: run {shim}: {source}")]
+    Spawn {
+        /// The task.
+        id: TaskId,
+        /// The binary.
+        shim: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// The task's program could not be started. Nothing of it runs and its
+    /// directory is removed.
+    #[error("start {id}: {message}")]
+    Start {
+        /// The task.
+        id: TaskId,
+        /// The failed step (`exec`, `chdir`, …).
+        step: String,
+        /// The errno of the failed system call, when there was one.
+        errno: Option<i32>,
+        /// What failed, e.g. `exec /usr/bin/nope: No such file or directory`.
+        message: String,
+    },
+    /// The supervisor ended without saying whether the task started.
+    #[error("start {id}: the supervisor exited without reporting ({detail})")]
+    SupervisorVanished {
+        /// The task.
+        id: TaskId,
+        /// What is known of its end.
+        detail: String,
+    },
+    /// The request needs a running task.
+    #[error("task {id} is not running (status {status})")]
+    NotRunning {
+        /// The task.
+        id: TaskId,
+        /// Its status.
+        status: crate::Status,
+    },
+    /// Someone other than the task's supervisor holds its lock.
+    #[error("task {id}: {path} is locked, but not by the task's supervisor (pid {supervisor_pid}, which is gone)")]
+    LockHeldByOther {
+        /// The task.
+        id: TaskId,
+        /// The lock file.
+        path: PathBuf,
+        /// The supervisor pid the state names.
+        supervisor_pid: i32,
+    },
+    /// The task still runs (for `remove` without force).
+    #[error("task {id} is still {status}; stop it first or remove it with force")]
+    StillRunning {
+        /// The task.
+        id: TaskId,
+        /// Its status.
+        status: crate::Status,
+    },
+    /// Talking to the supervisor's control socket failed.
+    #[error("task {id}: control socket {path}: {source}")]
+    Control {
+        /// The task.
+        id: TaskId,
+        /// The socket.
+        path: PathBuf,
+        /// What went wrong.
+        source: io::Error,
+    },
+    /// The supervisor refused a request.
+    #[error("task {id}: the supervisor refused {request}: {reason}")]
+    Refused {
+        /// The task.
+        id: TaskId,
+        /// The request.
+        request: &'static str,
+        /// Its reason.
+        reason: String,
+    },
+    /// Another system call failed.
+    #[error("{op} {what}: {source}")]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// To what (a path, pid or task).
+        what: String,
+        /// The error.
+        source: io::Error,
+    },
+}
+
+impl Error {
+    /// For a start error: true when the program was not found (the CLI's
+    /// exit code 127).
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Error::Start { step, errno: Some(e), .. } if step == "exec" && *e == libc::ENOENT)
+    }
+
+    /// For a start error: true when the program exists but cannot be
+    /// executed (the CLI's exit code 126).
+    pub fn is_not_executable(&self) -> bool {
+        matches!(self, Error::Start { step, errno: Some(e), .. } if step == "exec" && [libc::EACCES, libc::ENOEXEC, libc::EPERM, libc::EISDIR, libc::ETXTBSY].contains(e))
+    }
+}
+
+/// The library's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,279 @@
+//! Starting tasks, reattaching to them, listing them.
+
+use std::io::Read;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use nix::fcntl::OFlag;
+
+use crate::error::{Error, Result};
+use crate::protocol::{StartReply, MAX_LINE};
+use crate::spec::TaskSpec;
+use crate::state::{names, write_json, Root, StateError, TaskId, TaskState};
+use crate::task::{reconcile, Task};
+
+/// Name of the binary.
+pub const SHIM_NAME: &str = "nomad-shim";
+
+/// The hidden subcommand the library runs: `nomad-shim __supervise ROOT ID`.
+pub const SUPERVISE_SUBCOMMAND: &str = "__supervise";
+
+/// Starts and reattaches to tasks kept under one root directory.
+///
+/// Each task runs under its own `nomad-shim` supervisor, which is not a child
+/// of the calling process: the agent may exit, crash or restart, and the
+/// tasks (and the record of how they ended) stay.
+#[derive(Debug, Clone)]
+pub struct Executor {
+    root: Root,
+    shim: Option<PathBuf>,
+}
+
+impl Executor {
+    /// An executor on the default root (`/run/nomad-shim` as root, else
+    /// `$XDG_RUNTIME_DIR/nomad-shim`).
+    pub fn new() -> Result<Executor> {
+        Ok(Executor::with_root(Root::default_path()?))
+    }
+
+    /// An executor on `root`.
+    pub fn with_root(root: impl Into<PathBuf>) -> Executor {
+        Executor {
+            root: Root::new(root),
+            shim: None,
+        }
+    }
+
+    /// Uses this `nomad-shim` binary. Without it the binary is looked for in
+    /// `$NOMAD_SHIM`, next to the current executable, then in `$PATH`.
+    pub fn shim_path(mut self, path: impl Into<PathBuf>) -> Executor {
+        self.shim = Some(path.into());
+        self
+    }
+
+    /// The root directory.
+    pub fn root(&self) -> &Path {
+        self.root.path()
+    }
+
+    /// The `nomad-shim` binary this executor runs.
+    pub fn find_shim(&self) -> Result<PathBuf> {
+        find_shim(self.shim.as_deref())
+    }
+
+    /// Starts a task and returns once its program has been executed (or with
+    /// the error that prevented it: [`Error::Start`] names the step, e.g.
+    /// `exec /usr/bin/nope: No such file or directory`).
+    pub fn start(&self, spec: &TaskSpec) -> Result<Task> {
+        spec.validate()?;
+        let shim = self.find_shim()?;
+        let dir = match &spec.id {
+            Some(id) => self.root.create_task_dir(&TaskId::new(id.as_str())?)?,
+            None => self.create_generated()?,
+        };
+        let id = dir.id().clone();
+        let mut stored = spec.clone();
+        stored.id = Some(id.to_string());
+        if let Err(e) = write_json(dir.fd(), dir.path(), names::SPEC, &stored, 0o600, true) {
+            let _ = dir.remove();
+            return Err(e.into());
+        }
+
+        // The supervisor reports over a pipe on its stdout. Our end is
+        // close-on-exec, so a task started concurrently from another thread
+        // can never inherit it (and hold it open: the read below would then
+        // wait for that task). std dup2()s the write end onto the child's fd 1,
+        // which clears close-on-exec there only.
+        let (read_end, write_end) =
+            nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| Error::Io {
+                op: "create sync pipe for",
+                what: id.to_string(),
+                source: e.into(),
+            })?;
+        let mut cmd = Command::new(&shim);
+        cmd.arg(SUPERVISE_SUBCOMMAND)
+            .arg(self.root.path())
+            .arg(id.as_str())
+            .env_clear()
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(write_end))
+            .stderr(Stdio::null());
+        let spawned = cmd.spawn();
+        // `cmd` owns our copy of the write end: drop it, or EOF never comes.
+        drop(cmd);
+        let mut intermediate = match spawned {
+            Ok(child) => child,
+            Err(source) => {
+                let _ = dir.remove();
+                return Err(Error::Spawn { id, shim, source });
+            }
+        };
+        let reply = read_reply(read_end);
+        // The intermediate process exits as soon as it has forked the
+        // supervisor. ECHILD means a subreaper of the caller's reaped it first.
+        let intermediate_status = match intermediate.wait() {
+            Ok(status) => format!("intermediate process {status}"),
+            Err(e) => format!("intermediate process: {e}"),
+        };
+        match reply {
+            Ok(Some(StartReply::Started { supervisor, task })) => {
+                Ok(Task::started(dir, supervisor, task))
+            }
+            Ok(Some(StartReply::Failed {
+                step,
+                errno,
+                message,
+            })) => {
+                // The supervisor removed the task directory before replying.
+                Err(Error::Start {
+                    id,
+                    step,
+                    errno,
+                    message,
+                })
+            }
+            Ok(None) | Err(_) => {
+                let detail = match reply {
+                    Err(e) => format!("{e}; {intermediate_status}"),
+                    _ => intermediate_status,
+                };
+                if !dir.lock_is_held().unwrap_or(true) {
+                    let _ = dir.remove();
+                }
+                Err(Error::SupervisorVanished { id, detail })
+            }
+        }
+    }
+
+    fn create_generated(&self) -> Result<crate::state::TaskDir> {
+        loop {
+            match self.root.create_task_dir(&TaskId::generate()) {
+                Err(StateError::Exists { .. }) => continue,
+                other => return Ok(other?),
+            }
+        }
+    }
+
+    /// Reattaches to task `id`: validates its state, and checks that the
+    /// supervisor it names is alive (lock held, pidfd opened, start time and
+    /// boot id equal) before trusting any pid. A task whose supervisor died
+    /// before recording the exit is marked `lost`, and what is left of it is
+    /// killed.
+    pub fn open(&self, id: &str) -> Result<Task> {
+        let id = TaskId::new(id)?;
+        let dir = self.root.open_task_dir(&id)?;
+        let state = reconcile(&dir)?;
+        Ok(Task::opened(dir, state))
+    }
+
+    /// The state of every task under the root, sorted by id. A task whose
+    /// files are broken is an `Err` in its own entry; it never hides the
+    /// others.
+    pub fn list(&self) -> Result<Vec<(TaskId, Result<TaskState>)>> {
+        let ids = self.root.task_ids()?;
+        Ok(ids
+            .into_iter()
+            .map(|id| {
+                let state = self
+                    .root
+                    .open_task_dir(&id)
+                    .map_err(Error::from)
+                    .and_then(|dir| reconcile(&dir));
+                (id, state)
+            })
+            .collect())
+    }
+
+    /// Removes an ended task's directory. A task still running is refused
+    /// unless `force`, which kills it first (kill signal skipped: SIGKILL).
+    pub fn remove(&self, id: &str, force: bool) -> Result<()> {
+        let id = TaskId::new(id)?;
+        let dir = self.root.open_task_dir(&id)?;
+        match reconcile(&dir) {
+            Ok(state)
+                if state.status == crate::Status::Running
+                    || state.status == crate::Status::Starting =>
+            {
+                if !force {
+                    return Err(Error::StillRunning {
+                        id,
+                        status: state.status,
+                    });
+                }
+                let mut task = Task::opened(self.root.open_task_dir(&id)?, state);
+                task.force_stop()?;
+            }
+            Ok(_) => {}
+            // A broken task directory can only be removed on purpose.
+            Err(e) if !force => return Err(e),
+            Err(_) => {
+                if dir.lock_is_held()? {
+                    return Err(Error::StillRunning {
+                        id,
+                        status: crate::Status::Running,
+                    });
+                }
+            }
+        }
+        Ok(dir.remove()?)
+    }
+}
+
+fn read_reply(read_end: OwnedFd) -> std::io::Result<Option<StartReply>> {
+    let mut buf = Vec::with_capacity(256);
+    std::fs::File::from(read_end)
+        .take(MAX_LINE as u64)
+        .read_to_end(&mut buf)?;
+    if buf.is_empty() {
+        return Ok(None);
+    }
+    serde_json::from_slice(&buf).map(Some).map_err(|e| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("bad reply {:?}: {e}", String::from_utf8_lossy(&buf)),
+        )
+    })
+}
+
+/// Finds the binary: `explicit`, then `$NOMAD_SHIM`, then next to the current
+/// executable (and, for test binaries under `target/*/deps`, one level up),
+/// then `$PATH`.
+pub fn find_shim(explicit: Option<&Path>) -> Result<PathBuf> {
+    let mut tried = Vec::new();
+    let mut candidates: Vec<PathBuf> = Vec::new();
+    if let Some(p) = explicit {
+        candidates.push(p.to_path_buf());
+    } else {
+        if let Some(p) = std::env::var_os("NOMAD_SHIM").filter(|p| !p.is_empty()) {
+            candidates.push(PathBuf::from(p));
+        }
+        if let Ok(exe) = std::env::current_exe() {
+            if let Some(dir) = exe.parent() {
+                candidates.push(dir.join(SHIM_NAME));
+                if dir.file_name().is_some_and(|n| n == "deps") {
+                    if let Some(up) = dir.parent() {
+                        candidates.push(up.join(SHIM_NAME));
+                    }
+                }
+            }
+        }
+        if let Some(path) = std::env::var_os("PATH") {
+            candidates.extend(std::env::split_paths(&path).map(|d| d.join(SHIM_NAME)));
+        }
+    }
+    for c in candidates {
+        if is_executable(&c) {
+            return Ok(c);
+        }
+        tried.push(c.display().to_string());
+    }
+    Err(Error::ShimNotFound {
+        tried: tried.join(", "),
+    })
+}
+
+fn is_executable(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}

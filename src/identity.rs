@@ -1,0 +1,177 @@
+//! Pids as identities.
+//!
+//! A pid alone names a process only until it exits; afterwards the kernel
+//! may hand the number to anyone. Here a process is named by its pid *and* its
+//! start time (field 22 of `/proc/<pid>/stat`, in clock ticks since boot),
+//! within one boot (`/proc/sys/kernel/random/boot_id`). Before anything is
+//! done to a process named in a file, [`Identity::open`] opens a pidfd and
+//! then checks the start time, so the descriptor is known to refer to the
+//! process the file meant — see `pidfd_open(2)`.
+
+use std::fs;
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use nix::errno::Errno;
+use nix::poll::{PollFd, PollFlags, PollTimeout};
+use serde::{Deserialize, Serialize};
+
+use crate::sys;
+
+/// A process named by pid and start time, as written in `state.json`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Identity {
+    /// The process id.
+    pub pid: i32,
+    /// Field 22 of `/proc/<pid>/stat`: start time in clock ticks after boot.
+    pub start_time: u64,
+}
+
+impl Identity {
+    /// The identity of the live process `pid`.
+    pub fn of(pid: i32) -> io::Result<Identity> {
+        Ok(Identity {
+            pid,
+            start_time: start_time(pid)?,
+        })
+    }
+
+    /// Opens a pidfd on this process if it is still the same process.
+    ///
+    /// `Ok(None)` means the process is gone: it exited, or its pid now names
+    /// another process.
+    pub fn open(&self) -> io::Result<Option<Pidfd>> {
+        if self.pid <= 0 {
+            return Ok(None);
+        }
+        let fd = match sys::pidfd_open(self.pid) {
+            Ok(fd) => fd,
+            Err(Errno::ESRCH) => return Ok(None),
+            Err(e) => return Err(io::Error::from(e)),
+        };
+        // The pidfd was opened first, so if the start time still matches now,
+        // the descriptor refers to the process the identity names.
+        match start_time(self.pid) {
+            Ok(t) if t == self.start_time => Ok(Some(Pidfd { fd, pid: self.pid })),
+            Ok(_) => Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// A pidfd on a process whose identity was checked.
+#[derive(Debug)]
+pub struct Pidfd {
+    fd: OwnedFd,
+    pid: i32,
+}
+
+impl Pidfd {
+    /// The pid the descriptor was opened on.
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    /// Sends `signal` to exactly this process (never to a reuse of its pid).
+    pub fn signal(&self, signal: i32) -> nix::Result<()> {
+        sys::pidfd_send_signal(&self.fd, signal)
+    }
+
+    /// Blocks until the process exits, or `timeout` passes (`None`: no limit).
+    /// Returns whether it exited. This sleeps in `poll(2)`; it never polls on
+    /// a clock.
+    pub fn wait_exit(&self, timeout: Option<Duration>) -> io::Result<bool> {
+        let timeout = match timeout {
+            None => PollTimeout::NONE,
+            Some(d) => PollTimeout::try_from(d.as_millis().min(i32::MAX as u128) as i32)
+                .unwrap_or(PollTimeout::MAX),
+        };
+        loop {
+            let mut fds = [PollFd::new(self.fd.as_fd(), PollFlags::POLLIN)];
+            match nix::poll::poll(&mut fds, timeout) {
+                Ok(0) => return Ok(false),
+                Ok(_) => return Ok(true),
+                Err(Errno::EINTR) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+}
+
+impl AsFd for Pidfd {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+/// Field 22 (`starttime`) of `/proc/<pid>/stat`.
+pub fn start_time(pid: i32) -> io::Result<u64> {
+    let stat = fs::read(format!("/proc/{pid}/stat"))?;
+    parse_start_time(&stat).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("malformed /proc/{pid}/stat"),
+        )
+    })
+}
+
+/// Parses the start time out of a `/proc/<pid>/stat` line. The command name
+/// (field 2) is in parentheses and may itself contain spaces and `)`, so
+/// fields are counted from the *last* `)`.
+pub fn parse_start_time(stat: &[u8]) -> Option<u64> {
+    let close = stat.iter().rposition(|&b| b == b')')?;
+    let rest = std::str::from_utf8(&stat[close + 1..]).ok()?;
+    // After ")" come field 3 (state) onwards; start time is field 22.
+    rest.split_ascii_whitespace().nth(22 - 3)?.parse().ok()
+}
+
+/// This boot's id (`/proc/sys/kernel/random/boot_id`), read once.
+pub fn boot_id() -> io::Result<&'static str> {
+    static BOOT_ID: OnceLock<String> = OnceLock::new();
+    if let Some(id) = BOOT_ID.get() {
+        return Ok(id);
+    }
+    let id = fs::read_to_string("/proc/sys/kernel/random/boot_id")?
+        .trim()
+        .to_owned();
+    Ok(BOOT_ID.get_or_init(|| id))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn start_time_survives_odd_command_names() {
+        let line = b"4101 (a) b (c) S 1 4101 4101 0 -1 4194560 100 0 0 0 0 0 0 0 20 0 1 0 918274 1000 10 ...";
+        assert_eq!(parse_start_time(line), Some(918274));
+        assert_eq!(parse_start_time(b"garbage"), None);
+        assert_eq!(parse_start_time(b"1 (x) S 1"), None);
+    }
+
+    #[test]
+    fn own_identity_opens_and_a_wrong_start_time_does_not() {
+        let me = Identity::of(std::process::id() as i32).unwrap();
+        assert!(me.open().unwrap().is_some());
+        let other = Identity {
+            start_time: me.start_time + 1,
+            ..me
+        };
+        assert!(other.open().unwrap().is_none());
+        assert!(Identity {
+            pid: 0,
+            start_time: 0
+        }
+        .open()
+        .unwrap()
+        .is_none());
+    }
+
+    #[test]
+    fn boot_id_is_a_uuid() {
+        assert_eq!(boot_id().unwrap().len(), 36);
+    }
+}

@@ -1,0 +1,237 @@
+//! Capabilities: the final sets are computed in `prepare`; the child only
+//! drops, sets and raises what was computed (capabilities(7)).
+
+use caps::{CapSet, Capability, CapsHashSet};
+
+use super::error::IsolateError;
+use super::spec::IsolationSpec;
+use super::step::{Step, StepError};
+use super::last_errno;
+
+/// Nomad's default bounding set: Docker's defaults minus `NET_RAW`.
+pub const DEFAULT_BOUNDING: &[Capability] = &[
+    Capability::CAP_CHOWN,
+    Capability::CAP_DAC_OVERRIDE,
+    Capability::CAP_FSETID,
+    Capability::CAP_FOWNER,
+    Capability::CAP_MKNOD,
+    Capability::CAP_SETGID,
+    Capability::CAP_SETUID,
+    Capability::CAP_SETFCAP,
+    Capability::CAP_SETPCAP,
+    Capability::CAP_NET_BIND_SERVICE,
+    Capability::CAP_SYS_CHROOT,
+    Capability::CAP_KILL,
+    Capability::CAP_AUDIT_WRITE,
+];
+
+/// One entry of a `cap_add`/`cap_drop` list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CapName {
+    /// `ALL`.
+    All,
+    /// One capability.
+    One(Capability),
+}
+
+/// Parses `NET_BIND_SERVICE`, `cap_net_bind_service`, `ALL` (any case).
+pub(crate) fn parse_list(names: &[String]) -> Result<Vec<CapName>, IsolateError> {
+    names
+        .iter()
+        .map(|n| {
+            if n.eq_ignore_ascii_case("all") {
+                return Ok(CapName::All);
+            }
+            caps::to_canonical(n)
+                .parse::<Capability>()
+                .map(CapName::One)
+                .map_err(|_| IsolateError::UnknownCapability { name: n.clone() })
+        })
+        .collect()
+}
+
+/// The sets the child ends with.
+#[derive(Debug)]
+pub(crate) struct CapPlan {
+    /// Dropped from the bounding set (every known capability not kept).
+    bounding_drop: Vec<Capability>,
+    /// Effective and permitted after the uid switch.
+    granted: CapsHashSet,
+    /// Inheritable: the ambient caps (ambient needs them inheritable too).
+    inheritable: CapsHashSet,
+    /// Raised in the ambient set (non-root user with `cap_add` only).
+    ambient: Vec<Capability>,
+}
+
+/// Docker's rules: start from the defaults (all with `cap_add: ALL`, none
+/// with `cap_drop: ALL`), add `cap_add`, remove `cap_drop`.
+pub(crate) fn bounding_set(spec: &IsolationSpec) -> Result<CapsHashSet, IsolateError> {
+    let add = parse_list(&spec.cap_add)?;
+    let drop = parse_list(&spec.cap_drop)?;
+    let mut set: CapsHashSet = if drop.contains(&CapName::All) {
+        CapsHashSet::new()
+    } else if add.contains(&CapName::All) {
+        caps::all()
+    } else {
+        DEFAULT_BOUNDING.iter().copied().collect()
+    };
+    for a in &add {
+        match a {
+            CapName::All => set.extend(caps::all()),
+            CapName::One(c) => {
+                set.insert(*c);
+            }
+        }
+    }
+    for d in &drop {
+        if let CapName::One(c) = d {
+            set.remove(c);
+        }
+    }
+    Ok(set)
+}
+
+/// The sets for a root task (everything in the bounding set, as execve(2)
+/// gives root anyway) or a non-root one (only `cap_add`, through ambient).
+pub(crate) fn plan(spec: &IsolationSpec, is_root: bool) -> Result<CapPlan, IsolateError> {
+    check_kernel_caps()?;
+    let bounding = bounding_set(spec)?;
+    let mut bounding_drop: Vec<Capability> =
+        caps::all().into_iter().filter(|c| !bounding.contains(c)).collect();
+    bounding_drop.sort_by_key(|c| c.index());
+    if is_root {
+        return Ok(CapPlan {
+            bounding_drop,
+            granted: bounding,
+            inheritable: CapsHashSet::new(),
+            ambient: Vec::new(),
+        });
+    }
+    let mut added: CapsHashSet = CapsHashSet::new();
+    for a in parse_list(&spec.cap_add)? {
+        match a {
+            CapName::All => added.extend(caps::all()),
+            CapName::One(c) => {
+                added.insert(c);
+            }
+        }
+    }
+    added.retain(|c| bounding.contains(c));
+    let mut ambient: Vec<Capability> = added.iter().copied().collect();
+    ambient.sort_by_key(|c| c.index());
+    Ok(CapPlan { bounding_drop, granted: added.clone(), inheritable: added, ambient })
+}
+
+/// Refuses to run on a kernel with capabilities `caps` cannot name: they
+/// could not be dropped from the bounding set, and a root task would get
+/// them at execve.
+fn check_kernel_caps() -> Result<(), IsolateError> {
+    let text = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+        .map_err(IsolateError::ReadCapLastCap)?;
+    let last_cap: u8 = text.trim().parse().map_err(|_| {
+        IsolateError::ReadCapLastCap(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("unparsable {text:?}"),
+        ))
+    })?;
+    let known = caps::all().iter().map(|c| c.index()).max().unwrap_or(0);
+    if last_cap > known {
+        return Err(IsolateError::UnknownKernelCapabilities { last_cap, known });
+    }
+    Ok(())
+}
+
+impl CapPlan {
+    /// Child, first privilege step: `PR_CAPBSET_DROP` each capability not
+    /// kept. Needs CAP_SETPCAP, so it runs before the uid switch.
+    pub(crate) fn drop_bounding(&self) -> Result<(), StepError> {
+        for c in &self.bounding_drop {
+            caps::drop(None, CapSet::Bounding, *c)
+                .map_err(|_| StepError::new(Step::DropBounding, last_errno()))?;
+        }
+        Ok(())
+    }
+
+    /// Child, after setresuid: effective, then permitted, then inheritable.
+    /// In that order each capset(2) keeps effective ⊆ permitted and
+    /// inheritable ⊆ permitted ∪ bounding, so none needs CAP_SETPCAP.
+    pub(crate) fn set_final(&self) -> Result<(), StepError> {
+        caps::set(None, CapSet::Effective, &self.granted)
+            .map_err(|_| StepError::new(Step::SetEffective, last_errno()))?;
+        caps::set(None, CapSet::Permitted, &self.granted)
+            .map_err(|_| StepError::new(Step::SetPermitted, last_errno()))?;
+        caps::set(None, CapSet::Inheritable, &self.inheritable)
+            .map_err(|_| StepError::new(Step::SetInheritable, last_errno()))
+    }
+
+    /// Child: `PR_CAP_AMBIENT_RAISE` each ambient cap (it must already be
+    /// permitted and inheritable, prctl(2)). Ambient caps survive the execve
+    /// of an unprivileged program, so a non-root task keeps exactly these.
+    pub(crate) fn raise_ambient(&self) -> Result<(), StepError> {
+        for c in &self.ambient {
+            caps::raise(None, CapSet::Ambient, *c)
+                .map_err(|_| StepError::new(Step::RaiseAmbient, last_errno()))?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(add: &[&str], drop: &[&str]) -> IsolationSpec {
+        IsolationSpec {
+            cap_add: add.iter().map(|s| s.to_string()).collect(),
+            cap_drop: drop.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn names_parse_in_any_form() {
+        let names = ["NET_BIND_SERVICE", "cap_net_bind_service", "Cap_Net_Bind_Service"];
+        for n in names {
+            assert_eq!(
+                parse_list(&[n.to_string()]).unwrap(),
+                vec![CapName::One(Capability::CAP_NET_BIND_SERVICE)]
+            );
+        }
+        assert_eq!(parse_list(&["all".to_string()]).unwrap(), vec![CapName::All]);
+        assert!(matches!(
+            parse_list(&["NET_FROB".to_string()]),
+            Err(IsolateError::UnknownCapability { .. })
+        ));
+    }
+
+    #[test]
+    fn bounding_set_follows_docker_rules() {
+        let default: CapsHashSet = DEFAULT_BOUNDING.iter().copied().collect();
+        assert_eq!(bounding_set(&spec(&[], &[])).unwrap(), default);
+        assert!(!default.contains(&Capability::CAP_NET_RAW));
+        let s = bounding_set(&spec(&["NET_RAW"], &["chown"])).unwrap();
+        assert!(s.contains(&Capability::CAP_NET_RAW) && !s.contains(&Capability::CAP_CHOWN));
+        let s = bounding_set(&spec(&["NET_BIND_SERVICE"], &["ALL"])).unwrap();
+        assert_eq!(s, [Capability::CAP_NET_BIND_SERVICE].into_iter().collect());
+        assert_eq!(bounding_set(&spec(&["ALL"], &[])).unwrap(), caps::all());
+    }
+
+    #[test]
+    fn non_root_gets_only_cap_add() {
+        let p = plan(&spec(&[], &[]), false).unwrap();
+        assert!(p.granted.is_empty() && p.inheritable.is_empty() && p.ambient.is_empty());
+        let p = plan(&spec(&["NET_BIND_SERVICE"], &[]), false).unwrap();
+        assert_eq!(p.ambient, vec![Capability::CAP_NET_BIND_SERVICE]);
+        assert_eq!(p.granted, p.inheritable);
+        let p = plan(&spec(&["NET_BIND_SERVICE"], &["NET_BIND_SERVICE"]), false).unwrap();
+        assert!(p.ambient.is_empty(), "drop wins over add");
+    }
+
+    #[test]
+    fn root_gets_the_bounding_set_and_no_inheritable() {
+        let p = plan(&spec(&[], &[]), true).unwrap();
+        assert_eq!(p.granted.len(), DEFAULT_BOUNDING.len());
+        assert!(p.inheritable.is_empty() && p.ambient.is_empty());
+        assert_eq!(p.bounding_drop.len(), caps::all().len() - DEFAULT_BOUNDING.len());
+    }
+}

@@ -1,0 +1,239 @@
+//! Errors of the supervisor's half ([`super::prepare`] and validation). The
+//! child's half reports [`super::StepError`]s instead.
+
+use std::path::PathBuf;
+
+use nix::errno::Errno;
+
+/// Why a spec is invalid or the task directory could not be prepared.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum IsolateError {
+    /// A capability name the kernel and this build do not know.
+    #[error("unknown capability {name:?}")]
+    UnknownCapability {
+        /// The name as given.
+        name: String,
+    },
+    /// A resource name setrlimit(2) does not know.
+    #[error("unknown rlimit {name:?}")]
+    UnknownRlimit {
+        /// The name as given.
+        name: String,
+    },
+    /// A soft limit above its hard limit.
+    #[error("rlimit {name}: soft limit {soft} above hard limit {hard}")]
+    RlimitSoftAboveHard {
+        /// The resource.
+        name: String,
+        /// The soft limit asked.
+        soft: u64,
+        /// The hard limit asked.
+        hard: u64,
+    },
+    /// A hostname needs its own UTS namespace.
+    #[error("a hostname needs the uts namespace")]
+    HostnameWithoutUts,
+    /// Empty, longer than 64 bytes, or with a NUL.
+    #[error("invalid hostname {hostname:?}")]
+    InvalidHostname {
+        /// The hostname as given.
+        hostname: String,
+    },
+    /// A path that must be absolute is not.
+    #[error("{field}: path {path:?} is not absolute")]
+    RelativePath {
+        /// The spec field.
+        field: &'static str,
+        /// The path as given.
+        path: PathBuf,
+    },
+    /// A path with a `..` component.
+    #[error("{field}: path {path:?} contains '..'")]
+    DotDotInPath {
+        /// The spec field.
+        field: &'static str,
+        /// The path as given.
+        path: PathBuf,
+    },
+    /// A path or name with a NUL byte.
+    #[error("{path:?} contains a NUL byte")]
+    NulInPath {
+        /// The path, lossily.
+        path: String,
+    },
+    /// A `chroot_env` destination that is `/` or one of the task's own
+    /// directories (`alloc local secrets tmp dev proc`).
+    #[error("chroot_env destination {dst:?} is reserved")]
+    ReservedChrootDst {
+        /// The destination.
+        dst: PathBuf,
+    },
+    /// A `chroot_env` destination inside another one.
+    #[error("chroot_env destination {inner:?} is inside {outer:?}")]
+    NestedChrootDst {
+        /// The enclosing destination.
+        outer: PathBuf,
+        /// The nested destination.
+        inner: PathBuf,
+    },
+    /// `chroot` without a `task_dir` to pivot into.
+    #[error("chroot needs a task_dir")]
+    ChrootWithoutTaskDir,
+    /// `alloc_dir` without a `task_dir` to bind it into.
+    #[error("alloc_dir needs a task_dir")]
+    AllocWithoutTaskDir,
+    /// `uid` without `gid`.
+    #[error("uid given without gid")]
+    UidWithoutGid,
+    /// The running kernel has capabilities this build cannot name, so it
+    /// could not drop them from the bounding set: refuse rather than leak.
+    #[error("kernel has capabilities up to {last_cap}, this build knows up to {known}")]
+    UnknownKernelCapabilities {
+        /// `/proc/sys/kernel/cap_last_cap`.
+        last_cap: u8,
+        /// The highest capability this build can drop.
+        known: u8,
+    },
+    /// Reading `/proc/sys/kernel/cap_last_cap` failed.
+    #[error("read /proc/sys/kernel/cap_last_cap: {0}")]
+    ReadCapLastCap(#[source] std::io::Error),
+    /// `stat("/proc/self/ns/mnt")` failed.
+    #[error("stat /proc/self/ns/mnt: {0}")]
+    StatMountNamespace(#[source] Errno),
+    /// `mkdir` of the task dir itself failed.
+    #[error("create task dir {path:?}: {source}")]
+    CreateTaskDir {
+        /// The task dir.
+        path: PathBuf,
+        /// The errno.
+        #[source]
+        source: Errno,
+    },
+    /// Opening the task dir (`O_DIRECTORY|O_NOFOLLOW`) failed: missing, not
+    /// a directory, or a symlink.
+    #[error("open task dir {path:?}: {source}")]
+    OpenTaskDir {
+        /// The task dir.
+        path: PathBuf,
+        /// The errno.
+        #[source]
+        source: Errno,
+    },
+    /// `fstatat(AT_SYMLINK_NOFOLLOW)` of an entry in the task dir failed.
+    #[error("stat {path:?}: {source}")]
+    StatEntry {
+        /// The entry.
+        path: PathBuf,
+        /// The errno.
+        #[source]
+        source: Errno,
+    },
+    /// `unlinkat` of a symlink planted where a directory belongs failed.
+    #[error("remove symlink {path:?}: {source}")]
+    RemoveSymlink {
+        /// The entry.
+        path: PathBuf,
+        /// The errno.
+        #[source]
+        source: Errno,
+    },
+    /// `mkdirat` in the task dir failed.
+    #[error("create directory {path:?}: {source}")]
+    CreateDir {
+        /// The entry.
+        path: PathBuf,
+        /// The errno.
+        #[source]
+        source: Errno,
+    },
+    /// `openat(O_DIRECTORY|O_NOFOLLOW)` in the task dir failed.
+    #[error("open directory {path:?}: {source}")]
+    OpenDir {
+        /// The entry.
+        path: PathBuf,
+        /// The errno.
+        #[source]
+        source: Errno,
+    },
+    /// `openat(O_CREAT|O_EXCL|O_NOFOLLOW)` of a file mount point failed.
+    #[error("create file {path:?}: {source}")]
+    CreateFile {
+        /// The entry.
+        path: PathBuf,
+        /// The errno.
+        #[source]
+        source: Errno,
+    },
+    /// An entry of the wrong type (neither the expected kind nor a symlink).
+    #[error("{path:?} exists and is not a {expected}")]
+    WrongFileType {
+        /// The entry.
+        path: PathBuf,
+        /// `directory` or `regular file`.
+        expected: &'static str,
+    },
+    /// `fchown` of a task directory failed.
+    #[error("chown {path:?}: {source}")]
+    Chown {
+        /// The entry.
+        path: PathBuf,
+        /// The errno.
+        #[source]
+        source: Errno,
+    },
+    /// `fchmod` of a task directory failed.
+    #[error("chmod {path:?}: {source}")]
+    Chmod {
+        /// The entry.
+        path: PathBuf,
+        /// The errno.
+        #[source]
+        source: Errno,
+    },
+    /// A `chroot_env` source or `alloc_dir` could not be examined.
+    #[error("stat {path:?}: {source}")]
+    StatSource {
+        /// The host path.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A `chroot_env` source that is neither a directory nor a file.
+    #[error("chroot_env source {path:?} is neither a directory nor a regular file")]
+    UnsupportedSource {
+        /// The host path.
+        path: PathBuf,
+    },
+    /// Opening the network namespace file failed.
+    #[error("open network namespace {path:?}: {source}")]
+    OpenNetns {
+        /// The namespace file.
+        path: PathBuf,
+        /// The errno.
+        #[source]
+        source: Errno,
+    },
+    /// Looking a user or group up failed.
+    #[error("look up user {user:?}: {source}")]
+    LookupUser {
+        /// The name or id.
+        user: String,
+        /// The errno.
+        #[source]
+        source: Errno,
+    },
+    /// No such user.
+    #[error("unknown user {user:?}")]
+    UnknownUser {
+        /// The name or id.
+        user: String,
+    },
+    /// No such group.
+    #[error("unknown group {group:?}")]
+    UnknownGroup {
+        /// The name or id.
+        group: String,
+    },
+}

@@ -1,0 +1,232 @@
+//! Task isolation: what the supervisor prepares before `fork`, and the ordered
+//! steps the forked child applies just before `execve` (DESIGN §5).
+//!
+//! Two halves, split by `fork(2)`:
+//!
+//! * [`prepare`] runs in the supervisor (root, single-threaded). It validates
+//!   the [`IsolationSpec`], builds the task directory layout with
+//!   `openat`-relative, never-following operations ([`taskdir`]), opens the
+//!   network namespace, and compiles everything the child will need — C
+//!   strings, the ordered mount list, the final capability sets — into a
+//!   [`Plan`].
+//! * [`Plan::apply_in_child`] runs in the child, which the supervisor created
+//!   with [`Plan::clone_flags`] (a pid namespace can only be entered by a new
+//!   process, see pid_namespaces(7)), so it is already in its namespaces and
+//!   its cgroup. It allocates nothing: a failure is a [`StepError`] — a step,
+//!   an errno and an index into the plan's subject table — that the child
+//!   sends to the supervisor as [`StepError::encode`] bytes, and the
+//!   supervisor renders with [`Plan::describe`].
+
+mod caps;
+mod error;
+mod mounts;
+mod ns;
+mod rlimit;
+mod rootfs;
+mod spec;
+mod step;
+mod taskdir;
+mod user;
+
+use std::ffi::CString;
+use std::os::fd::OwnedFd;
+use std::path::Path;
+
+use nix::errno::Errno;
+use nix::sched::CloneFlags;
+use nix::sys::stat::stat;
+
+pub use error::IsolateError;
+pub use spec::{BindSpec, IsolationSpec, RlimitSpec, DEFAULT_CHROOT_ENV};
+pub use step::{Step, StepError, SubjectId};
+pub use user::{resolve_user, ResolvedUser};
+
+use caps::CapPlan;
+use rlimit::RlimitPlan;
+use rootfs::RootPlan;
+use user::CredPlan;
+
+/// Everything the child needs, computed before `fork` by [`prepare`].
+///
+/// Keep it alive in the supervisor until the child has been forked (it owns
+/// the network namespace fd the child joins), then drop it — after reading
+/// the child's error pipe if you want [`Plan::describe`].
+#[derive(Debug)]
+pub struct Plan {
+    /// Namespaces the clone must create.
+    clone_flags: CloneFlags,
+    /// Resource limits, applied first.
+    rlimits: Vec<RlimitPlan>,
+    /// The network namespace to join (`O_CLOEXEC`: it vanishes at exec).
+    netns: Option<(OwnedFd, SubjectId)>,
+    /// The root filesystem to build and pivot into; `None` without chroot.
+    root: Option<RootPlan>,
+    /// The hostname to set (UTS namespace only).
+    hostname: Option<(CString, SubjectId)>,
+    /// Credentials to switch to.
+    creds: CredPlan,
+    /// Capability sets to end with.
+    caps: CapPlan,
+    /// The working directory, as seen by the task (inside the new root).
+    cwd: (CString, SubjectId),
+    /// HOME, USER and LOGNAME of the task user, for the supervisor.
+    env: Vec<(String, String)>,
+    /// What each [`SubjectId`] names, for [`Plan::describe`].
+    subjects: Vec<String>,
+}
+
+/// Validates `spec`, lays out the task directory and precomputes the child's
+/// steps. Runs in the supervisor, before `fork`.
+///
+/// `cwd` is the task's working directory: inside the new root with a chroot
+/// (default `/`), else on the host (default: the task dir, else `/`).
+pub fn prepare(spec: &IsolationSpec, cwd: Option<&Path>) -> Result<Plan, IsolateError> {
+    spec.validate()?;
+    let mut subjects = Subjects::default();
+    // The child refuses mount work in the supervisor's own mount namespace:
+    // remember which one that is.
+    let host_mntns = stat("/proc/self/ns/mnt").map_err(IsolateError::StatMountNamespace)?;
+    let creds = user::plan(spec)?;
+    let caps = caps::plan(spec, creds.is_root())?;
+    let rlimits = rlimit::plan(&spec.rlimits, &mut subjects)?;
+    let (root, mountpoints) = if spec.chroot {
+        let (root, mountpoints) = rootfs::plan(spec, creds.owner(), host_mntns.st_ino, &mut subjects)?;
+        (Some(root), mountpoints)
+    } else {
+        (None, Vec::new())
+    };
+    if let Some(task_dir) = &spec.task_dir {
+        let alloc_is_mount = spec.chroot && spec.alloc_dir.is_some();
+        taskdir::build(task_dir, creds.owner(), alloc_is_mount, &mountpoints)?;
+    }
+    let netns = match &spec.netns {
+        Some(path) => Some((ns::open_netns(path)?, subjects.add(path.display()))),
+        None => None,
+    };
+    let hostname = match &spec.hostname {
+        Some(name) => Some((cstring(name)?, subjects.add(name))),
+        None => None,
+    };
+    let cwd = default_cwd(spec, cwd);
+    let cwd = (cstring(&cwd)?, subjects.add(&cwd));
+    Ok(Plan {
+        clone_flags: ns::clone_flags(spec),
+        rlimits,
+        netns,
+        root,
+        hostname,
+        creds,
+        caps,
+        cwd,
+        env: spec.env_defaults(),
+        subjects: subjects.0,
+    })
+}
+
+impl Plan {
+    /// The namespaces the supervisor must create when it forks the child
+    /// (`clone`/`clone3` flags): `CLONE_NEWNS` with a chroot, plus
+    /// `CLONE_NEWPID`, `CLONE_NEWIPC`, `CLONE_NEWUTS` as asked.
+    pub fn clone_flags(&self) -> CloneFlags {
+        self.clone_flags
+    }
+
+    /// HOME, USER and LOGNAME for the task user (only those known), for the
+    /// supervisor to merge into the task's environment before `fork`.
+    pub fn env_defaults(&self) -> &[(String, String)] {
+        &self.env
+    }
+
+    /// Applies the isolation, in DESIGN §5's order, in the forked child just
+    /// before `execve`. Allocates nothing.
+    ///
+    /// Preconditions: the child was created with [`Plan::clone_flags`]; it is
+    /// in its cgroup; signals, session and dumpable are handled by the caller.
+    /// Afterwards the caller closes every fd above 2 and execs.
+    pub fn apply_in_child(&self) -> Result<(), StepError> {
+        // 1. Resource limits first: raising a hard limit needs
+        //    CAP_SYS_RESOURCE, which the privilege steps below may drop
+        //    (setrlimit(2), capabilities(7)).
+        rlimit::apply(&self.rlimits)?;
+        // 2. Join the network namespace while we still hold CAP_SYS_ADMIN
+        //    (setns(2)).
+        if let Some((fd, subject)) = &self.netns {
+            ns::join_netns(fd, *subject)?;
+        }
+        // 3. Build the root in the task dir and pivot into it; chdir("/").
+        if let Some(root) = &self.root {
+            root.build_and_pivot()?;
+        }
+        // 4. Hostname, in our own UTS namespace (validate() requires uts).
+        if let Some((name, subject)) = &self.hostname {
+            ns::set_hostname(name, *subject)?;
+        }
+        // 5. Privileges: bounding set → keep-caps → setgroups → setresgid →
+        //    setresuid → permitted/effective/inheritable → ambient →
+        //    no_new_privs (capabilities(7), prctl(2)).
+        self.caps.drop_bounding()?;
+        self.creds.switch()?;
+        self.caps.set_final()?;
+        self.caps.raise_ambient()?;
+        nix::sys::prctl::set_no_new_privs().map_err(StepError::with(Step::NoNewPrivs))?;
+        // 6. Working directory, then prove it is inside our root
+        //    (CVE-2024-21626: a leaked host fd as cwd).
+        ns::enter_cwd(&self.cwd.0, self.cwd.1)
+    }
+
+    /// Renders a child's error for the supervisor's log, e.g.
+    /// `bind mount /usr onto /srv/t1/usr: Permission denied`.
+    pub fn describe(&self, err: &StepError) -> String {
+        let subject = err.subject.and_then(|id| self.subjects.get(usize::from(id.0)));
+        if err.step == Step::CwdOutsideRoot {
+            let cwd = subject.map_or("", String::as_str);
+            return format!("working directory {cwd} is outside the task's root (CVE-2024-21626)");
+        }
+        match subject {
+            Some(s) => format!("{} {}: {}", err.step, s, err.errno.desc()),
+            None => format!("{}: {}", err.step, err.errno.desc()),
+        }
+    }
+}
+
+/// The subject table: what each step acts on, rendered once in `prepare`.
+#[derive(Default)]
+struct Subjects(Vec<String>);
+
+impl Subjects {
+    /// Adds a subject and returns its id (saturates at the last id: the
+    /// table only ever holds a few dozen entries).
+    fn add(&mut self, s: impl std::fmt::Display) -> SubjectId {
+        self.0.push(s.to_string());
+        SubjectId(u16::try_from(self.0.len() - 1).unwrap_or(u16::MAX - 1))
+    }
+}
+
+/// The task's working directory: `/` in a chroot, else the task dir.
+fn default_cwd(spec: &IsolationSpec, cwd: Option<&Path>) -> String {
+    match (cwd, spec.chroot, &spec.task_dir) {
+        (Some(cwd), _, _) => cwd.display().to_string(),
+        (None, true, _) => "/".to_string(),
+        (None, false, Some(dir)) => dir.display().to_string(),
+        (None, false, None) => "/".to_string(),
+    }
+}
+
+/// A C string of a path or name; a NUL byte inside is a typed error.
+fn cstring(s: impl AsRef<std::ffi::OsStr>) -> Result<CString, IsolateError> {
+    use std::os::unix::ffi::OsStrExt;
+    let bytes = s.as_ref().as_bytes();
+    CString::new(bytes).map_err(|_| IsolateError::NulInPath {
+        path: String::from_utf8_lossy(bytes).into_owned(),
+    })
+}
+
+/// `errno` of a failed step that the kernel reported through a library that
+/// formats its own message (the `caps` crate); glibc leaves errno alone on a
+/// successful allocation.
+fn last_errno() -> Errno {
+    match Errno::last() {
+        Errno::UnknownErrno => Errno::EINVAL,
+        e => e,
+    }
+}

@@ -1,0 +1,221 @@
+//! One mount operation of the new root, precomputed in `prepare`, applied in
+//! the child without allocating.
+//!
+//! Every target is opened with `openat2(RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS)`
+//! relative to the new root and mounted on through its `/proc/self/fd/N`
+//! magic link (as runc does): whatever a previous task left in the task dir,
+//! a mount can only land on the directory that was checked, never on a
+//! symlink's target.
+
+use std::ffi::CStr;
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use nix::fcntl::{openat, openat2, OFlag, OpenHow, ResolveFlag};
+use nix::mount::{mount, MsFlags};
+use nix::sys::stat::{mkdirat, Mode};
+use nix::unistd::symlinkat;
+
+use super::step::{Step, StepError, SubjectId};
+use super::taskdir::Kind;
+
+/// Where a bind mount comes from.
+#[derive(Debug)]
+pub(crate) enum Source {
+    /// A host path (trusted: the agent's `chroot_env`, `alloc_dir`, `/dev`).
+    Host(CString),
+    /// The target itself: makes a directory of the root its own mount, so
+    /// it keeps its own flags when the root becomes read-only.
+    Itself,
+}
+
+/// One step of building the root, in order.
+#[derive(Debug)]
+pub(crate) enum MountOp {
+    /// `mount(MS_BIND)` then `mount(MS_BIND|MS_REMOUNT|flags)`: a bind
+    /// mount ignores every flag but `MS_REC` at creation; only the remount
+    /// applies `MS_RDONLY`, `MS_NOSUID`... (mount(2) "Creating a bind
+    /// mount", "Remounting an existing mount").
+    Bind {
+        /// Where from.
+        src: Source,
+        /// Relative to the new root.
+        target: CString,
+        /// Directory or file.
+        kind: Kind,
+        /// Per-mount flags of the remount.
+        flags: MsFlags,
+        /// For error messages.
+        subject: SubjectId,
+    },
+    /// A fresh filesystem (tmpfs, devpts, proc).
+    Fs {
+        /// `tmpfs`, `devpts`, `proc`; also used as the source name.
+        fstype: &'static CStr,
+        /// The step to report on failure.
+        step: Step,
+        /// Relative to the new root.
+        target: CString,
+        /// Mount flags.
+        flags: MsFlags,
+        /// Filesystem options.
+        data: Option<CString>,
+        /// For error messages.
+        subject: SubjectId,
+    },
+    /// `mkdirat(parent, name)`, inside a filesystem we just mounted.
+    Mkdir {
+        /// Relative to the new root.
+        parent: CString,
+        /// One component.
+        name: CString,
+        /// Mode (a mount point: hidden by what is mounted on it).
+        mode: Mode,
+        /// For error messages.
+        subject: SubjectId,
+    },
+    /// An empty file as a mount point for a device node bind.
+    Touch {
+        /// Relative to the new root.
+        parent: CString,
+        /// One component.
+        name: CString,
+        /// For error messages.
+        subject: SubjectId,
+    },
+    /// `symlinkat(to, parent, name)`.
+    Symlink {
+        /// Relative to the new root.
+        parent: CString,
+        /// One component.
+        name: CString,
+        /// The link's content.
+        to: &'static CStr,
+        /// For error messages.
+        subject: SubjectId,
+    },
+}
+
+impl MountOp {
+    /// Child: applies this operation under `root` (an `O_PATH` fd of the new
+    /// root's mount).
+    pub(crate) fn apply(&self, root: &OwnedFd) -> Result<(), StepError> {
+        match self {
+            MountOp::Bind { src, target, kind, flags, subject } => {
+                let at = StepError::with_on(Step::OpenMountPoint, *subject);
+                let fd = open_beneath(root, target, *kind).map_err(&at)?;
+                let path = FdPath::new(&fd);
+                let src = match src {
+                    Source::Host(host) => host.as_c_str(),
+                    Source::Itself => path.as_cstr(),
+                };
+                mount_at(Some(src), path.as_cstr(), None, MsFlags::MS_BIND, None)
+                    .map_err(StepError::with_on(Step::BindMount, *subject))?;
+                // The fd still names the directory *under* the new mount:
+                // reopen to reach the mount's root for the remount.
+                drop(fd);
+                let fd = open_beneath(root, target, *kind).map_err(&at)?;
+                let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | *flags;
+                mount_at(None, FdPath::new(&fd).as_cstr(), None, flags, None)
+                    .map_err(StepError::with_on(Step::Remount, *subject))
+            }
+            MountOp::Fs { fstype, step, target, flags, data, subject } => {
+                let fd = open_beneath(root, target, Kind::Dir)
+                    .map_err(StepError::with_on(Step::OpenMountPoint, *subject))?;
+                let data = data.as_deref();
+                mount_at(Some(fstype), FdPath::new(&fd).as_cstr(), Some(fstype), *flags, data)
+                    .map_err(StepError::with_on(*step, *subject))
+            }
+            MountOp::Mkdir { parent, name, mode, subject } => {
+                let dir = open_beneath(root, parent, Kind::Dir)
+                    .map_err(StepError::with_on(Step::OpenMountPoint, *subject))?;
+                mkdirat(&dir, name.as_c_str(), *mode).map_err(StepError::with_on(Step::Mkdir, *subject))
+            }
+            MountOp::Touch { parent, name, subject } => {
+                let dir = open_beneath(root, parent, Kind::Dir)
+                    .map_err(StepError::with_on(Step::OpenMountPoint, *subject))?;
+                let flags =
+                    OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+                openat(&dir, name.as_c_str(), flags, Mode::from_bits_truncate(0o666))
+                    .map(drop)
+                    .map_err(StepError::with_on(Step::CreateFile, *subject))
+            }
+            MountOp::Symlink { parent, name, to, subject } => {
+                let dir = open_beneath(root, parent, Kind::Dir)
+                    .map_err(StepError::with_on(Step::OpenMountPoint, *subject))?;
+                symlinkat(*to, &dir, name.as_c_str()).map_err(StepError::with_on(Step::Symlink, *subject))
+            }
+        }
+    }
+}
+
+/// `openat2(root, rel, O_PATH)` that refuses to leave `root` or follow any
+/// symlink (openat2(2) `RESOLVE_BENEATH`, `RESOLVE_NO_SYMLINKS`; a trailing
+/// symlink fails with `ELOOP` because `O_NOFOLLOW` is not given).
+pub(crate) fn open_beneath(root: &OwnedFd, rel: &CStr, kind: Kind) -> nix::Result<OwnedFd> {
+    let mut flags = OFlag::O_PATH | OFlag::O_CLOEXEC;
+    if kind == Kind::Dir {
+        flags |= OFlag::O_DIRECTORY;
+    }
+    let how = OpenHow::new()
+        .flags(flags)
+        .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_SYMLINKS);
+    openat2(root, rel, how)
+}
+
+/// mount(2) with C strings only (no conversion, no allocation).
+pub(crate) fn mount_at(
+    src: Option<&CStr>,
+    target: &CStr,
+    fstype: Option<&CStr>,
+    flags: MsFlags,
+    data: Option<&CStr>,
+) -> nix::Result<()> {
+    mount(src, target, fstype, flags, data)
+}
+
+/// `/proc/self/fd/N` of an fd, formatted on the stack.
+pub(crate) struct FdPath {
+    buf: [u8; 32],
+}
+
+impl FdPath {
+    /// Formats the magic link of `fd`.
+    pub(crate) fn new(fd: &OwnedFd) -> FdPath {
+        const PREFIX: &[u8] = b"/proc/self/fd/";
+        let mut buf = [0u8; 32];
+        buf[..PREFIX.len()].copy_from_slice(PREFIX);
+        let mut n = fd.as_raw_fd().unsigned_abs();
+        let mut digits = [0u8; 10];
+        let mut len = 0;
+        loop {
+            digits[len] = b'0' + (n % 10) as u8;
+            len += 1;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        for (i, d) in digits[..len].iter().rev().enumerate() {
+            buf[PREFIX.len() + i] = *d;
+        }
+        FdPath { buf }
+    }
+
+    /// The path, NUL-terminated (the buffer always holds a NUL).
+    pub(crate) fn as_cstr(&self) -> &CStr {
+        CStr::from_bytes_until_nul(&self.buf).unwrap_or(c"/proc/self/fd/")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fd_path_formats_digits() {
+        let fd = nix::fcntl::open(c"/", OFlag::O_PATH | OFlag::O_CLOEXEC, Mode::empty()).unwrap();
+        let want = format!("/proc/self/fd/{}", fd.as_raw_fd());
+        assert_eq!(FdPath::new(&fd).as_cstr().to_str().unwrap(), want);
+    }
+}

@@ -1,0 +1,264 @@
+//! The task's root: planned in `prepare` (mount list, mount points), built
+//! and entered in the child (bind the task dir onto itself, mount into it,
+//! `pivot_root(".", ".")`, detach the old root).
+
+use std::ffi::CString;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+
+use nix::fcntl::{open, OFlag};
+use nix::mount::{umount2, MntFlags, MsFlags};
+use nix::sys::stat::{stat, Mode};
+use nix::sys::statvfs::{statvfs, FsFlags};
+use nix::unistd::{chdir, fchdir, pivot_root, Gid, Uid};
+
+use super::error::IsolateError;
+use super::mounts::{mount_at, FdPath, MountOp, Source};
+use super::spec::{relative_dst, IsolationSpec};
+use super::step::{Step, StepError, SubjectId};
+use super::taskdir::{Kind, MountPoint};
+use super::{cstring, Subjects};
+
+/// Device nodes bound from the host's `/dev` (binding works where mknod(2)
+/// is refused, e.g. without CAP_MKNOD or on a nodev filesystem).
+const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
+
+/// Symlinks of a minimal `/dev` (as runc and bwrap make them).
+const DEV_LINKS: &[(&std::ffi::CStr, &std::ffi::CStr)] = &[
+    (c"ptmx", c"pts/ptmx"),
+    (c"fd", c"/proc/self/fd"),
+    (c"stdin", c"/proc/self/fd/0"),
+    (c"stdout", c"/proc/self/fd/1"),
+    (c"stderr", c"/proc/self/fd/2"),
+];
+
+/// Everything the child does to build and enter its root.
+#[derive(Debug)]
+pub(crate) struct RootPlan {
+    /// Inode of the supervisor's mount namespace: the child refuses to do
+    /// mount work if it is still in it.
+    host_mntns: u64,
+    /// The task dir, absolute.
+    root: CString,
+    /// For error messages about the root itself.
+    subject: SubjectId,
+    /// The mounts, in order.
+    ops: Vec<MountOp>,
+}
+
+/// Plans the root for `spec` (chroot is set, so is `task_dir`) and returns
+/// the mount points [`super::taskdir::build`] must create.
+pub(crate) fn plan(
+    spec: &IsolationSpec,
+    owner: (Uid, Gid),
+    host_mntns: u64,
+    subjects: &mut Subjects,
+) -> Result<(RootPlan, Vec<MountPoint>), IsolateError> {
+    let task_dir = spec.task_dir.as_deref().ok_or(IsolateError::ChrootWithoutTaskDir)?;
+    let mut b = Builder { task_dir, subjects, ops: Vec::new(), mountpoints: Vec::new() };
+    // The chroot environment: read-only, nosuid, nodev binds of host paths.
+    for bind in spec.effective_chroot_env() {
+        let kind = source_kind(&bind.src)?;
+        let flags = MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | keep_noexec(&bind.src);
+        b.bind(Source::Host(cstring(&bind.src)?), &relative_dst(&bind.dst), kind, flags, Some(&bind.src))?;
+    }
+    // The task's writable dirs: their own mounts, so that they stay
+    // writable when the root is remounted read-only at the end.
+    let rw = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+    for dir in ["local", "tmp"] {
+        b.bind(Source::Itself, Path::new(dir), Kind::Dir, rw, None)?;
+    }
+    match &spec.alloc_dir {
+        Some(alloc) => {
+            if source_kind(alloc)? != Kind::Dir {
+                return Err(IsolateError::UnsupportedSource { path: alloc.clone() });
+            }
+            b.bind(Source::Host(cstring(alloc)?), Path::new("alloc"), Kind::Dir, rw, Some(alloc))?
+        }
+        None => b.bind(Source::Itself, Path::new("alloc"), Kind::Dir, rw, None)?,
+    }
+    // Secrets: a small tmpfs only the task user can read, never executable.
+    let (uid, gid) = owner;
+    let secrets = format!("size=1m,mode=0700,uid={uid},gid={gid}");
+    let noexec = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    b.fs(c"tmpfs", Step::MountTmpfs, "secrets", noexec, Some(&secrets))?;
+    b.dev()?;
+    // A fresh proc: of the task's pid namespace when it has one (proc(5):
+    // a proc mount shows the pid namespace of the process that mounted it).
+    b.mountpoint("proc", Kind::Dir);
+    b.fs(c"proc", Step::MountProc, "proc", noexec, None)?;
+    let subject = b.subjects.add(task_dir.display());
+    let (ops, mountpoints) = (b.ops, b.mountpoints);
+    Ok((RootPlan { host_mntns, root: cstring(task_dir)?, subject, ops }, mountpoints))
+}
+
+/// Accumulates mount operations and the mount points they need.
+struct Builder<'a> {
+    task_dir: &'a Path,
+    subjects: &'a mut Subjects,
+    ops: Vec<MountOp>,
+    mountpoints: Vec<MountPoint>,
+}
+
+impl Builder<'_> {
+    fn mountpoint(&mut self, rel: &str, kind: Kind) {
+        self.mountpoints.push(MountPoint { rel: PathBuf::from(rel), kind });
+    }
+
+    fn bind(
+        &mut self,
+        src: Source,
+        rel: &Path,
+        kind: Kind,
+        flags: MsFlags,
+        host: Option<&Path>,
+    ) -> Result<(), IsolateError> {
+        let target = self.task_dir.join(rel);
+        let subject = match host {
+            Some(h) => self.subjects.add(format!("{} onto {}", h.display(), target.display())),
+            None => self.subjects.add(target.display()),
+        };
+        // Mount points inside a filesystem the child mounts (dev/...) are
+        // created by the child; the others by taskdir::build.
+        if !rel.starts_with("dev") {
+            self.mountpoints.push(MountPoint { rel: rel.to_path_buf(), kind });
+        }
+        self.ops.push(MountOp::Bind { src, target: cstring(rel)?, kind, flags, subject });
+        Ok(())
+    }
+
+    fn fs(
+        &mut self,
+        fstype: &'static std::ffi::CStr,
+        step: Step,
+        rel: &str,
+        flags: MsFlags,
+        data: Option<&str>,
+    ) -> Result<(), IsolateError> {
+        let subject = self.subjects.add(self.task_dir.join(rel).display());
+        let data = data.map(cstring).transpose()?;
+        self.ops.push(MountOp::Fs { fstype, step, target: cstring(rel)?, flags, data, subject });
+        Ok(())
+    }
+
+    /// A minimal `/dev`: tmpfs, device binds, a new devpts instance, shm,
+    /// and the usual symlinks.
+    fn dev(&mut self) -> Result<(), IsolateError> {
+        self.mountpoint("dev", Kind::Dir);
+        let devfs = MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC;
+        self.fs(c"tmpfs", Step::MountTmpfs, "dev", devfs, Some("mode=0755,size=64k"))?;
+        for name in DEVICES {
+            let host = Path::new("/dev").join(name);
+            if !host.exists() {
+                continue;
+            }
+            let subject = self.subjects.add(self.task_dir.join("dev").join(name).display());
+            self.ops.push(MountOp::Touch { parent: cstring("dev")?, name: cstring(name)?, subject });
+            let rel = Path::new("dev").join(name);
+            self.bind(Source::Host(cstring(&host)?), &rel, Kind::File, devfs, Some(&host))?;
+        }
+        // A new devpts instance: the task's ptys are its own, invisible to
+        // the host's (devpts "newinstance", Documentation/filesystems/devpts).
+        self.mkdir("pts", 0o755)?;
+        let pts = "newinstance,ptmxmode=0666,mode=0620,gid=5";
+        self.fs(c"devpts", Step::MountDevpts, "dev/pts", devfs, Some(pts))?;
+        self.mkdir("shm", 0o1777)?;
+        let shm = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+        self.fs(c"tmpfs", Step::MountTmpfs, "dev/shm", shm, Some("mode=1777,size=65536k"))?;
+        for (name, to) in DEV_LINKS {
+            let subject = self.subjects.add(format!(
+                "{} -> {}",
+                self.task_dir.join("dev").join(name.to_string_lossy().as_ref()).display(),
+                to.to_string_lossy()
+            ));
+            let name = CString::from(*name);
+            self.ops.push(MountOp::Symlink { parent: cstring("dev")?, name, to, subject });
+        }
+        Ok(())
+    }
+
+    fn mkdir(&mut self, name: &str, mode: u32) -> Result<(), IsolateError> {
+        let subject = self.subjects.add(self.task_dir.join("dev").join(name).display());
+        self.ops.push(MountOp::Mkdir {
+            parent: cstring("dev")?,
+            name: cstring(name)?,
+            mode: Mode::from_bits_truncate(mode),
+            subject,
+        });
+        Ok(())
+    }
+}
+
+/// A bind source must be a directory or a regular file (after symlinks:
+/// the host's `/bin -> usr/bin` binds `/usr/bin`).
+fn source_kind(src: &Path) -> Result<Kind, IsolateError> {
+    let md = std::fs::metadata(src)
+        .map_err(|source| IsolateError::StatSource { path: src.to_path_buf(), source })?;
+    if md.is_dir() {
+        Ok(Kind::Dir)
+    } else if md.is_file() {
+        Ok(Kind::File)
+    } else {
+        Err(IsolateError::UnsupportedSource { path: src.to_path_buf() })
+    }
+}
+
+/// `MS_NOEXEC` if the source's mount has it: the remount sets the flags of
+/// the new mount, and must not make a noexec host filesystem executable.
+fn keep_noexec(src: &Path) -> MsFlags {
+    match statvfs(src) {
+        Ok(st) if st.flags().contains(FsFlags::ST_NOEXEC) => MsFlags::MS_NOEXEC,
+        _ => MsFlags::empty(),
+    }
+}
+
+impl RootPlan {
+    /// Child: builds the root in the task dir and pivots into it; on return
+    /// the cwd and root are the task dir, and the host's tree is detached.
+    pub(crate) fn build_and_pivot(&self) -> Result<(), StepError> {
+        let on_root = |step| StepError::with_on(step, self.subject);
+        // Refuse to touch the supervisor's mount table: all mount work below
+        // must happen in the mount namespace the clone created.
+        let ns = stat(c"/proc/self/ns/mnt").map_err(StepError::with(Step::CheckMountNamespace))?;
+        if ns.st_ino == self.host_mntns {
+            return Err(StepError::new(Step::CheckMountNamespace, nix::errno::Errno::EINVAL));
+        }
+        // Stop propagation both ways: the new namespace's mounts are peers of
+        // the host's until made private (mount_namespaces(7)), and
+        // pivot_root(2) refuses a shared parent mount.
+        mount_at(None, c"/", None, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None)
+            .map_err(StepError::with(Step::MakePrivate))?;
+        // pivot_root(2): "new_root must be a path to a mount point": bind
+        // the task dir onto itself (not MS_REC: no host submounts come along).
+        let dir = open_root(&self.root).map_err(on_root(Step::OpenRoot))?;
+        let dir_path = FdPath::new(&dir);
+        mount_at(Some(dir_path.as_cstr()), dir_path.as_cstr(), None, MsFlags::MS_BIND, None)
+            .map_err(on_root(Step::BindRoot))?;
+        drop(dir);
+        // Reopen: the old fd names the directory under the new mount.
+        let root = open_root(&self.root).map_err(on_root(Step::OpenRoot))?;
+        for op in &self.ops {
+            op.apply(&root)?;
+        }
+        // Everything not mounted over is read-only from now on.
+        let ro = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+        mount_at(None, FdPath::new(&root).as_cstr(), None, ro, None)
+            .map_err(on_root(Step::RemountRootReadOnly))?;
+        fchdir(&root).map_err(on_root(Step::ChdirNewRoot))?;
+        // pivot_root(2) NOTES: "new_root and put_old may be the same
+        // directory": the old root is stacked on top of the new one at "/",
+        // and the umount2 of "." that follows detaches exactly it. No
+        // temporary directory, nothing of the host left reachable.
+        pivot_root(c".", c".").map_err(on_root(Step::PivotRoot))?;
+        // MNT_DETACH: host mounts still busy (our own open fds) go lazily;
+        // propagation is private, so the host's mount table is untouched.
+        umount2(c".", MntFlags::MNT_DETACH).map_err(StepError::with(Step::DetachOldRoot))?;
+        chdir(c"/").map_err(StepError::with(Step::ChdirRoot))
+    }
+}
+
+/// `open(O_PATH|O_DIRECTORY|O_NOFOLLOW)` of the task dir.
+fn open_root(root: &CString) -> nix::Result<OwnedFd> {
+    let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    open(root.as_c_str(), flags, Mode::empty())
+}

@@ -1,0 +1,354 @@
+//! What a task asks for (it goes into `spec.json`), and its validation.
+
+use std::path::{Component, Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::error::IsolateError;
+use super::{caps, rlimit};
+
+/// Nomad's default `chroot_env`: each entry is bound read-only at the same
+/// path inside the task's root, if it exists on the host.
+pub const DEFAULT_CHROOT_ENV: &[&str] = &[
+    "/bin",
+    "/etc",
+    "/lib",
+    "/lib32",
+    "/lib64",
+    "/run/resolvconf",
+    "/sbin",
+    "/usr",
+];
+
+/// Names under the task root that the isolation itself owns; a `chroot_env`
+/// destination may not use them.
+pub(crate) const RESERVED: &[&str] = &["alloc", "local", "secrets", "tmp", "dev", "proc"];
+
+/// The isolation a task asks for. Every field is optional; the default is no
+/// isolation beyond the privilege steps (no capabilities for a non-root user,
+/// `no_new_privs`, Nomad's bounding set).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IsolationSpec {
+    /// Pivot into `task_dir`, built from `chroot_env` plus the task dirs.
+    #[serde(skip_serializing_if = "is_false")]
+    pub chroot: bool,
+    /// Host paths bound read-only into the root; empty means
+    /// [`DEFAULT_CHROOT_ENV`].
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub chroot_env: Vec<BindSpec>,
+    /// The task's directory: `alloc/ local/ secrets/ tmp/` are created in it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub task_dir: Option<PathBuf>,
+    /// The allocation's shared directory, bound read-write at
+    /// `<task_dir>/alloc`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alloc_dir: Option<PathBuf>,
+    /// A new pid namespace (the task is its pid 1).
+    #[serde(skip_serializing_if = "is_false")]
+    pub pid: bool,
+    /// A new IPC namespace.
+    #[serde(skip_serializing_if = "is_false")]
+    pub ipc: bool,
+    /// A new UTS namespace (needed for `hostname`).
+    #[serde(skip_serializing_if = "is_false")]
+    pub uts: bool,
+    /// A network namespace to join, e.g. `/var/run/netns/NAME`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub netns: Option<PathBuf>,
+    /// The hostname inside the UTS namespace.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    /// The task's uid; `None` keeps the supervisor's (root).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uid: Option<u32>,
+    /// The task's gid; required with `uid`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gid: Option<u32>,
+    /// Supplementary groups (replaces the supervisor's).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<u32>,
+    /// The user's name, for `USER` and `LOGNAME`.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub user_name: String,
+    /// The user's home, for `HOME`.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub home: String,
+    /// Capabilities added to the bounding set (and, for a non-root user,
+    /// granted): `NET_BIND_SERVICE`, `cap_net_bind_service` or `ALL`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub cap_add: Vec<String>,
+    /// Capabilities removed from the bounding set; `ALL` drops every one
+    /// not in `cap_add`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub cap_drop: Vec<String>,
+    /// Resource limits.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub rlimits: Vec<RlimitSpec>,
+}
+
+/// One host path bound read-only into the task's root.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BindSpec {
+    /// Absolute host path.
+    pub src: PathBuf,
+    /// Absolute path inside the task's root (no `..`, not `/`).
+    pub dst: PathBuf,
+}
+
+/// One resource limit (setrlimit(2)); `u64::MAX` is `RLIM_INFINITY`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RlimitSpec {
+    /// `nofile`, `NOFILE` or `RLIMIT_NOFILE` (any case).
+    pub resource: String,
+    /// The soft limit.
+    pub soft: u64,
+    /// The hard limit (not below `soft`).
+    pub hard: u64,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+impl IsolationSpec {
+    /// Checks the spec without touching the system: names, paths, and
+    /// combinations that cannot work.
+    pub fn validate(&self) -> Result<(), IsolateError> {
+        for (field, path) in [
+            ("task_dir", &self.task_dir),
+            ("alloc_dir", &self.alloc_dir),
+            ("netns", &self.netns),
+        ] {
+            if let Some(path) = path {
+                check_path(field, path)?;
+            }
+        }
+        if self.chroot && self.task_dir.is_none() {
+            return Err(IsolateError::ChrootWithoutTaskDir);
+        }
+        if self.alloc_dir.is_some() && self.task_dir.is_none() {
+            return Err(IsolateError::AllocWithoutTaskDir);
+        }
+        if let Some(name) = &self.hostname {
+            if !self.uts {
+                return Err(IsolateError::HostnameWithoutUts);
+            }
+            if name.is_empty() || name.len() > 64 || name.contains('\0') {
+                return Err(IsolateError::InvalidHostname { hostname: name.clone() });
+            }
+        }
+        if self.uid.is_some() && self.gid.is_none() {
+            return Err(IsolateError::UidWithoutGid);
+        }
+        self.validate_chroot_env()?;
+        caps::parse_list(&self.cap_add)?;
+        caps::parse_list(&self.cap_drop)?;
+        for r in &self.rlimits {
+            rlimit::parse(r)?;
+        }
+        Ok(())
+    }
+
+    /// Each destination absolute, free of `..`, not reserved, and not nested
+    /// in another (the inner mount point would have to be created inside a
+    /// read-only host bind).
+    fn validate_chroot_env(&self) -> Result<(), IsolateError> {
+        for b in &self.chroot_env {
+            check_path("chroot_env src", &b.src)?;
+            check_path("chroot_env dst", &b.dst)?;
+            let rel = relative_dst(&b.dst);
+            if rel.as_os_str().is_empty() {
+                return Err(IsolateError::ReservedChrootDst { dst: b.dst.clone() });
+            }
+            let first = rel.components().next().map(|c| c.as_os_str().to_owned());
+            if first.is_some_and(|f| RESERVED.iter().any(|r| f == *r)) {
+                return Err(IsolateError::ReservedChrootDst { dst: b.dst.clone() });
+            }
+            for other in &self.chroot_env {
+                let orel = relative_dst(&other.dst);
+                if other.dst != b.dst && orel.starts_with(&rel) {
+                    return Err(IsolateError::NestedChrootDst {
+                        outer: b.dst.clone(),
+                        inner: other.dst.clone(),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The `chroot_env` in effect: the spec's, or [`DEFAULT_CHROOT_ENV`]
+    /// restricted to what exists on this host.
+    pub fn effective_chroot_env(&self) -> Vec<BindSpec> {
+        if !self.chroot_env.is_empty() {
+            return self.chroot_env.clone();
+        }
+        DEFAULT_CHROOT_ENV
+            .iter()
+            .map(Path::new)
+            .filter(|p| p.exists())
+            .map(|p| BindSpec { src: p.to_path_buf(), dst: p.to_path_buf() })
+            .collect()
+    }
+
+    /// `HOME`, `USER` and `LOGNAME` for the task user, when known.
+    pub fn env_defaults(&self) -> Vec<(String, String)> {
+        let mut env = Vec::new();
+        if !self.home.is_empty() {
+            env.push(("HOME".to_string(), self.home.clone()));
+        }
+        if !self.user_name.is_empty() {
+            env.push(("USER".to_string(), self.user_name.clone()));
+            env.push(("LOGNAME".to_string(), self.user_name.clone()));
+        }
+        env
+    }
+
+    /// Fills `uid`, `gid`, `groups`, `user_name` and `home` from a resolved
+    /// user (see [`super::resolve_user`]).
+    pub fn set_user(&mut self, user: &super::ResolvedUser) {
+        self.uid = Some(user.uid);
+        self.gid = Some(user.gid);
+        self.groups = user.groups.clone();
+        self.user_name = user.name.clone();
+        self.home = user.home.clone();
+    }
+}
+
+/// Absolute, and no `..` component.
+fn check_path(field: &'static str, path: &Path) -> Result<(), IsolateError> {
+    if !path.is_absolute() {
+        return Err(IsolateError::RelativePath { field, path: path.to_path_buf() });
+    }
+    if path.components().any(|c| c == Component::ParentDir) {
+        return Err(IsolateError::DotDotInPath { field, path: path.to_path_buf() });
+    }
+    Ok(())
+}
+
+/// A destination without its leading `/` (and without `.` components).
+pub(crate) fn relative_dst(dst: &Path) -> PathBuf {
+    dst.components()
+        .filter(|c| matches!(c, Component::Normal(_)))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chroot_spec() -> IsolationSpec {
+        IsolationSpec { chroot: true, task_dir: Some("/srv/t1".into()), ..Default::default() }
+    }
+
+    fn bind(src: &str, dst: &str) -> BindSpec {
+        BindSpec { src: src.into(), dst: dst.into() }
+    }
+
+    #[test]
+    fn default_serializes_to_empty_object_and_round_trips() {
+        assert_eq!(serde_json::to_string(&IsolationSpec::default()).unwrap(), "{}");
+        let spec = IsolationSpec {
+            chroot: true,
+            task_dir: Some("/srv/t1".into()),
+            uid: Some(65534),
+            gid: Some(65534),
+            cap_add: vec!["NET_BIND_SERVICE".into()],
+            rlimits: vec![RlimitSpec { resource: "nofile".into(), soft: 1, hard: 2 }],
+            ..Default::default()
+        };
+        let json = serde_json::to_string(&spec).unwrap();
+        assert_eq!(serde_json::from_str::<IsolationSpec>(&json).unwrap(), spec);
+        assert!(serde_json::from_str::<IsolationSpec>(r#"{"chroot":true,"bogus":1}"#).is_err());
+    }
+
+    #[test]
+    fn validation_errors_are_typed() {
+        let cases: Vec<(IsolationSpec, fn(&IsolateError) -> bool)> = vec![
+            (
+                IsolationSpec { cap_add: vec!["FROB".into()], ..Default::default() },
+                |e| matches!(e, IsolateError::UnknownCapability { .. }),
+            ),
+            (
+                IsolationSpec {
+                    rlimits: vec![RlimitSpec { resource: "bogus".into(), soft: 1, hard: 1 }],
+                    ..Default::default()
+                },
+                |e| matches!(e, IsolateError::UnknownRlimit { .. }),
+            ),
+            (
+                IsolationSpec { hostname: Some("h".into()), ..Default::default() },
+                |e| matches!(e, IsolateError::HostnameWithoutUts),
+            ),
+            (
+                IsolationSpec { task_dir: Some("srv/t1".into()), ..Default::default() },
+                |e| matches!(e, IsolateError::RelativePath { .. }),
+            ),
+            (
+                IsolationSpec { chroot_env: vec![bind("/usr", "/usr/../etc")], ..chroot_spec() },
+                |e| matches!(e, IsolateError::DotDotInPath { .. }),
+            ),
+            (
+                IsolationSpec { chroot_env: vec![bind("/usr", "usr")], ..chroot_spec() },
+                |e| matches!(e, IsolateError::RelativePath { .. }),
+            ),
+            (
+                IsolationSpec { chroot_env: vec![bind("/etc", "/local/etc")], ..chroot_spec() },
+                |e| matches!(e, IsolateError::ReservedChrootDst { .. }),
+            ),
+            (
+                IsolationSpec { chroot_env: vec![bind("/etc", "/")], ..chroot_spec() },
+                |e| matches!(e, IsolateError::ReservedChrootDst { .. }),
+            ),
+            (
+                IsolationSpec {
+                    chroot_env: vec![bind("/etc", "/etc"), bind("/etc/hosts", "/etc/hosts")],
+                    ..chroot_spec()
+                },
+                |e| matches!(e, IsolateError::NestedChrootDst { .. }),
+            ),
+            (
+                IsolationSpec { chroot: true, ..Default::default() },
+                |e| matches!(e, IsolateError::ChrootWithoutTaskDir),
+            ),
+            (
+                IsolationSpec { uid: Some(1), ..Default::default() },
+                |e| matches!(e, IsolateError::UidWithoutGid),
+            ),
+        ];
+        for (spec, is_expected) in cases {
+            let err = spec.validate().unwrap_err();
+            assert!(is_expected(&err), "{spec:?}: {err}");
+        }
+        let ok = IsolationSpec {
+            uts: true,
+            hostname: Some("task-1".into()),
+            chroot_env: vec![bind("/usr", "/usr"), bind("/etc/hosts", "/etc/hosts")],
+            cap_add: vec!["all".into()],
+            cap_drop: vec!["cap_net_raw".into()],
+            ..chroot_spec()
+        };
+        ok.validate().unwrap();
+    }
+
+    #[test]
+    fn env_defaults_name_the_user() {
+        let spec = IsolationSpec { user_name: "nobody".into(), home: "/nonexistent".into(), ..Default::default() };
+        let env = spec.env_defaults();
+        assert_eq!(
+            env,
+            [("HOME", "/nonexistent"), ("USER", "nobody"), ("LOGNAME", "nobody")]
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+        );
+    }
+
+    #[test]
+    fn default_chroot_env_keeps_only_existing_paths() {
+        let env = IsolationSpec::default().effective_chroot_env();
+        assert!(env.iter().all(|b| b.src.exists() && b.src == b.dst));
+        assert!(env.iter().any(|b| b.src == Path::new("/usr")));
+    }
+}

@@ -1,0 +1,327 @@
+//! The task spec: what to run and how, built like [`std::process::Command`]
+//! and stored as the task's `spec.json`.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use serde::{Deserialize, Serialize};
+
+/// Nomad's default: 10 files of 10 MB per stream.
+const DEFAULT_LOG_MAX_FILES: u32 = 10;
+const DEFAULT_LOG_MAX_SIZE: u64 = 10 * 1024 * 1024;
+const DEFAULT_KILL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// `PATH` of a task whose environment does not set one (Debian's default for
+/// root, as runc and Docker use).
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// How the supervisor keeps a task's output: `stdout.log` and `stderr.log` in
+/// the task's state directory, rotated to `.1` … `.N-1` at `max_size` bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogPolicy {
+    /// How many files per stream, the live one included (at least 1).
+    pub max_files: u32,
+    /// Size at which a file is rotated, in bytes (at least 1).
+    pub max_size: u64,
+}
+
+impl Default for LogPolicy {
+    fn default() -> LogPolicy {
+        LogPolicy {
+            max_files: DEFAULT_LOG_MAX_FILES,
+            max_size: DEFAULT_LOG_MAX_SIZE,
+        }
+    }
+}
+
+/// A task to start: program, arguments, environment, working directory,
+/// and how to stop it. Serialized as `spec.json`.
+///
+/// The program is executed directly with `execve(2)`, never through a shell:
+/// arguments arrive exactly as given. A program name without `/` is looked up
+/// in the task's `PATH` (its environment's, else [`DEFAULT_PATH`]).
+///
+/// ```
+/// use std::time::Duration;
+/// let mut spec = nomad_shim::TaskSpec::new("/bin/sh");
+/// spec.args(["-c", "echo $GREETING"]).env("GREETING", "hello").kill_timeout(Duration::from_secs(2));
+/// assert_eq!(spec.argv(), ["/bin/sh", "-c", "echo $GREETING"]);
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskSpec {
+    /// The id to give the task; `None` generates one.
+    #[serde(default)]
+    pub id: Option<String>,
+    /// The program (a path, or a name looked up in `PATH`).
+    pub program: String,
+    /// Arguments after the program name.
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// The task's whole environment: nothing is inherited from the agent.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Working directory; `None` is `/`.
+    #[serde(default)]
+    pub cwd: Option<PathBuf>,
+    /// The signal that asks the task to stop (Nomad's `kill_signal`).
+    #[serde(default = "default_kill_signal", with = "signal_name")]
+    pub kill_signal: Signal,
+    /// How long a stop waits after the kill signal before SIGKILL (Nomad's
+    /// `kill_timeout`), in milliseconds.
+    #[serde(default = "default_kill_timeout_ms")]
+    pub kill_timeout_ms: u64,
+    /// What happens to the task's output.
+    #[serde(default)]
+    pub logs: LogPolicy,
+}
+
+fn default_kill_signal() -> Signal {
+    Signal::SIGTERM
+}
+
+fn default_kill_timeout_ms() -> u64 {
+    DEFAULT_KILL_TIMEOUT.as_millis() as u64
+}
+
+impl TaskSpec {
+    /// A spec that runs `program` with no arguments and an empty environment.
+    pub fn new(program: impl Into<String>) -> TaskSpec {
+        TaskSpec {
+            id: None,
+            program: program.into(),
+            args: Vec::new(),
+            env: BTreeMap::new(),
+            cwd: None,
+            kill_signal: default_kill_signal(),
+            kill_timeout_ms: default_kill_timeout_ms(),
+            logs: LogPolicy::default(),
+        }
+    }
+
+    /// Sets the task id (validated when the task starts).
+    pub fn id(&mut self, id: impl Into<String>) -> &mut TaskSpec {
+        self.id = Some(id.into());
+        self
+    }
+
+    /// Appends one argument.
+    pub fn arg(&mut self, arg: impl Into<String>) -> &mut TaskSpec {
+        self.args.push(arg.into());
+        self
+    }
+
+    /// Appends arguments.
+    pub fn args<I, S>(&mut self, args: I) -> &mut TaskSpec
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    /// Sets one environment variable.
+    pub fn env(&mut self, key: impl Into<String>, value: impl Into<String>) -> &mut TaskSpec {
+        self.env.insert(key.into(), value.into());
+        self
+    }
+
+    /// Sets environment variables.
+    pub fn envs<I, K, V>(&mut self, vars: I) -> &mut TaskSpec
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: Into<String>,
+        V: Into<String>,
+    {
+        self.env
+            .extend(vars.into_iter().map(|(k, v)| (k.into(), v.into())));
+        self
+    }
+
+    /// Sets the working directory.
+    pub fn cwd(&mut self, dir: impl Into<PathBuf>) -> &mut TaskSpec {
+        self.cwd = Some(dir.into());
+        self
+    }
+
+    /// Sets the signal a graceful stop sends first.
+    pub fn kill_signal(&mut self, signal: Signal) -> &mut TaskSpec {
+        self.kill_signal = signal;
+        self
+    }
+
+    /// Sets how long a graceful stop waits before SIGKILL.
+    pub fn kill_timeout(&mut self, timeout: Duration) -> &mut TaskSpec {
+        self.kill_timeout_ms = timeout.as_millis().min(u64::MAX as u128) as u64;
+        self
+    }
+
+    /// Sets the log rotation policy.
+    pub fn logs(&mut self, policy: LogPolicy) -> &mut TaskSpec {
+        self.logs = policy;
+        self
+    }
+
+    /// The full argument vector: program, then arguments.
+    pub fn argv(&self) -> Vec<&str> {
+        std::iter::once(self.program.as_str())
+            .chain(self.args.iter().map(String::as_str))
+            .collect()
+    }
+
+    /// The kill timeout as a [`Duration`].
+    pub fn kill_timeout_duration(&self) -> Duration {
+        Duration::from_millis(self.kill_timeout_ms)
+    }
+
+    /// Checks what can be checked before anything is created: a non-empty
+    /// program, no NUL bytes (they cannot cross `execve(2)`), `=` not in an
+    /// environment key, a sane log policy.
+    pub fn validate(&self) -> Result<(), SpecError> {
+        if self.program.is_empty() {
+            return Err(SpecError::new("program", "is empty"));
+        }
+        let has_nul = |s: &str| s.as_bytes().contains(&0);
+        if has_nul(&self.program) || self.args.iter().any(|a| has_nul(a)) {
+            return Err(SpecError::new("argv", "contains a NUL byte"));
+        }
+        for (k, v) in &self.env {
+            if k.is_empty() || k.contains('=') || has_nul(k) || has_nul(v) {
+                return Err(SpecError::new(
+                    "env",
+                    format!("bad variable {k:?}: keys are non-empty, without '=' or NUL"),
+                ));
+            }
+        }
+        if let Some(cwd) = &self.cwd {
+            if !cwd.is_absolute() {
+                return Err(SpecError::new(
+                    "cwd",
+                    format!("{} is not absolute", cwd.display()),
+                ));
+            }
+        }
+        if self.logs.max_files == 0 || self.logs.max_size == 0 {
+            return Err(SpecError::new(
+                "logs",
+                "max_files and max_size must be at least 1",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A spec that cannot be run, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid task spec: {field} {reason}")]
+pub struct SpecError {
+    /// The field at fault.
+    pub field: &'static str,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+impl SpecError {
+    fn new(field: &'static str, reason: impl Into<String>) -> SpecError {
+        SpecError {
+            field,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Parses a signal given as `SIGTERM`, `TERM`, `term` or `15`.
+pub fn parse_signal(s: &str) -> Option<Signal> {
+    if let Ok(n) = s.parse::<i32>() {
+        return Signal::try_from(n).ok();
+    }
+    let upper = s.to_ascii_uppercase();
+    let name = if upper.starts_with("SIG") {
+        upper
+    } else {
+        format!("SIG{upper}")
+    };
+    name.parse().ok()
+}
+
+/// Serializes a signal as its name (`"SIGTERM"`), accepting a name or number.
+mod signal_name {
+    use nix::sys::signal::Signal;
+    use serde::{de::Error, Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(sig: &Signal, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(sig.as_str())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Signal, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum NameOrNumber {
+            Name(String),
+            Number(i32),
+        }
+        match NameOrNumber::deserialize(d)? {
+            NameOrNumber::Name(n) => super::parse_signal(&n)
+                .ok_or_else(|| D::Error::custom(format!("unknown signal {n:?}"))),
+            NameOrNumber::Number(n) => {
+                Signal::try_from(n).map_err(|_| D::Error::custom(format!("unknown signal {n}")))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spec_round_trips_through_json() {
+        let mut spec = TaskSpec::new("sleep");
+        spec.id("t1")
+            .args(["1", "a b"])
+            .env("K", "v=1")
+            .cwd("/tmp")
+            .kill_signal(Signal::SIGINT)
+            .kill_timeout(Duration::from_millis(1500));
+        let json = serde_json::to_string(&spec).unwrap();
+        assert!(json.contains("\"kill_signal\":\"SIGINT\""), "{json}");
+        assert_eq!(serde_json::from_str::<TaskSpec>(&json).unwrap(), spec);
+        let minimal: TaskSpec =
+            serde_json::from_str(r#"{"program":"true","kill_signal":9}"#).unwrap();
+        assert_eq!(minimal.kill_signal, Signal::SIGKILL);
+        assert_eq!(minimal.kill_timeout_ms, 5000);
+    }
+
+    #[test]
+    fn validation_names_the_field() {
+        assert_eq!(TaskSpec::new("").validate().unwrap_err().field, "program");
+        assert_eq!(TaskSpec::new("a\0b").validate().unwrap_err().field, "argv");
+        assert_eq!(
+            TaskSpec::new("x")
+                .env("A=B", "1")
+                .validate()
+                .unwrap_err()
+                .field,
+            "env"
+        );
+        assert_eq!(
+            TaskSpec::new("x").cwd("rel").validate().unwrap_err().field,
+            "cwd"
+        );
+        TaskSpec::new("x")
+            .env("A", "b=c; $(rm -rf /)\n")
+            .validate()
+            .unwrap();
+    }
+
+    #[test]
+    fn signals_parse_by_name_or_number() {
+        assert_eq!(parse_signal("TERM"), Some(Signal::SIGTERM));
+        assert_eq!(parse_signal("sigkill"), Some(Signal::SIGKILL));
+        assert_eq!(parse_signal("2"), Some(Signal::SIGINT));
+        assert_eq!(parse_signal("NOPE"), None);
+        assert_eq!(parse_signal("999"), None);
+    }
+}

@@ -1,0 +1,123 @@
+//! The library's only `unsafe`: raw system calls that neither `std` nor `nix`
+//! wraps. Each wrapper turns the raw `-1`/errno convention into a
+//! [`nix::Result`] once, through [`check`] (the `SyscallReturnCode` habit of
+//! rust-vmm's `vmm-sys-util`).
+#![allow(unsafe_code)]
+
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+
+use nix::errno::Errno;
+
+/// Turns a raw syscall return value into `Ok(value)` or the thread's errno.
+fn check(ret: libc::c_long) -> nix::Result<libc::c_long> {
+    if ret == -1 {
+        Err(Errno::last())
+    } else {
+        Ok(ret)
+    }
+}
+
+/// `pidfd_open(2)`: a file descriptor that refers to process `pid` (Linux 5.3).
+///
+/// The descriptor is close-on-exec. It becomes readable when the process
+/// exits, whether or not it is our child, and `pidfd_send_signal(2)` through
+/// it can never reach a process that later reuses the pid.
+pub fn pidfd_open(pid: libc::pid_t) -> nix::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes two integers and touches no memory of ours.
+    let ret = check(unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0 as libc::c_uint) })?;
+    // SAFETY: on success the kernel returned a new descriptor that nothing
+    // else owns; wrapping it transfers that ownership to the OwnedFd.
+    Ok(unsafe { OwnedFd::from_raw_fd(ret as RawFd) })
+}
+
+/// `pidfd_send_signal(2)` with no `siginfo`: like `kill(2)`, but to the
+/// process the pidfd refers to, never to a reuse of its pid.
+pub fn pidfd_send_signal(pidfd: &OwnedFd, signal: libc::c_int) -> nix::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a null siginfo pointer is explicitly allowed (the kernel then
+    // fills in the siginfo as kill(2) would); the fd is valid for the call.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            signal,
+            std::ptr::null::<libc::siginfo_t>(),
+            0 as libc::c_uint,
+        )
+    })?;
+    Ok(())
+}
+
+/// `close_range(2)` flag: mark the descriptors close-on-exec instead of
+/// closing them (Linux 5.11).
+pub const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
+
+/// `close_range(first, ~0, flags)` (Linux 5.9): closes (or, with
+/// [`CLOSE_RANGE_CLOEXEC`], marks close-on-exec) every descriptor from
+/// `first` up, whatever opened it — inherited fds a caller forgot to mark
+/// close-on-exec included.
+pub fn close_range(first: libc::c_uint, flags: libc::c_uint) -> nix::Result<()> {
+    // SAFETY: close_range takes integers only. Descriptors owned by Rust
+    // values (OwnedFd, File) above `first` become dangling when closed;
+    // callers close only where no such value exists yet (the first thing the
+    // supervisor does) or mark them close-on-exec (right before execve).
+    check(unsafe { libc::syscall(libc::SYS_close_range, first, libc::c_uint::MAX, flags) })?;
+    Ok(())
+}
+
+/// `getrandom(2)`: fills `buf` from the kernel's CSPRNG.
+pub fn getrandom(buf: &mut [u8]) -> nix::Result<()> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        let rest = &mut buf[filled..];
+        // SAFETY: the pointer and length describe `rest`, a live mutable
+        // slice the kernel may write into entirely.
+        let n = check(
+            unsafe { libc::getrandom(rest.as_mut_ptr().cast(), rest.len(), 0) } as libc::c_long,
+        );
+        match n {
+            Ok(n) => filled += n as usize,
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// What `wait4(2)` reports about one reaped child.
+#[derive(Debug, Clone, Copy)]
+pub struct Reaped {
+    /// The reaped pid.
+    pub pid: libc::pid_t,
+    /// The raw wait status (`WIFEXITED` & co. decode it).
+    pub status: libc::c_int,
+    /// User CPU time of the child and its reaped descendants, in nanoseconds.
+    pub user_cpu_ns: u64,
+    /// System CPU time likewise, in nanoseconds.
+    pub system_cpu_ns: u64,
+    /// Maximum resident set size, in KiB.
+    pub max_rss_kib: u64,
+}
+
+/// `wait4(pid, WNOHANG)`: reaps one exited child with its resource usage.
+/// `Ok(None)` when no matching child has exited yet.
+pub fn wait4_nohang(pid: libc::pid_t) -> nix::Result<Option<Reaped>> {
+    let mut status: libc::c_int = 0;
+    // SAFETY: rusage is plain old data; all-zero is a valid value.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: both pointers point at live locals of the right type for the
+    // duration of the call.
+    let ret =
+        check(unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut usage) } as libc::c_long)?;
+    if ret == 0 {
+        return Ok(None);
+    }
+    let ns = |tv: libc::timeval| tv.tv_sec as u64 * 1_000_000_000 + tv.tv_usec as u64 * 1_000;
+    Ok(Some(Reaped {
+        pid: ret as libc::pid_t,
+        status,
+        user_cpu_ns: ns(usage.ru_utime),
+        system_cpu_ns: ns(usage.ru_stime),
+        max_rss_kib: usage.ru_maxrss as u64,
+    }))
+}

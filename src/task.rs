@@ -1,0 +1,420 @@
+//! The handle on one task, and the reconciliation of a task's files with
+//! the processes that are really there.
+
+use std::fs::TryLockError;
+use std::io::{BufRead, BufReader, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+
+use crate::error::{Error, Result};
+use crate::identity::{boot_id, Identity, Pidfd};
+use crate::protocol::{Reply, Request, MAX_LINE};
+use crate::state::{names, now_rfc3339, ExitRecord, Status, TaskDir, TaskId, TaskState};
+
+/// How long a control request may take before the supervisor is considered
+/// wedged.
+const CONTROL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How a task ended, as far as anyone can know.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TaskExit {
+    /// The supervisor recorded the exit exactly.
+    Exited(ExitRecord),
+    /// The supervisor died first: the exit is unknown, and the reason says
+    /// why. Never reported as a made-up code.
+    Lost {
+        /// Why the exit is unknown.
+        reason: String,
+    },
+}
+
+impl TaskExit {
+    /// The exit code, when the task exited normally.
+    pub fn code(&self) -> Option<i32> {
+        match self {
+            TaskExit::Exited(r) => r.code,
+            TaskExit::Lost { .. } => None,
+        }
+    }
+
+    /// The signal that ended the task, if one did.
+    pub fn signal(&self) -> Option<i32> {
+        match self {
+            TaskExit::Exited(r) => r.signal,
+            TaskExit::Lost { .. } => None,
+        }
+    }
+
+    /// Exited with code 0.
+    pub fn success(&self) -> bool {
+        self.code() == Some(0)
+    }
+
+    /// The exit record, when known.
+    pub fn record(&self) -> Option<&ExitRecord> {
+        match self {
+            TaskExit::Exited(r) => Some(r),
+            TaskExit::Lost { .. } => None,
+        }
+    }
+
+    fn from_state(state: &TaskState) -> Option<TaskExit> {
+        match (state.status, &state.exit) {
+            (Status::Exited, Some(r)) => Some(TaskExit::Exited(r.clone())),
+            (Status::Lost, r) => Some(TaskExit::Lost {
+                reason: r
+                    .as_ref()
+                    .and_then(|r| r.error.clone())
+                    .unwrap_or_else(|| "the exit is unknown".into()),
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// A started or reopened task.
+///
+/// Dropping a `Task` does nothing to the task: it keeps running under its
+/// supervisor, and [`Executor::open`](crate::Executor::open) finds it again.
+#[derive(Debug)]
+pub struct Task {
+    dir: TaskDir,
+    supervisor: Option<Identity>,
+    task: Option<Identity>,
+    /// A pidfd on the live supervisor; `None` once it is known gone.
+    pidfd: Option<Pidfd>,
+}
+
+impl Task {
+    pub(crate) fn started(dir: TaskDir, supervisor: Identity, task: Identity) -> Task {
+        // The supervisor may already have exited (a task that ends at once);
+        // then the state file is final and no pidfd is needed.
+        let pidfd = supervisor.open().ok().flatten();
+        Task {
+            dir,
+            supervisor: Some(supervisor),
+            task: Some(task),
+            pidfd,
+        }
+    }
+
+    pub(crate) fn opened(dir: TaskDir, state: TaskState) -> Task {
+        let pidfd = match state.status {
+            Status::Starting | Status::Running => {
+                state.supervisor.and_then(|s| s.open().ok().flatten())
+            }
+            Status::Exited | Status::Lost => None,
+        };
+        Task {
+            dir,
+            supervisor: state.supervisor,
+            task: state.task,
+            pidfd,
+        }
+    }
+
+    /// The task's id: what [`Executor::open`](crate::Executor::open) takes.
+    pub fn id(&self) -> &TaskId {
+        self.dir.id()
+    }
+
+    /// The pid of the task's main process (valid while the task runs).
+    pub fn pid(&self) -> Option<i32> {
+        self.task.map(|t| t.pid)
+    }
+
+    /// The pid of the task's supervisor.
+    pub fn supervisor_pid(&self) -> Option<i32> {
+        self.supervisor.map(|s| s.pid)
+    }
+
+    /// The task's state directory.
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    /// The current state, reconciled with reality (a dead supervisor makes
+    /// the task `lost`).
+    pub fn state(&self) -> Result<TaskState> {
+        reconcile(&self.dir)
+    }
+
+    /// Blocks until the task has ended and its exit is recorded. Sleeps on
+    /// a pidfd of the supervisor, which exits only once the final state is
+    /// durable; then reads that state.
+    pub fn wait(&mut self) -> Result<TaskExit> {
+        loop {
+            if let Some(pidfd) = &self.pidfd {
+                pidfd.wait_exit(None).map_err(|e| Error::Io {
+                    op: "wait for supervisor of",
+                    what: self.id().to_string(),
+                    source: e,
+                })?;
+                self.pidfd = None;
+            }
+            let state = reconcile(&self.dir)?;
+            if let Some(exit) = TaskExit::from_state(&state) {
+                return Ok(exit);
+            }
+            // Still running under a live supervisor this handle had no pidfd
+            // on (it was reopened while starting): take one now.
+            match state.supervisor.map(|s| s.open()) {
+                Some(Ok(Some(pidfd))) => self.pidfd = Some(pidfd),
+                Some(Err(e)) => {
+                    return Err(Error::Io {
+                        op: "open pidfd of supervisor of",
+                        what: self.id().to_string(),
+                        source: e,
+                    })
+                }
+                _ => std::thread::yield_now(),
+            }
+        }
+    }
+
+    /// The exit if the task has ended, `None` if it still runs. Never blocks.
+    pub fn try_wait(&mut self) -> Result<Option<TaskExit>> {
+        if let Some(pidfd) = &self.pidfd {
+            let exited = pidfd
+                .wait_exit(Some(Duration::ZERO))
+                .map_err(|e| Error::Io {
+                    op: "poll supervisor of",
+                    what: self.id().to_string(),
+                    source: e,
+                })?;
+            if !exited {
+                return Ok(None);
+            }
+            self.pidfd = None;
+        }
+        Ok(TaskExit::from_state(&reconcile(&self.dir)?))
+    }
+
+    /// Sends `signal` to the task's main process (through its supervisor,
+    /// which holds the process unreaped, so the pid cannot have been reused).
+    pub fn signal(&self, signal: Signal) -> Result<()> {
+        self.request(
+            &Request::Signal {
+                signal: signal as i32,
+            },
+            "signal",
+        )
+        .map(drop)
+    }
+
+    /// Graceful stop with the spec's kill signal and timeout; returns the exit.
+    pub fn shutdown(&mut self) -> Result<TaskExit> {
+        self.stop(None, None)
+    }
+
+    /// Graceful stop: `signal`, then after `timeout` SIGKILL to everything
+    /// left of the task. `None` takes the spec's kill signal or timeout.
+    /// Stopping a task that has already ended returns its exit.
+    pub fn stop(&mut self, signal: Option<Signal>, timeout: Option<Duration>) -> Result<TaskExit> {
+        let req = Request::Shutdown {
+            signal: signal.map(|s| s as i32),
+            timeout_ms: timeout.map(|t| t.as_millis().min(u64::MAX as u128) as u64),
+        };
+        match self.request(&req, "shutdown") {
+            Ok(_) | Err(Error::NotRunning { .. }) => self.wait(),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Kills the task at once (SIGKILL to all of it, no grace period) and
+    /// returns the exit.
+    pub fn force_stop(&mut self) -> Result<TaskExit> {
+        self.stop(Some(Signal::SIGKILL), Some(Duration::ZERO))
+    }
+
+    /// Sends one request to the supervisor's control socket.
+    fn request(&self, req: &Request, what: &'static str) -> Result<Reply> {
+        let id = self.id().clone();
+        // Through /proc/self/fd: a sun_path holds only 108 bytes, and a root
+        // plus a 128-byte id may be longer.
+        let short = PathBuf::from(format!(
+            "/proc/self/fd/{}/{}",
+            self.dir.fd().as_raw_fd(),
+            names::CONTROL
+        ));
+        let path = self.dir.path().join(names::CONTROL);
+        let ctl_err = |source: std::io::Error| Error::Control {
+            id: id.clone(),
+            path: path.clone(),
+            source,
+        };
+        let mut stream = match UnixStream::connect(&short) {
+            Ok(s) => s,
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::ENOENT) | Some(libc::ECONNREFUSED)
+                ) =>
+            {
+                // No supervisor listening: it has ended (or died).
+                let state = reconcile(&self.dir)?;
+                return Err(Error::NotRunning {
+                    id,
+                    status: state.status,
+                });
+            }
+            Err(e) => return Err(ctl_err(e)),
+        };
+        stream
+            .set_read_timeout(Some(CONTROL_TIMEOUT))
+            .map_err(ctl_err)?;
+        stream
+            .set_write_timeout(Some(CONTROL_TIMEOUT))
+            .map_err(ctl_err)?;
+        let mut line = serde_json::to_vec(req).map_err(|e| ctl_err(e.into()))?;
+        line.push(b'\n');
+        stream.write_all(&line).map_err(ctl_err)?;
+        let mut reply = String::new();
+        let n = BufReader::new(std::io::Read::take(&stream, MAX_LINE as u64))
+            .read_line(&mut reply)
+            .map_err(ctl_err)?;
+        if n == 0 {
+            // The supervisor closed without replying: it is exiting.
+            let state = reconcile(&self.dir)?;
+            return Err(Error::NotRunning {
+                id,
+                status: state.status,
+            });
+        }
+        let reply: Reply = serde_json::from_str(&reply).map_err(|e| ctl_err(e.into()))?;
+        if !reply.ok {
+            let reason = reply.error.unwrap_or_default();
+            if reason.starts_with("not running") {
+                let state = reconcile(&self.dir)?;
+                return Err(Error::NotRunning {
+                    id,
+                    status: state.status,
+                });
+            }
+            return Err(Error::Refused {
+                id,
+                request: what,
+                reason,
+            });
+        }
+        Ok(reply)
+    }
+}
+
+/// Reads a task's state and makes it true: a `starting` or `running` state
+/// whose supervisor is dead (its lock free) becomes `lost`, durably, after
+/// whatever is left of the task has been killed. A pid from the file is
+/// acted on only through a pidfd whose start time matched.
+pub(crate) fn reconcile(dir: &TaskDir) -> Result<TaskState> {
+    let state = dir.read_state()?;
+    if matches!(state.status, Status::Exited | Status::Lost) {
+        return Ok(state);
+    }
+    let this_boot = boot_id().map_err(|e| Error::Io {
+        op: "read",
+        what: "/proc/sys/kernel/random/boot_id".into(),
+        source: e,
+    })?;
+    let rebooted = state.boot_id != this_boot;
+    if !rebooted && dir.lock_is_held()? {
+        match state.supervisor {
+            // The supervisor has not recorded its pid yet, but holds the lock.
+            None => return Ok(state),
+            Some(sup) => {
+                if sup
+                    .open()
+                    .map_err(|e| Error::Io {
+                        op: "check supervisor",
+                        what: sup.pid.to_string(),
+                        source: e,
+                    })?
+                    .is_some()
+                {
+                    return Ok(state);
+                }
+                // Another reader may be marking it lost right now.
+                let again = dir.read_state()?;
+                if !matches!(again.status, Status::Starting | Status::Running) {
+                    return Ok(again);
+                }
+                return Err(Error::LockHeldByOther {
+                    id: dir.id().clone(),
+                    path: dir.path().join(names::LOCK),
+                    supervisor_pid: sup.pid,
+                });
+            }
+        }
+    }
+    // The supervisor is gone. Take its lock so that only one reader records
+    // the loss, then look again.
+    let lock = dir.open_lock()?;
+    match lock.try_lock() {
+        Ok(()) => {}
+        Err(TryLockError::WouldBlock) => {
+            let again = dir.read_state()?;
+            return match again.status {
+                Status::Exited | Status::Lost => Ok(again),
+                _ => Err(Error::LockHeldByOther {
+                    id: dir.id().clone(),
+                    path: dir.path().join(names::LOCK),
+                    supervisor_pid: again.supervisor.map_or(0, |s| s.pid),
+                }),
+            };
+        }
+        Err(TryLockError::Error(e)) => {
+            return Err(Error::Io {
+                op: "flock",
+                what: dir.path().join(names::LOCK).display().to_string(),
+                source: e,
+            })
+        }
+    }
+    let mut state = dir.read_state()?;
+    if matches!(state.status, Status::Exited | Status::Lost) {
+        return Ok(state);
+    }
+    let reason = if rebooted {
+        "the machine rebooted while the task ran; its exit is unknown".to_owned()
+    } else {
+        let killed = kill_leftovers(&state);
+        let sup = state
+            .supervisor
+            .map_or_else(|| "during start".to_owned(), |s| format!("(pid {})", s.pid));
+        format!("the supervisor {sup} died before recording the task's exit; {killed}")
+    };
+    state.status = Status::Lost;
+    state.finished_at = Some(now_rfc3339());
+    state.exit = Some(ExitRecord::lost(reason));
+    dir.write_state(&state, true)?;
+    Ok(state)
+}
+
+/// Kills what is left of a task whose supervisor died. Until the cgroup
+/// backend lands, "the task" is its process group (the task's main process
+/// leads its own session and group); the group is killed only while its
+/// leader is verifiably the task, so the group id cannot have been reused.
+fn kill_leftovers(state: &TaskState) -> String {
+    let Some(task) = state.task else {
+        return "no task process was recorded".into();
+    };
+    match task.open() {
+        Ok(Some(pidfd)) => {
+            let _ = killpg(Pid::from_raw(task.pid), Signal::SIGKILL);
+            let _ = pidfd.signal(Signal::SIGKILL as i32);
+            format!(
+                "what was left of the task (process group {}) was killed",
+                task.pid
+            )
+        }
+        Ok(None) => "the task's main process had already ended".into(),
+        Err(e) => format!(
+            "the task's main process {} could not be checked: {e}",
+            task.pid
+        ),
+    }
+}
