@@ -87,7 +87,8 @@ impl From<TaskId> for String {
 
 impl fmt::Display for TaskId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        // pad, not write_str: honours width and alignment (`ps` columns).
+        f.pad(&self.0)
     }
 }
 

@@ -1,0 +1,159 @@
+//! A minimal agent: what a task driver does with the library. The
+//! integration tests also use it as the "agent" process they kill.
+//!
+//! ```text
+//! agent ROOT start SCRIPT        start `sh -c SCRIPT`, print "ID SUPERVISOR_PID TASK_PID", then
+//!                                wait to be killed (an agent that dies with its tasks running)
+//! agent ROOT wait ID             reattach and wait; print the exit as JSON
+//! agent ROOT concurrent N T      start N tasks from T threads (`exit K`), wait for all, and print
+//!                                a JSON report: wrong exits, zombies and fds left in this process
+//! ```
+
+use std::time::Instant;
+
+use nomad_shim::{Executor, TaskExit, TaskSpec};
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (root, cmd) = match (args.first(), args.get(1)) {
+        (Some(r), Some(c)) => (r.as_str(), c.as_str()),
+        _ => usage(),
+    };
+    let exec = Executor::with_root(root);
+    match cmd {
+        "start" => {
+            let mut spec = TaskSpec::new("/bin/sh");
+            spec.args(["-c", args.get(2).map_or_else(|| usage(), String::as_str)]);
+            let task = exec.start(&spec).unwrap_or_else(|e| fail(e));
+            println!(
+                "{} {} {}",
+                task.id(),
+                task.supervisor_pid().unwrap_or(0),
+                task.pid().unwrap_or(0)
+            );
+            // The agent now "works" until something kills it.
+            loop {
+                std::thread::park();
+            }
+        }
+        "wait" => {
+            let id = args.get(2).map_or_else(|| usage(), String::as_str);
+            let t0 = Instant::now();
+            let exit = exec
+                .open(id)
+                .and_then(|mut t| t.wait())
+                .unwrap_or_else(|e| fail(e));
+            let (code, signal, lost) = match &exit {
+                TaskExit::Exited(r) => (r.code, r.signal, None),
+                TaskExit::Lost { reason } => (None, None, Some(reason.clone())),
+            };
+            println!(
+                "{}",
+                serde_json::json!({"code": code, "signal": signal, "lost": lost, "wait_ms": t0.elapsed().as_secs_f64() * 1e3})
+            );
+        }
+        "concurrent" => {
+            let n: usize = args
+                .get(2)
+                .and_then(|s| s.parse().ok())
+                .unwrap_or_else(|| usage());
+            let threads: usize = args
+                .get(3)
+                .and_then(|s| s.parse().ok())
+                .unwrap_or_else(|| usage());
+            concurrent(&exec, n, threads);
+        }
+        _ => usage(),
+    }
+}
+
+fn concurrent(exec: &Executor, n: usize, threads: usize) {
+    let fds_before = count_fds();
+    let wrong = std::sync::Mutex::new(Vec::<String>::new());
+    std::thread::scope(|s| {
+        for t in 0..threads {
+            let wrong = &wrong;
+            s.spawn(move || {
+                let mut tasks = Vec::new();
+                for k in (t..n).step_by(threads) {
+                    let code = (k * 7 % 256) as i32;
+                    let mut spec = TaskSpec::new("/bin/sh");
+                    spec.args(["-c".to_string(), format!("exit {code}")]);
+                    match exec.start(&spec) {
+                        Ok(task) => tasks.push((code, task)),
+                        Err(e) => wrong.lock().unwrap().push(format!("start {k}: {e}")),
+                    }
+                }
+                for (code, mut task) in tasks {
+                    match task.wait() {
+                        Ok(exit) if exit.code() == Some(code) => {
+                            let _ = exec.remove(task.id().as_str(), false);
+                        }
+                        Ok(exit) => wrong
+                            .lock()
+                            .unwrap()
+                            .push(format!("task {}: expected {code}, got {exit:?}", task.id())),
+                        Err(e) => wrong
+                            .lock()
+                            .unwrap()
+                            .push(format!("task {}: {e}", task.id())),
+                    }
+                }
+            });
+        }
+    });
+    // Every intermediate process must have been reaped by the library.
+    let zombies: Vec<i32> = children()
+        .into_iter()
+        .filter(|&p| state(p) == Some('Z'))
+        .collect();
+    let report = serde_json::json!({
+        "wrong": wrong.into_inner().unwrap(),
+        "zombies": zombies,
+        "children": children(),
+        "fds_before": fds_before,
+        "fds_after": count_fds(),
+    });
+    println!("{report}");
+}
+
+fn count_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+fn children() -> Vec<i32> {
+    let mut out = Vec::new();
+    for t in std::fs::read_dir("/proc/self/task")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        if let Ok(s) = std::fs::read_to_string(t.path().join("children")) {
+            out.extend(s.split_whitespace().filter_map(|p| p.parse::<i32>().ok()));
+        }
+    }
+    out
+}
+
+fn state(pid: i32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat[stat.rfind(')')? + 1..]
+        .split_whitespace()
+        .next()?
+        .chars()
+        .next()
+}
+
+fn fail(e: nomad_shim::Error) -> ! {
+    eprintln!("agent: {e}");
+    std::process::exit(1)
+}
+
+fn usage() -> ! {
+    eprintln!(
+        "usage: agent ROOT start SCRIPT | agent ROOT wait ID | agent ROOT concurrent N THREADS"
+    );
+    std::process::exit(2)
+}

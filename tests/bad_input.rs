@@ -1,0 +1,364 @@
+//! Bad input gets a clear, typed error and loses nothing.
+
+use std::fs;
+use std::process::Command;
+
+use nomad_shim::state::StateError;
+use nomad_shim::{Error, Identity, Status, TaskSpec};
+
+use crate::common::{self, root_or_skip, TestRoot};
+
+const BAD_IDS: &[&str] = &["..", "a/b", "", "a\0b", "-rf", "new\nline", "../../etc"];
+
+#[test]
+fn invalid_ids_are_refused_by_start_open_and_the_cli() {
+    if !root_or_skip("invalid_ids_are_refused_by_start_open_and_the_cli") {
+        return;
+    }
+    let root = TestRoot::new();
+    let long = "x".repeat(200);
+    for id in BAD_IDS.iter().copied().chain([long.as_str()]) {
+        let err = root
+            .exec
+            .start(TaskSpec::new("/bin/true").id(id))
+            .unwrap_err();
+        assert!(
+            matches!(err, Error::State(StateError::InvalidId { .. })),
+            "{id:?}: {err}"
+        );
+        assert!(err.to_string().starts_with("invalid task id"), "{err}");
+        let err = root.exec.open(id).unwrap_err();
+        assert!(
+            matches!(err, Error::State(StateError::InvalidId { .. })),
+            "{id:?}: {err}"
+        );
+        if !id.contains('\0') {
+            let out = common::output(root.cli().args([
+                "start",
+                &format!("--id={id}"),
+                "--",
+                "/bin/true",
+            ]));
+            assert_eq!(out.status.code(), Some(125), "{id:?}: {out:?}");
+            assert!(
+                String::from_utf8_lossy(&out.stderr).starts_with("nomad-shim: invalid task id"),
+                "{out:?}"
+            );
+        }
+    }
+    // Nothing was created, anywhere.
+    assert!(root.exec.list().unwrap().is_empty());
+}
+
+#[test]
+fn an_existing_id_is_refused_and_the_task_is_untouched() {
+    if !root_or_skip("an_existing_id_is_refused_and_the_task_is_untouched") {
+        return;
+    }
+    let root = TestRoot::new();
+    let mut first = root
+        .exec
+        .start(TaskSpec::new("/bin/sleep").arg("1000").id("web.1"))
+        .unwrap();
+    let before = fs::read(first.dir().join("state.json")).unwrap();
+    let err = root
+        .exec
+        .start(TaskSpec::new("/bin/true").id("web.1"))
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::State(StateError::Exists { .. })),
+        "{err}"
+    );
+    assert_eq!(
+        err.to_string(),
+        format!("task web.1 already exists ({})", first.dir().display())
+    );
+    assert_eq!(fs::read(first.dir().join("state.json")).unwrap(), before);
+    assert_eq!(first.state().unwrap().status, Status::Running);
+    first.force_stop().unwrap();
+}
+
+#[test]
+fn a_missing_program_is_a_start_error_not_an_exit_127() {
+    if !root_or_skip("a_missing_program_is_a_start_error_not_an_exit_127") {
+        return;
+    }
+    let root = TestRoot::new();
+    for prog in ["/usr/bin/nope", "no-such-program-anywhere"] {
+        let err = root.exec.start(TaskSpec::new(prog).id("m")).unwrap_err();
+        match &err {
+            Error::Start {
+                step,
+                errno,
+                message,
+                ..
+            } => {
+                assert_eq!(step, "exec");
+                assert_eq!(*errno, Some(libc::ENOENT));
+                assert_eq!(message, &format!("exec {prog}: No such file or directory"));
+            }
+            other => panic!("{prog}: expected a start error, got {other}"),
+        }
+        assert!(err.is_not_found());
+        // Nothing is left behind: the id is free again.
+        assert!(root.exec.list().unwrap().is_empty());
+    }
+    let out = common::output(root.cli().args(["run", "--id", "m", "--", "/usr/bin/nope"]));
+    assert_eq!(out.status.code(), Some(127));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "nomad-shim: start m: exec /usr/bin/nope: No such file or directory\n"
+    );
+}
+
+#[test]
+fn a_non_executable_file_is_a_start_error() {
+    if !root_or_skip("a_non_executable_file_is_a_start_error") {
+        return;
+    }
+    let root = TestRoot::new();
+    let file = root.path().with_file_name("data.txt");
+    fs::write(&file, "not a program").unwrap();
+    let err = root
+        .exec
+        .start(&TaskSpec::new(file.to_str().unwrap()))
+        .unwrap_err();
+    assert!(err.is_not_executable(), "{err}");
+    assert!(
+        err.to_string()
+            .ends_with(&format!("exec {}: Permission denied", file.display())),
+        "{err}"
+    );
+    let out = common::output(root.cli().args(["run", "--", file.to_str().unwrap()]));
+    assert_eq!(out.status.code(), Some(126), "{out:?}");
+    // A bad working directory names the directory.
+    let err = root
+        .exec
+        .start(TaskSpec::new("/bin/true").cwd("/no/such/dir"))
+        .unwrap_err();
+    assert_eq!(
+        err.to_string().split_once(": ").unwrap().1,
+        "chdir /no/such/dir: No such file or directory"
+    );
+}
+
+#[test]
+fn a_root_that_is_not_writable_is_a_clear_error() {
+    if !root_or_skip("a_root_that_is_not_writable_is_a_clear_error") {
+        return;
+    }
+    let root = TestRoot::new();
+    let ro = root.path().with_file_name("ro");
+    fs::create_dir_all(&ro).unwrap();
+    // A read-only mount in a private mount namespace of a child: nothing
+    // to clean up in the host's mount table.
+    let script = format!(
+        "mount -t tmpfs -o ro tmpfs {ro} && exec {shim} --root {ro}/root start -- /bin/true",
+        ro = ro.display(),
+        shim = common::shim().display()
+    );
+    let out = common::output(Command::new("unshare").args([
+        "--mount",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        &script,
+    ]));
+    assert_eq!(out.status.code(), Some(125), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        err,
+        format!(
+            "nomad-shim: create root directory {}/root: Read-only file system (os error 30)\n",
+            ro.display()
+        )
+    );
+}
+
+/// Writes a copy of a real exited task's directory under another id, with
+/// `state.json` replaced by what `mangle` makes of it.
+fn broken_copy(
+    root: &TestRoot,
+    good_dir: &std::path::Path,
+    id: &str,
+    mangle: impl FnOnce(&std::path::Path),
+) {
+    let dir = root.path().join(id);
+    fs::create_dir(&dir).unwrap();
+    fs::copy(good_dir.join("spec.json"), dir.join("spec.json")).unwrap();
+    mangle(&dir.join("state.json"));
+}
+
+#[test]
+fn broken_state_files_are_typed_errors_and_never_hide_the_others() {
+    if !root_or_skip("broken_state_files_are_typed_errors_and_never_hide_the_others") {
+        return;
+    }
+    let root = TestRoot::new();
+    let mut good = root
+        .exec
+        .start(TaskSpec::new("/bin/sh").args(["-c", "exit 3"]).id("good"))
+        .unwrap();
+    good.wait().unwrap();
+    let good_state = fs::read(good.dir().join("state.json")).unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&good_state).unwrap();
+    let with = |id: &str, f: &dyn Fn(&mut serde_json::Value)| {
+        let mut v = json.clone();
+        v["id"] = id.into();
+        f(&mut v);
+        serde_json::to_vec(&v).unwrap()
+    };
+    let me = std::process::id() as i64;
+    type Mangle<'a> = Box<dyn Fn(&std::path::Path) + 'a>;
+    let cases: Vec<(&str, Mangle<'_>)> = vec![
+        ("empty", Box::new(|p| fs::write(p, b"").unwrap())),
+        (
+            "truncated",
+            Box::new(|p| fs::write(p, &good_state[..good_state.len() / 2]).unwrap()),
+        ),
+        ("nul", Box::new(|p| fs::write(p, vec![0u8; 512]).unwrap())),
+        (
+            "huge",
+            Box::new(|p| fs::File::create(p).unwrap().set_len(100 << 20).unwrap()),
+        ),
+        (
+            "symlink",
+            Box::new(|p| std::os::unix::fs::symlink("/etc/passwd", p).unwrap()),
+        ),
+        (
+            "fifo",
+            Box::new(|p| {
+                nix::unistd::mkfifo(p, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap()
+            }),
+        ),
+        (
+            "v99",
+            Box::new(move |p| fs::write(p, with("v99", &|v| v["version"] = 99.into())).unwrap()),
+        ),
+        (
+            "pid0",
+            Box::new(move |p| {
+                fs::write(p, with("pid0", &|v| v["supervisor"]["pid"] = 0.into())).unwrap()
+            }),
+        ),
+        (
+            "pid1",
+            Box::new(move |p| {
+                fs::write(p, with("pid1", &|v| v["task"]["pid"] = 1.into())).unwrap()
+            }),
+        ),
+        (
+            "pidself",
+            Box::new(move |p| {
+                fs::write(p, with("pidself", &|v| v["task"]["pid"] = me.into())).unwrap()
+            }),
+        ),
+    ];
+    let names: Vec<&str> = cases.iter().map(|(n, _)| *n).collect();
+    for (id, mangle) in cases {
+        broken_copy(&root, good.dir(), id, mangle);
+        let err = root.exec.open(id).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains(&format!("{id}/state.json")), "{id}: {msg}");
+        let typed = match &err {
+            Error::State(StateError::Parse { .. }) => ["empty", "truncated", "nul"].contains(&id),
+            Error::State(StateError::TooLarge { .. }) => id == "huge",
+            Error::State(StateError::NotRegular { .. }) => ["symlink", "fifo"].contains(&id),
+            Error::State(StateError::UnknownVersion { version: 99, .. }) => id == "v99",
+            Error::State(StateError::Invalid { .. }) => id.starts_with("pid"),
+            _ => false,
+        };
+        assert!(typed, "{id}: unexpected error {err:?}");
+    }
+    // The symlink target was not touched, and the FIFO did not block.
+    let list = root.exec.list().unwrap();
+    assert_eq!(list.len(), names.len() + 1);
+    let good_entry = list.iter().find(|(id, _)| id.as_str() == "good").unwrap();
+    assert_eq!(
+        good_entry.1.as_ref().unwrap().exit.as_ref().unwrap().code,
+        Some(3)
+    );
+    assert_eq!(list.iter().filter(|(_, s)| s.is_err()).count(), names.len());
+    // The CLI shows the good one and a line for each broken one. ("pidself"
+    // names this test's pid: bogus for this process, but a fine pid for the
+    // `ps` process, which is another.)
+    let out = common::output(root.cli().arg("ps"));
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("good ") && l.contains("exited")),
+        "{text}"
+    );
+    assert_eq!(
+        text.lines().filter(|l| l.contains("broken")).count(),
+        names.len() - 1,
+        "{text}"
+    );
+    let out = common::output(root.cli().args(["ps", "--json"]));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v.as_array().unwrap().len(), 2);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).lines().count(),
+        names.len() - 1,
+        "{out:?}"
+    );
+    // rm refuses a broken task without --force, removes it with.
+    assert!(root.exec.remove("nul", false).is_err());
+    root.exec.remove("nul", true).unwrap();
+    assert!(!root.path().join("nul").exists());
+}
+
+#[test]
+fn a_lock_held_by_someone_else_is_reported() {
+    if !root_or_skip("a_lock_held_by_someone_else_is_reported") {
+        return;
+    }
+    let root = TestRoot::new();
+    let mut t = root
+        .exec
+        .start(TaskSpec::new("/bin/true").id("src"))
+        .unwrap();
+    t.wait().unwrap();
+    // A state that says running under a supervisor that is gone...
+    let mut v: serde_json::Value =
+        serde_json::from_slice(&fs::read(t.dir().join("state.json")).unwrap()).unwrap();
+    v["id"] = "held".into();
+    v["status"] = "running".into();
+    v["exit"] = serde_json::Value::Null;
+    v["finished_at"] = serde_json::Value::Null;
+    v["supervisor"] = serde_json::to_value(Identity {
+        pid: 2,
+        start_time: 0,
+    })
+    .unwrap();
+    let dir = root.path().join("held");
+    fs::create_dir(&dir).unwrap();
+    fs::write(dir.join("state.json"), serde_json::to_vec(&v).unwrap()).unwrap();
+    // ...and a lock held by another process.
+    let lock = fs::File::create(dir.join("lock")).unwrap();
+    lock.lock().unwrap();
+    let err = root.exec.open("held").unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::LockHeldByOther {
+                supervisor_pid: 2,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(
+        err.to_string()
+            .contains("held/lock is locked, but not by the task's supervisor"),
+        "{err}"
+    );
+    // Once the lock is free, the same task is recognised as lost.
+    drop(lock);
+    assert_eq!(
+        root.exec.open("held").unwrap().state().unwrap().status,
+        Status::Lost
+    );
+}

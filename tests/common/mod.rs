@@ -1,0 +1,268 @@
+//! Shared test machinery.
+//!
+//! * The test process is a **subreaper** (DESIGN §8): supervisors that the
+//!   library detaches are re-parented to it, not to PID 1 (which never reaps
+//!   on these machines). A reaper thread reaps them, and only them: children
+//!   a test spawned itself are registered and left to the test's own wait.
+//! * Each test gets its own root directory; its guard force-stops whatever
+//!   is left and removes the directory, also when the test fails.
+//! * Tests that need root skip with a printed reason when not root, unless
+//!   `NOMAD_SHIM_REQUIRE_ROOT=1` (set by `scripts/test` and CI), where a
+//!   skip is a failure.
+
+#![allow(dead_code)]
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Mutex, Once};
+use std::time::{Duration, Instant};
+
+use nomad_shim::{Executor, TaskSpec};
+
+static SETUP: Once = Once::new();
+/// Pids the tests wait for themselves. The reaper holds this lock while it
+/// reaps, and `spawn` holds it from fork to registration, so the reaper can
+/// never take a registered child.
+static OWNED: Mutex<Option<HashSet<i32>>> = Mutex::new(None);
+
+/// Makes this process a subreaper with a reaper thread (once).
+pub fn setup() {
+    SETUP.call_once(|| {
+        nix::sys::prctl::set_child_subreaper(true).expect("PR_SET_CHILD_SUBREAPER");
+        *OWNED.lock().unwrap() = Some(HashSet::new());
+        // SAFETY: registers a plain extern "C" fn with no captured state;
+        // atexit itself has no preconditions.
+        #[allow(unsafe_code)]
+        let registered = unsafe { libc::atexit(reap_all_at_exit) };
+        assert_eq!(registered, 0, "atexit");
+        std::thread::Builder::new()
+            .name("reaper".into())
+            .spawn(|| loop {
+                reap_unowned();
+                std::thread::sleep(Duration::from_millis(20));
+            })
+            .unwrap();
+    });
+}
+
+/// At exit, every test is over: wait (up to 10 s) until no child is left,
+/// so that no supervisor outlives this subreaper and becomes a zombie of
+/// PID 1 for the life of the machine.
+extern "C" fn reap_all_at_exit() {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let kids = children();
+        if kids.is_empty() || Instant::now() > deadline {
+            return;
+        }
+        for pid in kids {
+            if is_zombie(pid) {
+                let _ = nix::sys::wait::waitpid(
+                    nix::unistd::Pid::from_raw(pid),
+                    Some(nix::sys::wait::WaitPidFlag::WNOHANG),
+                );
+            }
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Reaps every zombie child that no test owns.
+pub fn reap_unowned() {
+    let owned = OWNED.lock().unwrap();
+    let Some(owned) = owned.as_ref() else { return };
+    for pid in children() {
+        if owned.contains(&pid) || !is_zombie(pid) {
+            continue;
+        }
+        let _ = nix::sys::wait::waitpid(
+            nix::unistd::Pid::from_raw(pid),
+            Some(nix::sys::wait::WaitPidFlag::WNOHANG),
+        );
+    }
+}
+
+/// Direct children of this process (all threads).
+pub fn children() -> Vec<i32> {
+    let mut out = Vec::new();
+    for t in std::fs::read_dir("/proc/self/task")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        if let Ok(s) = std::fs::read_to_string(t.path().join("children")) {
+            out.extend(s.split_whitespace().filter_map(|p| p.parse::<i32>().ok()));
+        }
+    }
+    out
+}
+
+/// The one-letter state of a process (`R`, `S`, `Z`, ...), if it exists.
+pub fn proc_state(pid: i32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat[stat.rfind(')')? + 1..]
+        .split_whitespace()
+        .next()?
+        .chars()
+        .next()
+}
+
+pub fn is_zombie(pid: i32) -> bool {
+    proc_state(pid) == Some('Z')
+}
+
+/// Alive and not a zombie.
+pub fn alive(pid: i32) -> bool {
+    matches!(proc_state(pid), Some(c) if c != 'Z' && c != 'X')
+}
+
+/// Spawns a child this test will wait for itself.
+pub fn spawn(cmd: &mut Command) -> Child {
+    setup();
+    let mut owned = OWNED.lock().unwrap();
+    let child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+    owned.as_mut().unwrap().insert(child.id() as i32);
+    child
+}
+
+/// Waits for an owned child and releases it.
+pub fn wait_output(child: Child) -> Output {
+    let pid = child.id() as i32;
+    let out = child.wait_with_output().expect("wait for child");
+    OWNED.lock().unwrap().as_mut().unwrap().remove(&pid);
+    out
+}
+
+/// Runs a command to completion (an owned child).
+pub fn output(cmd: &mut Command) -> Output {
+    wait_output(spawn(
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    ))
+}
+
+/// Releases an owned child the test killed and no longer needs.
+pub fn disown(pid: i32) {
+    OWNED.lock().unwrap().as_mut().unwrap().remove(&pid);
+}
+
+/// True when the test may run; prints why not otherwise. Panics when root
+/// is required (CI) but missing.
+pub fn root_or_skip(test: &str) -> bool {
+    if nix::unistd::geteuid().is_root() {
+        setup();
+        return true;
+    }
+    if std::env::var_os("NOMAD_SHIM_REQUIRE_ROOT").is_some_and(|v| v == "1") {
+        panic!("{test}: needs root, and NOMAD_SHIM_REQUIRE_ROOT=1 forbids skipping");
+    }
+    eprintln!("SKIPPED {test}: needs root (run the tests as root)");
+    false
+}
+
+/// target/<profile>/ of this test binary.
+pub fn target_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let deps = exe.parent().unwrap();
+    deps.parent().unwrap().to_path_buf()
+}
+
+/// The nomad-shim binary built with these tests.
+pub fn shim() -> PathBuf {
+    target_dir().join("nomad-shim")
+}
+
+/// The example agent (examples/agent.rs) built with these tests.
+pub fn agent() -> PathBuf {
+    target_dir().join("examples").join("agent")
+}
+
+/// A root directory of the test's own, cleaned up on drop.
+pub struct TestRoot {
+    dir: tempfile::TempDir,
+    pub exec: Executor,
+}
+
+impl TestRoot {
+    pub fn new() -> TestRoot {
+        setup();
+        let dir = tempfile::Builder::new()
+            .prefix("nomad-shim-test.")
+            .tempdir()
+            .unwrap();
+        let exec = Executor::with_root(dir.path().join("root")).shim_path(shim());
+        TestRoot { dir, exec }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.exec.root()
+    }
+
+    /// A CLI command on this root.
+    pub fn cli(&self) -> Command {
+        let mut c = Command::new(shim());
+        c.arg("--root").arg(self.path());
+        c
+    }
+
+    /// Starts `sh -c SCRIPT`.
+    pub fn sh(&self, script: &str) -> nomad_shim::Task {
+        let mut spec = TaskSpec::new("/bin/sh");
+        spec.args(["-c", script]);
+        self.exec
+            .start(&spec)
+            .unwrap_or_else(|e| panic!("start sh -c {script:?}: {e}"))
+    }
+}
+
+impl Drop for TestRoot {
+    fn drop(&mut self) {
+        // Whatever a failed test left running: kill it through the library
+        // (by verified pid only), then remove the directory.
+        if let Ok(list) = self.exec.list() {
+            for (id, _) in list {
+                if let Ok(mut t) = self.exec.open(id.as_str()) {
+                    let _ = t.force_stop();
+                }
+            }
+        }
+        let _ = std::fs::remove_dir_all(self.dir.path());
+    }
+}
+
+/// Polls `cond` every few ms until true or `timeout` (test helper only:
+/// the library itself never polls on a clock).
+pub fn eventually(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let t0 = Instant::now();
+    while t0.elapsed() < timeout {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    cond()
+}
+
+/// Every process whose session id is `sid`.
+pub fn session_members(sid: i32) -> Vec<i32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let Some(close) = stat.rfind(')') else {
+            continue;
+        };
+        let f: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+        // fields after ')': state ppid pgrp session ...
+        if f.get(3).and_then(|s| s.parse::<i32>().ok()) == Some(sid) && f[0] != "Z" {
+            out.push(pid);
+        }
+    }
+    out
+}

@@ -1,0 +1,10 @@
+//! Integration tests: one binary, a module per area (ripgrep's layout).
+//! They run as root against the real kernel, under a subreaper of their own
+//! (see `common`).
+
+mod common;
+
+mod bad_input;
+mod cli;
+mod lifecycle;
+mod recovery;
