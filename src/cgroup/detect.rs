@@ -60,10 +60,12 @@ impl CgroupRoot {
     pub fn detect_at(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
         let fs = |p: &Path| {
-            statfs(p).map(|s| s.filesystem_type()).map_err(|e| Error::Statfs {
-                path: p.to_path_buf(),
-                cause: e.into(),
-            })
+            statfs(p)
+                .map(|s| s.filesystem_type())
+                .map_err(|e| Error::Statfs {
+                    path: p.to_path_buf(),
+                    cause: e.into(),
+                })
         };
         let ty = fs(path)?;
         let layout = if ty == CGROUP2_SUPER_MAGIC {
@@ -131,7 +133,11 @@ mod tests {
     #[test]
     fn missing_root_is_a_statfs_error() {
         let e = CgroupRoot::detect_at("/nonexistent-cgroup-root").unwrap_err();
-        assert!(e.to_string().starts_with("statfs /nonexistent-cgroup-root: No such file"), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("statfs /nonexistent-cgroup-root: No such file"),
+            "{e}"
+        );
     }
 
     #[test]

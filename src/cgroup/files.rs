@@ -153,7 +153,15 @@ pub(crate) fn mkdir(root: &CgroupRoot, path: &Path) -> Result<()> {
             for entry in fs::read_dir(parent).map_err(err)? {
                 let entry = entry.map_err(err)?;
                 if entry.file_type().map_err(err)?.is_file() {
-                    fs::copy(entry.path(), path.join(entry.file_name())).map_err(err)?;
+                    let to = path.join(entry.file_name());
+                    fs::copy(entry.path(), &to).map_err(err)?;
+                    // The kernel starts a new cpuset with empty sets (v1 and v2).
+                    if matches!(
+                        entry.file_name().to_str(),
+                        Some("cpuset.cpus" | "cpuset.mems")
+                    ) {
+                        fs::write(&to, "\n").map_err(err)?;
+                    }
                 }
             }
         }
@@ -197,7 +205,11 @@ pub(crate) fn rmdir_if_empty(root: &CgroupRoot, path: &Path) -> Result<bool> {
         let has_children = fs::read_dir(path)
             .map(|rd| rd.flatten().any(|e| e.path().is_dir()))
             .unwrap_or(false);
-        return if has_children { Ok(false) } else { rmdir(root, path).map(|_| true) };
+        return if has_children {
+            Ok(false)
+        } else {
+            rmdir(root, path).map(|_| true)
+        };
     }
     match fs::remove_dir(path) {
         Ok(()) => Ok(true),
@@ -212,7 +224,10 @@ pub(crate) fn rmdir_if_empty(root: &CgroupRoot, path: &Path) -> Result<bool> {
 
 /// Poll `cond` every few milliseconds until it is true or `deadline` passes;
 /// returns its last value.
-pub(crate) fn wait_until(deadline: Instant, mut cond: impl FnMut() -> Result<bool>) -> Result<bool> {
+pub(crate) fn wait_until(
+    deadline: Instant,
+    mut cond: impl FnMut() -> Result<bool>,
+) -> Result<bool> {
     let mut pause = Duration::from_millis(1);
     loop {
         if cond()? {

@@ -87,7 +87,8 @@ fn v2_fixture(controllers: &str) -> (TempDir, CgroupRoot) {
 #[test]
 fn v2_create_writes_limits_and_conversions() {
     let (tmp, root) = v2_fixture(V2_CONTROLLERS);
-    let (cg, warnings) = TaskCgroup::create(&root, "nomad-shim", "web.1", &all_limits(), false).unwrap();
+    let (cg, warnings) =
+        TaskCgroup::create(&root, "nomad-shim", "web.1", &all_limits(), false).unwrap();
     assert!(warnings.is_empty(), "{warnings:?}");
     let d = tmp.path().join("nomad-shim/web.1");
     assert_eq!(cg.dirs(), vec![d.clone()]);
@@ -135,23 +136,41 @@ fn v2_missing_controller_is_an_error_unless_best_effort() {
         }
         other => panic!("{other:?}"),
     }
-    assert!(e.to_string().starts_with("cgroup controller io is not available at "), "{e}");
-    assert!(!tmp.path().join("nomad-shim").exists(), "nothing may be created on error");
+    assert!(
+        e.to_string()
+            .starts_with("cgroup controller io is not available at "),
+        "{e}"
+    );
+    assert!(
+        !tmp.path().join("nomad-shim").exists(),
+        "nothing may be created on error"
+    );
 
     let (cg, warnings) = TaskCgroup::create(&root, "nomad-shim", "t", &res, true).unwrap();
     assert_eq!(warnings.len(), 1, "{warnings:?}");
-    assert!(matches!(&warnings[0], Error::ControllerUnavailable { controller, .. } if controller == "io"));
+    assert!(
+        matches!(&warnings[0], Error::ControllerUnavailable { controller, .. } if controller == "io")
+    );
     let d = &cg.dirs()[0];
     assert_eq!(get(d.join("memory.max")), (1u64 << 30).to_string());
-    assert_eq!(get(d.join("io.weight")), "default 100\n", "skipped limit must not be written");
+    assert_eq!(
+        get(d.join("io.weight")),
+        "default 100\n",
+        "skipped limit must not be written"
+    );
 }
 
 #[test]
 fn v2_accounting_controller_missing_is_only_a_warning() {
     let (_tmp, root) = v2_fixture("memory cpu\n");
-    let (_cg, warnings) = TaskCgroup::create(&root, "p", "t", &Resources::default(), false).unwrap();
+    let (_cg, warnings) =
+        TaskCgroup::create(&root, "p", "t", &Resources::default(), false).unwrap();
     assert_eq!(warnings.len(), 1);
-    assert!(warnings[0].to_string().contains("controller pids"), "{}", warnings[0]);
+    assert!(
+        warnings[0].to_string().contains("controller pids"),
+        "{}",
+        warnings[0]
+    );
 }
 
 #[test]
@@ -170,9 +189,22 @@ fn v2_update_checks_the_cgroups_own_controllers() {
     assert_eq!(get(d.join("cpu.max")), "25000 100000");
     assert_eq!(get(d.join("pids.max")), "7");
     fs::write(d.join("cgroup.controllers"), "memory\n").unwrap();
-    let e = cg.update(&Resources { pids_max: Some(1), ..Default::default() }).unwrap_err();
-    assert!(matches!(e, Error::ControllerUnavailable { ref controller, .. } if controller == "pids"), "{e}");
-    let e = cg.update(&Resources { pids_max: Some(0), ..Default::default() }).unwrap_err();
+    let e = cg
+        .update(&Resources {
+            pids_max: Some(1),
+            ..Default::default()
+        })
+        .unwrap_err();
+    assert!(
+        matches!(e, Error::ControllerUnavailable { ref controller, .. } if controller == "pids"),
+        "{e}"
+    );
+    let e = cg
+        .update(&Resources {
+            pids_max: Some(0),
+            ..Default::default()
+        })
+        .unwrap_err();
     assert!(matches!(e, Error::InvalidResources { .. }), "{e}");
 }
 
@@ -184,7 +216,10 @@ fn v2_stats_oom_and_kill_on_fixture() {
     assert_eq!(s.cpu.unwrap().usage_ns, 939_536_000);
     assert_eq!(s.cpu.unwrap().throttled_ns, 4_500_000);
     let m = s.memory.unwrap();
-    assert_eq!((m.current, m.peak, m.rss, m.cache, m.swap), (16384, Some(1 << 20), 16384, 32768, Some(0)));
+    assert_eq!(
+        (m.current, m.peak, m.rss, m.cache, m.swap),
+        (16384, Some(1 << 20), 16384, 32768, Some(0))
+    );
     assert_eq!(s.pids.unwrap().current, 2);
     assert_eq!(cg.oom_kills().unwrap(), 1);
     assert!(cg.oom_killed());
@@ -216,21 +251,48 @@ fn v2_nested_parent_and_removal() {
 #[test]
 fn create_refuses_bad_names_and_limits_before_touching_anything() {
     let (tmp, root) = v2_fixture(V2_CONTROLLERS);
-    for (parent, id) in [("/abs", "t"), ("../up", "t"), ("a/../b", "t"), ("p", "a/b"), ("p", ".."), ("", "t")] {
+    for (parent, id) in [
+        ("/abs", "t"),
+        ("../up", "t"),
+        ("a/../b", "t"),
+        ("p", "a/b"),
+        ("p", ".."),
+        ("", "t"),
+    ] {
         let e = TaskCgroup::create(&root, parent, id, &Resources::default(), false).unwrap_err();
-        assert!(matches!(e, Error::InvalidName { .. }), "{parent:?}/{id:?}: {e}");
+        assert!(
+            matches!(e, Error::InvalidName { .. }),
+            "{parent:?}/{id:?}: {e}"
+        );
     }
-    let bad = Resources { memory_max: Some(0), ..Default::default() };
+    let bad = Resources {
+        memory_max: Some(0),
+        ..Default::default()
+    };
     let e = TaskCgroup::create(&root, "p", "t", &bad, true).unwrap_err();
-    assert!(matches!(e, Error::InvalidResources { field: "memory_max", .. }), "{e}");
-    let dirs = fs::read_dir(tmp.path()).unwrap().flatten().filter(|e| e.path().is_dir()).count();
+    assert!(
+        matches!(
+            e,
+            Error::InvalidResources {
+                field: "memory_max",
+                ..
+            }
+        ),
+        "{e}"
+    );
+    let dirs = fs::read_dir(tmp.path())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .count();
     assert_eq!(dirs, 0);
 }
 
 #[test]
 fn v2_from_paths_round_trips_and_refuses_escapes() {
     let (tmp, root) = v2_fixture(V2_CONTROLLERS);
-    let (cg, _) = TaskCgroup::create(&root, "nomad-shim", "t", &Resources::default(), false).unwrap();
+    let (cg, _) =
+        TaskCgroup::create(&root, "nomad-shim", "t", &Resources::default(), false).unwrap();
     let json = serde_json::to_string(&cg.paths()).unwrap();
     assert_eq!(json, format!("\"{}/nomad-shim/t\"", tmp.path().display()));
     let back: CgroupPaths = serde_json::from_str(&json).unwrap();
@@ -247,7 +309,10 @@ fn v2_from_paths_round_trips_and_refuses_escapes() {
         let e = TaskCgroup::from_paths(&root, &CgroupPaths::V2(bad.clone().into())).unwrap_err();
         assert!(matches!(e, Error::OutsideRoot { .. }), "{bad}: {e}");
     }
-    let v1 = CgroupPaths::V1(BTreeMap::from([("freezer".to_string(), tmp.path().join("x"))]));
+    let v1 = CgroupPaths::V1(BTreeMap::from([(
+        "freezer".to_string(),
+        tmp.path().join("x"),
+    )]));
     let e = TaskCgroup::from_paths(&root, &v1).unwrap_err();
     assert!(matches!(e, Error::LayoutMismatch { .. }), "{e}");
 }
@@ -266,7 +331,10 @@ fn v1_fixture(comount: Comount, memsw: bool) -> (TempDir, CgroupRoot) {
         ("memory.soft_limit_in_bytes", "9223372036854771712\n"),
         ("memory.usage_in_bytes", "4448256\n"),
         ("memory.max_usage_in_bytes", "8388608\n"),
-        ("memory.oom_control", "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n"),
+        (
+            "memory.oom_control",
+            "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n",
+        ),
         (
             "memory.stat",
             "cache 0\nrss 0\nswap 0\ntotal_cache 748163072\ntotal_rss 4448256\ntotal_swap 0\n",
@@ -281,7 +349,10 @@ fn v1_fixture(comount: Comount, memsw: bool) -> (TempDir, CgroupRoot) {
         ("cpu.shares", "1024\n"),
         ("cpu.cfs_period_us", "100000\n"),
         ("cpu.cfs_quota_us", "-1\n"),
-        ("cpu.stat", "nr_periods 7\nnr_throttled 2\nthrottled_time 123456\n"),
+        (
+            "cpu.stat",
+            "nr_periods 7\nnr_throttled 2\nthrottled_time 123456\n",
+        ),
     ];
     let cpuacct = [
         ("cpuacct.usage", "174670000000\n"),
@@ -300,9 +371,18 @@ fn v1_fixture(comount: Comount, memsw: bool) -> (TempDir, CgroupRoot) {
             }
         }
     }
-    put(&r.join("pids"), &[procs, ("pids.max", "max\n"), ("pids.current", "3\n")]);
-    put(&r.join("cpuset"), &[procs, ("cpuset.cpus", "0-1\n"), ("cpuset.mems", "0\n")]);
-    put(&r.join("blkio"), &[procs, ("blkio.bfq.weight", "default 100\n")]);
+    put(
+        &r.join("pids"),
+        &[procs, ("pids.max", "max\n"), ("pids.current", "3\n")],
+    );
+    put(
+        &r.join("cpuset"),
+        &[procs, ("cpuset.cpus", "0-1\n"), ("cpuset.mems", "0\n")],
+    );
+    put(
+        &r.join("blkio"),
+        &[procs, ("blkio.bfq.weight", "default 100\n")],
+    );
     put(&r.join("unified"), &[procs]);
     let root = CgroupRoot::fixture(r, Layout::Hybrid);
     (tmp, root)
@@ -318,13 +398,23 @@ enum Comount {
 #[test]
 fn v1_create_writes_limits_in_each_hierarchy() {
     let (tmp, root) = v1_fixture(Comount::Separate, true);
-    let (cg, warnings) = TaskCgroup::create(&root, "nomad-shim", "t1", &all_limits(), false).unwrap();
+    let (cg, warnings) =
+        TaskCgroup::create(&root, "nomad-shim", "t1", &all_limits(), false).unwrap();
     assert!(warnings.is_empty(), "{warnings:?}");
     let d = |c: &str| tmp.path().join(c).join("nomad-shim/t1");
-    assert_eq!(get(d("memory").join("memory.limit_in_bytes")), (64u64 << 20).to_string());
+    assert_eq!(
+        get(d("memory").join("memory.limit_in_bytes")),
+        (64u64 << 20).to_string()
+    );
     // memsw = memory + swap
-    assert_eq!(get(d("memory").join("memory.memsw.limit_in_bytes")), (80u64 << 20).to_string());
-    assert_eq!(get(d("memory").join("memory.soft_limit_in_bytes")), (32u64 << 20).to_string());
+    assert_eq!(
+        get(d("memory").join("memory.memsw.limit_in_bytes")),
+        (80u64 << 20).to_string()
+    );
+    assert_eq!(
+        get(d("memory").join("memory.soft_limit_in_bytes")),
+        (32u64 << 20).to_string()
+    );
     assert_eq!(get(d("cpu").join("cpu.shares")), "1024");
     assert_eq!(get(d("cpu").join("cpu.cfs_period_us")), "100000");
     assert_eq!(get(d("cpu").join("cpu.cfs_quota_us")), "150000");
@@ -332,7 +422,10 @@ fn v1_create_writes_limits_in_each_hierarchy() {
     assert_eq!(get(d("pids").join("pids.max")), "42");
     assert_eq!(get(d("blkio").join("blkio.bfq.weight")), "19");
     assert!(d("cpuacct").is_dir() && d("freezer").is_dir());
-    assert!(!tmp.path().join("unified/nomad-shim").exists(), "the v2 mount of a hybrid is left alone");
+    assert!(
+        !tmp.path().join("unified/nomad-shim").exists(),
+        "the v2 mount of a hybrid is left alone"
+    );
 
     let dirs = cg.dirs();
     assert_eq!(dirs[0], d("freezer"), "freezer first");
@@ -346,10 +439,17 @@ fn v1_create_writes_limits_in_each_hierarchy() {
 #[test]
 fn v1_cpuset_is_copied_from_the_parent_chain() {
     let (tmp, root) = v1_fixture(Comount::Separate, true);
-    let res = Resources { cpuset_mems: Some("0".into()), ..Default::default() };
+    let res = Resources {
+        cpuset_mems: Some("0".into()),
+        ..Default::default()
+    };
     TaskCgroup::create(&root, "a/b", "t", &res, false).unwrap();
     for dir in ["a", "a/b", "a/b/t"] {
-        assert_eq!(get(tmp.path().join("cpuset").join(dir).join("cpuset.cpus")), "0-1", "{dir}");
+        assert_eq!(
+            get(tmp.path().join("cpuset").join(dir).join("cpuset.cpus")),
+            "0-1",
+            "{dir}"
+        );
     }
 }
 
@@ -364,30 +464,55 @@ fn v1_without_cpuset_or_io_limits_joins_only_the_base_hierarchies() {
 #[test]
 fn v1_missing_memsw_is_an_error_naming_the_file_unless_best_effort() {
     let (tmp, root) = v1_fixture(Comount::Separate, false);
-    let res = Resources { memory_max: Some(1 << 26), memory_swap: Some(0), ..Default::default() };
+    let res = Resources {
+        memory_max: Some(1 << 26),
+        memory_swap: Some(0),
+        ..Default::default()
+    };
     let e = TaskCgroup::create(&root, "p", "t", &res, false).unwrap_err();
     let file = tmp.path().join("memory/memory.memsw.limit_in_bytes");
     assert_eq!(
         e.to_string(),
-        format!("memory_swap is not supported by this kernel: {} does not exist", file.display())
+        format!(
+            "memory_swap is not supported by this kernel: {} does not exist",
+            file.display()
+        )
     );
     assert!(!tmp.path().join("freezer/p").exists());
     let (cg, warnings) = TaskCgroup::create(&root, "p", "t", &res, true).unwrap();
     assert_eq!(warnings.len(), 1);
-    assert_eq!(get(tmp.path().join("memory/p/t/memory.limit_in_bytes")), "67108864");
+    assert_eq!(
+        get(tmp.path().join("memory/p/t/memory.limit_in_bytes")),
+        "67108864"
+    );
     let e = cg.update(&res).unwrap_err();
-    assert!(matches!(e, Error::Unsupported { feature: "memory_swap", .. }), "{e}");
+    assert!(
+        matches!(
+            e,
+            Error::Unsupported {
+                feature: "memory_swap",
+                ..
+            }
+        ),
+        "{e}"
+    );
 }
 
 #[test]
 fn v1_missing_controllers() {
     let (tmp, root) = v1_fixture(Comount::Separate, true);
     fs::remove_dir_all(tmp.path().join("pids")).unwrap();
-    let res = Resources { pids_max: Some(5), ..Default::default() };
+    let res = Resources {
+        pids_max: Some(5),
+        ..Default::default()
+    };
     let e = TaskCgroup::create(&root, "p", "t", &res, false).unwrap_err();
     assert_eq!(
         e.to_string(),
-        format!("cgroup controller pids is not available at {}", tmp.path().join("pids").display())
+        format!(
+            "cgroup controller pids is not available at {}",
+            tmp.path().join("pids").display()
+        )
     );
     let (_, warnings) = TaskCgroup::create(&root, "p", "t", &res, true).unwrap();
     assert_eq!(warnings.len(), 1);
@@ -395,24 +520,37 @@ fn v1_missing_controllers() {
     // The freezer is required even with best_effort: kill depends on it.
     fs::remove_dir_all(tmp.path().join("freezer")).unwrap();
     let e = TaskCgroup::create(&root, "p", "t2", &Resources::default(), true).unwrap_err();
-    assert!(matches!(e, Error::ControllerUnavailable { ref controller, .. } if controller == "freezer"));
+    assert!(
+        matches!(e, Error::ControllerUnavailable { ref controller, .. } if controller == "freezer")
+    );
 }
 
 #[test]
 fn v1_comounted_cpu_cpuacct_share_one_directory() {
     for comount in [Comount::Symlinked, Comount::NameOnly] {
         let (tmp, root) = v1_fixture(comount, true);
-        let res = Resources { cpu_shares: Some(512), ..Default::default() };
+        let res = Resources {
+            cpu_shares: Some(512),
+            ..Default::default()
+        };
         let (cg, _) = TaskCgroup::create(&root, "p", "t", &res, false).unwrap();
         let shared = tmp.path().join("cpu,cpuacct/p/t");
         assert_eq!(get(shared.join("cpu.shares")), "512");
-        let CgroupPaths::V1(map) = cg.paths() else { panic!("v1 paths") };
+        let CgroupPaths::V1(map) = cg.paths() else {
+            panic!("v1 paths")
+        };
         assert_eq!(map["cpu"], shared);
         assert_eq!(map["cpuacct"], shared);
         assert_eq!(cg.dirs().len(), 4, "freezer, memory, cpu+cpuacct, pids");
         let s = cg.stats().unwrap();
         assert_eq!(s.cpu.unwrap().usage_ns, 174_670_000_000);
-        assert_eq!(TaskCgroup::from_paths(&root, &cg.paths()).unwrap().dirs().len(), 4);
+        assert_eq!(
+            TaskCgroup::from_paths(&root, &cg.paths())
+                .unwrap()
+                .dirs()
+                .len(),
+            4
+        );
     }
 }
 
@@ -422,15 +560,34 @@ fn v1_update_memory_and_cpu() {
     let (cg, _) = TaskCgroup::create(&root, "p", "t", &Resources::default(), false).unwrap();
     let mem = tmp.path().join("memory/p/t");
     for (max, swap) in [(64u64 << 20, 0u64), (32 << 20, 8 << 20), (128 << 20, 0)] {
-        cg.update(&Resources { memory_max: Some(max), memory_swap: Some(swap), ..Default::default() })
-            .unwrap();
+        cg.update(&Resources {
+            memory_max: Some(max),
+            memory_swap: Some(swap),
+            ..Default::default()
+        })
+        .unwrap();
         assert_eq!(get(mem.join("memory.limit_in_bytes")), max.to_string());
-        assert_eq!(get(mem.join("memory.memsw.limit_in_bytes")), (max + swap).to_string());
+        assert_eq!(
+            get(mem.join("memory.memsw.limit_in_bytes")),
+            (max + swap).to_string()
+        );
     }
-    cg.update(&Resources { cpus: Some(2.0), ..Default::default() }).unwrap();
+    cg.update(&Resources {
+        cpus: Some(2.0),
+        ..Default::default()
+    })
+    .unwrap();
     assert_eq!(get(tmp.path().join("cpu/p/t/cpu.cfs_quota_us")), "200000");
-    let e = cg.update(&Resources { cpuset_cpus: Some("0".into()), ..Default::default() }).unwrap_err();
-    assert!(matches!(e, Error::ControllerUnavailable { ref controller, .. } if controller == "cpuset"), "{e}");
+    let e = cg
+        .update(&Resources {
+            cpuset_cpus: Some("0".into()),
+            ..Default::default()
+        })
+        .unwrap_err();
+    assert!(
+        matches!(e, Error::ControllerUnavailable { ref controller, .. } if controller == "cpuset"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -442,9 +599,15 @@ fn v1_stats_oom_kill_remove_on_fixture() {
     assert_eq!(cpu.usage_ns, 174_670_000_000);
     let tick = 1_000_000_000 / stats::clock_ticks();
     assert_eq!((cpu.user_ns, cpu.system_ns), (11997 * tick, 5477 * tick));
-    assert_eq!((cpu.nr_periods, cpu.nr_throttled, cpu.throttled_ns), (7, 2, 123_456));
+    assert_eq!(
+        (cpu.nr_periods, cpu.nr_throttled, cpu.throttled_ns),
+        (7, 2, 123_456)
+    );
     let m = s.memory.unwrap();
-    assert_eq!((m.current, m.peak, m.rss, m.cache), (4_448_256, Some(8_388_608), 4_448_256, 748_163_072));
+    assert_eq!(
+        (m.current, m.peak, m.rss, m.cache),
+        (4_448_256, Some(8_388_608), 4_448_256, 748_163_072)
+    );
     assert_eq!(s.pids.unwrap().current, 3);
     assert_eq!(cg.oom_kills().unwrap(), 2);
 
@@ -461,16 +624,25 @@ fn v1_stats_oom_kill_remove_on_fixture() {
 #[test]
 fn v1_from_paths_round_trips_and_refuses_escapes() {
     let (tmp, root) = v1_fixture(Comount::Separate, true);
-    let (cg, _) = TaskCgroup::create(&root, "nomad-shim", "t", &Resources::default(), false).unwrap();
+    let (cg, _) =
+        TaskCgroup::create(&root, "nomad-shim", "t", &Resources::default(), false).unwrap();
     let json = serde_json::to_string(&cg.paths()).unwrap();
-    assert!(json.starts_with(&format!("{{\"cpu\":\"{}/cpu/nomad-shim/t\"", tmp.path().display())), "{json}");
+    assert!(
+        json.starts_with(&format!(
+            "{{\"cpu\":\"{}/cpu/nomad-shim/t\"",
+            tmp.path().display()
+        )),
+        "{json}"
+    );
     let back: CgroupPaths = serde_json::from_str(&json).unwrap();
     let again = TaskCgroup::from_paths(&root, &back).unwrap();
     assert_eq!(again.paths(), cg.paths());
     assert_eq!(again.dirs()[0], tmp.path().join("freezer/nomad-shim/t"));
 
     let with = |ctl: &str, p: PathBuf| {
-        let CgroupPaths::V1(mut map) = cg.paths() else { unreachable!() };
+        let CgroupPaths::V1(mut map) = cg.paths() else {
+            unreachable!()
+        };
         map.insert(ctl.to_string(), p);
         CgroupPaths::V1(map)
     };
@@ -484,10 +656,15 @@ fn v1_from_paths_round_trips_and_refuses_escapes() {
         let e = TaskCgroup::from_paths(&root, &paths).unwrap_err();
         assert!(matches!(e, Error::OutsideRoot { .. }), "{paths:?}: {e}");
     }
-    let CgroupPaths::V1(mut map) = cg.paths() else { unreachable!() };
+    let CgroupPaths::V1(mut map) = cg.paths() else {
+        unreachable!()
+    };
     map.remove("freezer");
     let e = TaskCgroup::from_paths(&root, &CgroupPaths::V1(map)).unwrap_err();
-    assert!(matches!(e, Error::ControllerUnavailable { ref controller, .. } if controller == "freezer"));
-    let e = TaskCgroup::from_paths(&root, &CgroupPaths::V2(tmp.path().join("freezer/x"))).unwrap_err();
+    assert!(
+        matches!(e, Error::ControllerUnavailable { ref controller, .. } if controller == "freezer")
+    );
+    let e =
+        TaskCgroup::from_paths(&root, &CgroupPaths::V2(tmp.path().join("freezer/x"))).unwrap_err();
     assert!(matches!(e, Error::LayoutMismatch { .. }), "{e}");
 }

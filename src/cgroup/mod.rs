@@ -37,8 +37,13 @@
 //! **What it never does.** It creates cgroups only at `<root>/<parent>/<id>`, and
 //! removes only those (and, when asked, the empty parents named by `parent`). The
 //! only file of a cgroup it did not create that it may write is, on v2, the
-//! `cgroup.subtree_control` of the deepest existing ancestor (see [`v2`]'s docs).
-//! It signals only processes listed in the task cgroup's `cgroup.procs`.
+//! `cgroup.subtree_control` of the deepest existing ancestor of the task cgroup
+//! (the root, or a parent left by an earlier task): `+<controller>` for each
+//! controller the task uses that is available there but not yet enabled — one
+//! write each, additions only, never undone (details in `v2.rs`). On v1 it writes
+//! only inside directories it created (a new cpuset cgroup gets its parent's
+//! `cpuset.cpus`/`cpuset.mems` copied *into* it). It signals only processes listed
+//! in the task cgroup's `cgroup.procs`.
 
 mod detect;
 mod error;
@@ -109,10 +114,22 @@ impl TaskCgroup {
         let id = paths::task_name(id)?;
         let mut warnings = Vec::new();
         let backend = match root.layout {
-            Layout::V2 => Backend::V2(v2::Cgroup::create(root, &parent, &id, res, best_effort, &mut warnings)?),
-            Layout::V1 | Layout::Hybrid => {
-                Backend::V1(v1::Cgroup::create(root, &parent, &id, res, best_effort, &mut warnings)?)
-            }
+            Layout::V2 => Backend::V2(v2::Cgroup::create(
+                root,
+                &parent,
+                &id,
+                res,
+                best_effort,
+                &mut warnings,
+            )?),
+            Layout::V1 | Layout::Hybrid => Backend::V1(v1::Cgroup::create(
+                root,
+                &parent,
+                &id,
+                res,
+                best_effort,
+                &mut warnings,
+            )?),
         };
         Ok((TaskCgroup { backend }, warnings))
     }
@@ -125,7 +142,9 @@ impl TaskCgroup {
     pub fn from_paths(root: &CgroupRoot, paths: &CgroupPaths) -> Result<TaskCgroup> {
         let backend = match (root.layout, paths) {
             (Layout::V2, CgroupPaths::V2(p)) => Backend::V2(v2::Cgroup::from_path(root, p)?),
-            (Layout::V1 | Layout::Hybrid, CgroupPaths::V1(map)) => Backend::V1(v1::Cgroup::from_paths(root, map)?),
+            (Layout::V1 | Layout::Hybrid, CgroupPaths::V1(map)) => {
+                Backend::V1(v1::Cgroup::from_paths(root, map)?)
+            }
             _ => {
                 return Err(Error::LayoutMismatch {
                     paths: serde_json::to_string(paths).unwrap_or_default(),
@@ -165,7 +184,10 @@ impl TaskCgroup {
     /// child to join with [`join_with_fds`]. Open them in the supervisor before
     /// `fork`; close them in the supervisor after.
     pub fn open_procs_files(&self) -> Result<Vec<OwnedFd>> {
-        self.procs_files().iter().map(|p| files::open_procs(p)).collect()
+        self.procs_files()
+            .iter()
+            .map(|p| files::open_procs(p))
+            .collect()
     }
 
     /// v2: an `O_PATH | O_DIRECTORY | O_CLOEXEC` descriptor of the task cgroup,
@@ -329,7 +351,12 @@ fn read_all_pids(procs: &[PathBuf]) -> Result<Vec<i32>> {
 
 /// Run kill rounds until the `procs` files list no process, or `timeout` passes.
 /// After each round, wait a little for the killed processes to leave the list.
-fn kill_loop(procs: &[PathBuf], cgroup: &Path, timeout: Duration, mut round: impl FnMut() -> Result<()>) -> Result<()> {
+fn kill_loop(
+    procs: &[PathBuf],
+    cgroup: &Path,
+    timeout: Duration,
+    mut round: impl FnMut() -> Result<()>,
+) -> Result<()> {
     let start = Instant::now();
     loop {
         let pids = read_all_pids(procs)?;

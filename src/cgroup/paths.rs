@@ -107,7 +107,10 @@ mod tests {
             assert!(task_name(bad).is_err(), "{bad:?}");
         }
         let e = parent_name("a/../b").unwrap_err();
-        assert_eq!(e.to_string(), "invalid cgroup name \"a/../b\": '.' and '..' are not allowed");
+        assert_eq!(
+            e.to_string(),
+            "invalid cgroup name \"a/../b\": '.' and '..' are not allowed"
+        );
     }
 
     #[test]

@@ -121,7 +121,11 @@ impl Resources {
                 return Err(bad("memory_swap", swap, "needs memory_max"));
             };
             if max.checked_add(swap).is_none() {
-                return Err(bad("memory_swap", swap, "memory_max + memory_swap overflows"));
+                return Err(bad(
+                    "memory_swap",
+                    swap,
+                    "memory_max + memory_swap overflows",
+                ));
             }
         }
         if self.cpu_shares == Some(0) {
@@ -198,9 +202,7 @@ fn is_cpu_list(s: &str) -> bool {
     let num = |t: &str| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit());
     !s.is_empty()
         && s.split(',').all(|part| match part.split_once('-') {
-            Some((a, b)) => {
-                num(a) && num(b) && a.parse::<u32>().ok() <= b.parse::<u32>().ok()
-            }
+            Some((a, b)) => num(a) && num(b) && a.parse::<u32>().ok() <= b.parse::<u32>().ok(),
             None => num(part),
         })
 }
@@ -246,27 +248,113 @@ mod tests {
         };
         ok.validate().unwrap();
         let cases: Vec<(Resources, &str)> = vec![
-            (Resources { memory_max: Some(0), ..Default::default() }, "memory_max"),
-            (Resources { memory_swap: Some(1), ..Default::default() }, "memory_swap"),
             (
-                Resources { memory_max: Some(u64::MAX), memory_swap: Some(1), ..Default::default() },
+                Resources {
+                    memory_max: Some(0),
+                    ..Default::default()
+                },
+                "memory_max",
+            ),
+            (
+                Resources {
+                    memory_swap: Some(1),
+                    ..Default::default()
+                },
                 "memory_swap",
             ),
             (
-                Resources { memory_max: Some(1), memory_reservation: Some(2), ..Default::default() },
+                Resources {
+                    memory_max: Some(u64::MAX),
+                    memory_swap: Some(1),
+                    ..Default::default()
+                },
+                "memory_swap",
+            ),
+            (
+                Resources {
+                    memory_max: Some(1),
+                    memory_reservation: Some(2),
+                    ..Default::default()
+                },
                 "memory_reservation",
             ),
-            (Resources { cpus: Some(0.0), ..Default::default() }, "cpus"),
-            (Resources { cpus: Some(-1.0), ..Default::default() }, "cpus"),
-            (Resources { cpus: Some(f64::NAN), ..Default::default() }, "cpus"),
-            (Resources { cpus: Some(0.001), ..Default::default() }, "cpus"),
-            (Resources { cpu_shares: Some(0), ..Default::default() }, "cpu_shares"),
-            (Resources { pids_max: Some(0), ..Default::default() }, "pids_max"),
-            (Resources { io_weight: Some(0), ..Default::default() }, "io_weight"),
-            (Resources { io_weight: Some(10_001), ..Default::default() }, "io_weight"),
-            (Resources { cpuset_cpus: Some("".into()), ..Default::default() }, "cpuset_cpus"),
-            (Resources { cpuset_cpus: Some("3-1".into()), ..Default::default() }, "cpuset_cpus"),
-            (Resources { cpuset_mems: Some("0,a".into()), ..Default::default() }, "cpuset_mems"),
+            (
+                Resources {
+                    cpus: Some(0.0),
+                    ..Default::default()
+                },
+                "cpus",
+            ),
+            (
+                Resources {
+                    cpus: Some(-1.0),
+                    ..Default::default()
+                },
+                "cpus",
+            ),
+            (
+                Resources {
+                    cpus: Some(f64::NAN),
+                    ..Default::default()
+                },
+                "cpus",
+            ),
+            (
+                Resources {
+                    cpus: Some(0.001),
+                    ..Default::default()
+                },
+                "cpus",
+            ),
+            (
+                Resources {
+                    cpu_shares: Some(0),
+                    ..Default::default()
+                },
+                "cpu_shares",
+            ),
+            (
+                Resources {
+                    pids_max: Some(0),
+                    ..Default::default()
+                },
+                "pids_max",
+            ),
+            (
+                Resources {
+                    io_weight: Some(0),
+                    ..Default::default()
+                },
+                "io_weight",
+            ),
+            (
+                Resources {
+                    io_weight: Some(10_001),
+                    ..Default::default()
+                },
+                "io_weight",
+            ),
+            (
+                Resources {
+                    cpuset_cpus: Some("".into()),
+                    ..Default::default()
+                },
+                "cpuset_cpus",
+            ),
+            (
+                Resources {
+                    cpuset_cpus: Some("3-1".into()),
+                    ..Default::default()
+                },
+                "cpuset_cpus",
+            ),
+            (
+                Resources {
+                    cpuset_mems: Some("0,a".into()),
+                    ..Default::default()
+                },
+                "cpuset_mems",
+            ),
         ];
         for (r, field) in cases {
             match r.validate() {

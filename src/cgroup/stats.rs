@@ -181,7 +181,10 @@ mod tests {
     #[test]
     fn memory() {
         assert_eq!(parse_v2_memory_stat(V2_MEMORY_STAT), (16384, 32768));
-        assert_eq!(parse_v1_memory_stat(V1_MEMORY_STAT), (4_448_256, 748_163_072, Some(0)));
+        assert_eq!(
+            parse_v1_memory_stat(V1_MEMORY_STAT),
+            (4_448_256, 748_163_072, Some(0))
+        );
         assert_eq!(parse_v1_memory_stat("cache 5\nrss 7\n"), (7, 5, None));
     }
 

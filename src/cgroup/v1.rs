@@ -27,7 +27,7 @@ use super::detect::CgroupRoot;
 use super::error::{Error, Result};
 use super::files::{self, has, keyed, read, read_opt, read_u64, read_u64_opt, write};
 use super::paths::relative_to;
-use super::resources::{ctl, cpu_quota_us, io_weight_to_blkio, Resources, CPU_PERIOD_US};
+use super::resources::{cpu_quota_us, ctl, io_weight_to_blkio, Resources, CPU_PERIOD_US};
 use super::stats::{self, CpuStats, MemoryStats, PidsStats, Stats};
 use super::{fail_or_warn, kill_loop};
 
@@ -98,6 +98,17 @@ fn add(hierarchies: &mut Vec<Hierarchy>, controller: &str, mount: PathBuf, rel: 
     }
 }
 
+/// One order whatever the source: the freezer's hierarchy first (killing starts
+/// there), the others by mount point; controllers sorted.
+fn canonical(mut hierarchies: Vec<Hierarchy>) -> Vec<Hierarchy> {
+    for h in &mut hierarchies {
+        h.controllers.sort();
+    }
+    let is_freezer = |h: &Hierarchy| h.controllers.iter().any(|c| c == ctl::FREEZER);
+    hierarchies.sort_by(|a, b| (!is_freezer(a), &a.mount).cmp(&(!is_freezer(b), &b.mount)));
+    hierarchies
+}
+
 impl Cgroup {
     /// Create `<mount>/<parent>/<id>` in each hierarchy used (module docs).
     pub(crate) fn create(
@@ -126,7 +137,9 @@ impl Cgroup {
             wanted.push((ctl::BLKIO, true));
         }
 
-        // Find the mounts; refuse a missing one before any mkdir.
+        // Find the mounts; refuse a missing one before any mkdir. The limits of a
+        // controller skipped with `best_effort` are dropped here, reported once.
+        let mut res = res.clone();
         let mut hierarchies = Vec::new();
         for (c, required) in wanted {
             match find_mount(&root.path, c) {
@@ -138,16 +151,16 @@ impl Cgroup {
                     };
                     let tolerate = c != ctl::FREEZER && (best_effort || !required);
                     fail_or_warn(e, tolerate, warnings)?;
+                    drop_limits(&mut res, c);
                 }
             }
         }
         let cg = Cgroup {
             root: root.clone(),
-            hierarchies,
+            hierarchies: canonical(hierarchies),
         };
 
         // Swap accounting is a kernel option: check for its file up front too.
-        let mut res = res.clone();
         if res.memory_swap.is_some() {
             if let Some(mem) = cg.hierarchy(ctl::MEMORY) {
                 let file = mem.mount.join("memory.memsw.limit_in_bytes");
@@ -163,7 +176,9 @@ impl Cgroup {
         }
 
         let mut created = Vec::new();
-        let result = cg.make_dirs(&mut created).and_then(|()| cg.apply(&res, best_effort, warnings));
+        let result = cg
+            .make_dirs(&mut created)
+            .and_then(|()| cg.apply(&res, best_effort, warnings));
         if let Err(e) = result {
             for dir in created.iter().rev() {
                 let _ = files::rmdir(root, dir);
@@ -202,7 +217,10 @@ impl Cgroup {
 
     /// Reopen from recorded paths: each must lie strictly inside its controller's
     /// mount under `root`; the freezer must be among them.
-    pub(crate) fn from_paths(root: &CgroupRoot, paths: &BTreeMap<String, PathBuf>) -> Result<Cgroup> {
+    pub(crate) fn from_paths(
+        root: &CgroupRoot,
+        paths: &BTreeMap<String, PathBuf>,
+    ) -> Result<Cgroup> {
         let mut hierarchies: Vec<Hierarchy> = Vec::new();
         for (c, path) in paths {
             let mount = find_mount(&root.path, c).ok_or_else(|| Error::ControllerUnavailable {
@@ -220,13 +238,16 @@ impl Cgroup {
             }
             add(&mut hierarchies, c, mount, &rel);
         }
-        let Some(i) = hierarchies.iter().position(|h| h.controllers.iter().any(|c| c == ctl::FREEZER)) else {
+        let hierarchies = canonical(hierarchies);
+        if !hierarchies
+            .first()
+            .is_some_and(|h| h.controllers.iter().any(|c| c == ctl::FREEZER))
+        {
             return Err(Error::ControllerUnavailable {
                 controller: ctl::FREEZER.to_string(),
                 path: root.path.join(ctl::FREEZER),
             });
-        };
-        hierarchies.swap(0, i);
+        }
         Ok(Cgroup {
             root: root.clone(),
             hierarchies,
@@ -244,7 +265,9 @@ impl Cgroup {
     }
 
     fn hierarchy(&self, controller: &str) -> Option<&Hierarchy> {
-        self.hierarchies.iter().find(|h| h.controllers.iter().any(|c| c == controller))
+        self.hierarchies
+            .iter()
+            .find(|h| h.controllers.iter().any(|c| c == controller))
     }
 
     /// The task directory in `controller`'s hierarchy, if the task is in it.
@@ -271,9 +294,7 @@ impl Cgroup {
     }
 
     /// Write the limits of `res`. A limit whose hierarchy the task is not in is
-    /// [`Error::ControllerUnavailable`] (a warning when `best_effort`; create has
-    /// reported those already, and left them out of `self`, so they warn twice
-    /// only if asked twice).
+    /// [`Error::ControllerUnavailable`] (a warning when `best_effort`).
     fn apply(&self, res: &Resources, best_effort: bool, warnings: &mut Vec<Error>) -> Result<()> {
         let dir = |c: &str, warnings: &mut Vec<Error>| -> Result<Option<PathBuf>> {
             match self.dir_of(c) {
@@ -362,7 +383,11 @@ impl Cgroup {
             for p in &procs {
                 killed = killed.and_then(|()| match files::read_pids(p) {
                     Ok(pids) => files::kill_pids(&pids, &freezer),
-                    Err(Error::Read { cause, .. }) if cause.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                    Err(Error::Read { cause, .. })
+                        if cause.kind() == std::io::ErrorKind::NotFound =>
+                    {
+                        Ok(())
+                    }
                     Err(e) => Err(e),
                 });
             }
@@ -394,7 +419,10 @@ impl Cgroup {
                     read_u64_opt(&d.join("cpuacct.usage_sys"))?,
                 ) {
                     (Some(u), Some(s)) => (u, s),
-                    _ => stats::parse_v1_cpuacct_stat(&read(&d.join("cpuacct.stat"))?, stats::clock_ticks()),
+                    _ => stats::parse_v1_cpuacct_stat(
+                        &read(&d.join("cpuacct.stat"))?,
+                        stats::clock_ticks(),
+                    ),
                 };
                 let (nr_periods, nr_throttled, throttled_ns) = match self.dir_of(ctl::CPU) {
                     Some(c) => read_opt(&c.join("cpu.stat"))?
@@ -415,7 +443,8 @@ impl Cgroup {
         let memory = match self.dir_of(ctl::MEMORY) {
             None => None,
             Some(d) => {
-                let (rss, cache, swap) = stats::parse_v1_memory_stat(&read(&d.join("memory.stat"))?);
+                let (rss, cache, swap) =
+                    stats::parse_v1_memory_stat(&read(&d.join("memory.stat"))?);
                 Some(MemoryStats {
                     current: read_u64(&d.join("memory.usage_in_bytes"))?,
                     peak: read_u64_opt(&d.join("memory.max_usage_in_bytes"))?,
@@ -453,12 +482,31 @@ impl Cgroup {
     }
 }
 
+/// Forget the limits that need `controller`.
+fn drop_limits(res: &mut Resources, controller: &str) {
+    match controller {
+        ctl::MEMORY => {
+            (res.memory_max, res.memory_reservation, res.memory_swap) = (None, None, None)
+        }
+        ctl::CPU => (res.cpu_shares, res.cpus) = (None, None),
+        ctl::CPUSET => (res.cpuset_cpus, res.cpuset_mems) = (None, None),
+        ctl::PIDS => res.pids_max = None,
+        ctl::BLKIO => res.io_weight = None,
+        _ => {}
+    }
+}
+
 /// v1 memory limits. `memory.memsw.limit_in_bytes` (memory + swap) must never be
 /// below `memory.limit_in_bytes`, and the kernel checks each write against the
 /// other's *current* value (EINVAL otherwise). So when the new memory limit is
 /// above the current memsw limit, memsw is raised first; otherwise memory is set
 /// first (lowering both, or raising memory within the current memsw).
-fn set_memory(dir: &Path, res: &Resources, best_effort: bool, warnings: &mut Vec<Error>) -> Result<()> {
+fn set_memory(
+    dir: &Path,
+    res: &Resources,
+    best_effort: bool,
+    warnings: &mut Vec<Error>,
+) -> Result<()> {
     let limit = dir.join("memory.limit_in_bytes");
     let memsw = dir.join("memory.memsw.limit_in_bytes");
     if let Some(max) = res.memory_max {

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use super::detect::CgroupRoot;
 use super::error::{Error, Result};
 use super::files::{self, has, keyed, read, read_opt, read_u64_opt, words, write};
-use super::resources::{ctl, cpu_quota_us, shares_to_weight, Resources, CPU_PERIOD_US};
+use super::resources::{cpu_quota_us, ctl, shares_to_weight, Resources, CPU_PERIOD_US};
 use super::stats::{self, MemoryStats, PidsStats, Stats};
 use super::{fail_or_warn, kill_loop};
 
@@ -73,7 +73,13 @@ impl Cgroup {
         // The deepest existing ancestor, and the directories to create below it.
         let mut existing = root.path.clone();
         let mut to_create = Vec::new();
-        for dir in rel.ancestors().collect::<Vec<_>>().into_iter().rev().skip(1) {
+        for dir in rel
+            .ancestors()
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .skip(1)
+        {
             let abs = root.path.join(dir);
             if to_create.is_empty() && abs.is_dir() && dir != rel {
                 existing = abs;
@@ -176,7 +182,14 @@ impl Cgroup {
         let controllers_file = dir.join("cgroup.controllers");
         let available = words(&read(&controllers_file)?);
         let enabled: Vec<&str> = available.iter().map(String::as_str).collect();
-        apply(&dir, res, &enabled, Some(&controllers_file), false, &mut Vec::new())
+        apply(
+            &dir,
+            res,
+            &enabled,
+            Some(&controllers_file),
+            false,
+            &mut Vec::new(),
+        )
     }
 
     /// Kill every process: `cgroup.kill` (Linux ≥ 5.14), else freeze-kill-thaw.
@@ -188,7 +201,9 @@ impl Cgroup {
         if has(&dir, "cgroup.kill") {
             // Writing "1" SIGKILLs every process of the cgroup and its descendants,
             // atomically with respect to fork (cgroup-v2(7)).
-            kill_loop(&self.procs_files(), &dir, timeout, || write(&dir.join("cgroup.kill"), "1"))
+            kill_loop(&self.procs_files(), &dir, timeout, || {
+                write(&dir.join("cgroup.kill"), "1")
+            })
         } else {
             self.kill_by_freezing(timeout)
         }
