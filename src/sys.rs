@@ -121,3 +121,14 @@ pub fn wait4_nohang(pid: libc::pid_t) -> nix::Result<Option<Reaped>> {
         max_rss_kib: usage.ru_maxrss as u64,
     }))
 }
+
+/// The raw `getcwd` system call (not glibc's wrapper): when the working
+/// directory is outside the process's root, the kernel answers with a path
+/// starting `(unreachable)`, which the CVE-2024-21626 check looks for; glibc
+/// turns that into ENOENT and hides it.
+pub fn getcwd(buf: &mut [u8]) -> nix::Result<&std::ffi::CStr> {
+    // SAFETY: the pointer and length describe `buf`, a live mutable slice
+    // the kernel may write into entirely.
+    let ret = check(unsafe { libc::syscall(libc::SYS_getcwd, buf.as_mut_ptr(), buf.len()) })?;
+    std::ffi::CStr::from_bytes_until_nul(&buf[..ret as usize]).map_err(|_| Errno::EINVAL)
+}

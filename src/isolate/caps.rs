@@ -4,9 +4,9 @@
 use caps::{CapSet, Capability, CapsHashSet};
 
 use super::error::IsolateError;
+use super::last_errno;
 use super::spec::IsolationSpec;
 use super::step::{Step, StepError};
-use super::last_errno;
 
 /// Nomad's default bounding set: Docker's defaults minus `NET_RAW`.
 pub const DEFAULT_BOUNDING: &[Capability] = &[
@@ -96,13 +96,18 @@ pub(crate) fn bounding_set(spec: &IsolationSpec) -> Result<CapsHashSet, IsolateE
 pub(crate) fn plan(spec: &IsolationSpec, is_root: bool) -> Result<CapPlan, IsolateError> {
     check_kernel_caps()?;
     let bounding = bounding_set(spec)?;
-    let mut bounding_drop: Vec<Capability> =
-        caps::all().into_iter().filter(|c| !bounding.contains(c)).collect();
+    let mut bounding_drop: Vec<Capability> = caps::all()
+        .into_iter()
+        .filter(|c| !bounding.contains(c))
+        .collect();
     bounding_drop.sort_by_key(|c| c.index());
+    // capset(2) can only keep what we hold: grant nothing the supervisor
+    // (whose capabilities the child inherits) does not have itself.
+    let held = caps::read(None, CapSet::Permitted).unwrap_or_default();
     if is_root {
         return Ok(CapPlan {
             bounding_drop,
-            granted: bounding,
+            granted: bounding.intersection(&held).copied().collect(),
             inheritable: CapsHashSet::new(),
             ambient: Vec::new(),
         });
@@ -116,10 +121,15 @@ pub(crate) fn plan(spec: &IsolationSpec, is_root: bool) -> Result<CapPlan, Isola
             }
         }
     }
-    added.retain(|c| bounding.contains(c));
+    added.retain(|c| bounding.contains(c) && held.contains(c));
     let mut ambient: Vec<Capability> = added.iter().copied().collect();
     ambient.sort_by_key(|c| c.index());
-    Ok(CapPlan { bounding_drop, granted: added.clone(), inheritable: added, ambient })
+    Ok(CapPlan {
+        bounding_drop,
+        granted: added.clone(),
+        inheritable: added,
+        ambient,
+    })
 }
 
 /// Refuses to run on a kernel with capabilities `caps` cannot name: they
@@ -190,14 +200,21 @@ mod tests {
 
     #[test]
     fn names_parse_in_any_form() {
-        let names = ["NET_BIND_SERVICE", "cap_net_bind_service", "Cap_Net_Bind_Service"];
+        let names = [
+            "NET_BIND_SERVICE",
+            "cap_net_bind_service",
+            "Cap_Net_Bind_Service",
+        ];
         for n in names {
             assert_eq!(
                 parse_list(&[n.to_string()]).unwrap(),
                 vec![CapName::One(Capability::CAP_NET_BIND_SERVICE)]
             );
         }
-        assert_eq!(parse_list(&["all".to_string()]).unwrap(), vec![CapName::All]);
+        assert_eq!(
+            parse_list(&["all".to_string()]).unwrap(),
+            vec![CapName::All]
+        );
         assert!(matches!(
             parse_list(&["NET_FROB".to_string()]),
             Err(IsolateError::UnknownCapability { .. })
@@ -230,8 +247,17 @@ mod tests {
     #[test]
     fn root_gets_the_bounding_set_and_no_inheritable() {
         let p = plan(&spec(&[], &[]), true).unwrap();
-        assert_eq!(p.granted.len(), DEFAULT_BOUNDING.len());
+        let held = caps::read(None, CapSet::Permitted).unwrap();
+        let want: CapsHashSet = DEFAULT_BOUNDING
+            .iter()
+            .filter(|c| held.contains(c))
+            .copied()
+            .collect();
+        assert_eq!(p.granted, want);
         assert!(p.inheritable.is_empty() && p.ambient.is_empty());
-        assert_eq!(p.bounding_drop.len(), caps::all().len() - DEFAULT_BOUNDING.len());
+        assert_eq!(
+            p.bounding_drop.len(),
+            caps::all().len() - DEFAULT_BOUNDING.len()
+        );
     }
 }

@@ -90,7 +90,8 @@ pub fn prepare(spec: &IsolationSpec, cwd: Option<&Path>) -> Result<Plan, Isolate
     let caps = caps::plan(spec, creds.is_root())?;
     let rlimits = rlimit::plan(&spec.rlimits, &mut subjects)?;
     let (root, mountpoints) = if spec.chroot {
-        let (root, mountpoints) = rootfs::plan(spec, creds.owner(), host_mntns.st_ino, &mut subjects)?;
+        let (root, mountpoints) =
+            rootfs::plan(spec, creds.owner(), host_mntns.st_ino, &mut subjects)?;
         (Some(root), mountpoints)
     } else {
         (None, Vec::new())
@@ -177,7 +178,9 @@ impl Plan {
     /// Renders a child's error for the supervisor's log, e.g.
     /// `bind mount /usr onto /srv/t1/usr: Permission denied`.
     pub fn describe(&self, err: &StepError) -> String {
-        let subject = err.subject.and_then(|id| self.subjects.get(usize::from(id.0)));
+        let subject = err
+            .subject
+            .and_then(|id| self.subjects.get(usize::from(id.0)));
         if err.step == Step::CwdOutsideRoot {
             let cwd = subject.map_or("", String::as_str);
             return format!("working directory {cwd} is outside the task's root (CVE-2024-21626)");

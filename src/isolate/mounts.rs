@@ -101,7 +101,13 @@ impl MountOp {
     /// root's mount).
     pub(crate) fn apply(&self, root: &OwnedFd) -> Result<(), StepError> {
         match self {
-            MountOp::Bind { src, target, kind, flags, subject } => {
+            MountOp::Bind {
+                src,
+                target,
+                kind,
+                flags,
+                subject,
+            } => {
                 let at = StepError::with_on(Step::OpenMountPoint, *subject);
                 let fd = open_beneath(root, target, *kind).map_err(&at)?;
                 let path = FdPath::new(&fd);
@@ -119,31 +125,68 @@ impl MountOp {
                 mount_at(None, FdPath::new(&fd).as_cstr(), None, flags, None)
                     .map_err(StepError::with_on(Step::Remount, *subject))
             }
-            MountOp::Fs { fstype, step, target, flags, data, subject } => {
+            MountOp::Fs {
+                fstype,
+                step,
+                target,
+                flags,
+                data,
+                subject,
+            } => {
                 let fd = open_beneath(root, target, Kind::Dir)
                     .map_err(StepError::with_on(Step::OpenMountPoint, *subject))?;
                 let data = data.as_deref();
-                mount_at(Some(fstype), FdPath::new(&fd).as_cstr(), Some(fstype), *flags, data)
-                    .map_err(StepError::with_on(*step, *subject))
+                mount_at(
+                    Some(fstype),
+                    FdPath::new(&fd).as_cstr(),
+                    Some(fstype),
+                    *flags,
+                    data,
+                )
+                .map_err(StepError::with_on(*step, *subject))
             }
-            MountOp::Mkdir { parent, name, mode, subject } => {
+            MountOp::Mkdir {
+                parent,
+                name,
+                mode,
+                subject,
+            } => {
                 let dir = open_beneath(root, parent, Kind::Dir)
                     .map_err(StepError::with_on(Step::OpenMountPoint, *subject))?;
-                mkdirat(&dir, name.as_c_str(), *mode).map_err(StepError::with_on(Step::Mkdir, *subject))
+                mkdirat(&dir, name.as_c_str(), *mode)
+                    .map_err(StepError::with_on(Step::Mkdir, *subject))
             }
-            MountOp::Touch { parent, name, subject } => {
+            MountOp::Touch {
+                parent,
+                name,
+                subject,
+            } => {
                 let dir = open_beneath(root, parent, Kind::Dir)
                     .map_err(StepError::with_on(Step::OpenMountPoint, *subject))?;
-                let flags =
-                    OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-                openat(&dir, name.as_c_str(), flags, Mode::from_bits_truncate(0o666))
-                    .map(drop)
-                    .map_err(StepError::with_on(Step::CreateFile, *subject))
+                let flags = OFlag::O_WRONLY
+                    | OFlag::O_CREAT
+                    | OFlag::O_EXCL
+                    | OFlag::O_NOFOLLOW
+                    | OFlag::O_CLOEXEC;
+                openat(
+                    &dir,
+                    name.as_c_str(),
+                    flags,
+                    Mode::from_bits_truncate(0o666),
+                )
+                .map(drop)
+                .map_err(StepError::with_on(Step::CreateFile, *subject))
             }
-            MountOp::Symlink { parent, name, to, subject } => {
+            MountOp::Symlink {
+                parent,
+                name,
+                to,
+                subject,
+            } => {
                 let dir = open_beneath(root, parent, Kind::Dir)
                     .map_err(StepError::with_on(Step::OpenMountPoint, *subject))?;
-                symlinkat(*to, &dir, name.as_c_str()).map_err(StepError::with_on(Step::Symlink, *subject))
+                symlinkat(*to, &dir, name.as_c_str())
+                    .map_err(StepError::with_on(Step::Symlink, *subject))
             }
         }
     }

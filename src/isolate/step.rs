@@ -198,12 +198,20 @@ impl StepError {
 
     /// A step error without a subject.
     pub fn new(step: Step, errno: Errno) -> StepError {
-        StepError { step, errno, subject: None }
+        StepError {
+            step,
+            errno,
+            subject: None,
+        }
     }
 
     /// A step error about `subject`.
     pub fn on(step: Step, errno: Errno, subject: SubjectId) -> StepError {
-        StepError { step, errno, subject: Some(subject) }
+        StepError {
+            step,
+            errno,
+            subject: Some(subject),
+        }
     }
 
     /// `map_err` adapter: `.map_err(StepError::with(Step::SetUid))`.
@@ -221,7 +229,14 @@ impl StepError {
         let subject = self.subject.map_or(NO_SUBJECT, |s| s.0).to_le_bytes();
         let errno = (self.errno as i32).to_le_bytes();
         [
-            MAGIC, self.step as u8, subject[0], subject[1], errno[0], errno[1], errno[2], errno[3],
+            MAGIC,
+            self.step as u8,
+            subject[0],
+            subject[1],
+            errno[0],
+            errno[1],
+            errno[2],
+            errno[3],
         ]
     }
 
@@ -237,7 +252,11 @@ impl StepError {
             id => Some(SubjectId(id)),
         };
         let errno = Errno::from_raw(i32::from_le_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]));
-        Some(StepError { step, errno, subject })
+        Some(StepError {
+            step,
+            errno,
+            subject,
+        })
     }
 }
 
@@ -260,7 +279,11 @@ mod tests {
     fn encode_decode_round_trip() {
         for step in Step::ALL {
             for subject in [None, Some(SubjectId(0)), Some(SubjectId(513))] {
-                let e = StepError { step, errno: Errno::EACCES, subject };
+                let e = StepError {
+                    step,
+                    errno: Errno::EACCES,
+                    subject,
+                };
                 assert_eq!(StepError::decode(&e.encode()), Some(e));
             }
         }

@@ -72,8 +72,10 @@ pub(crate) fn build(
         };
         // fchown/fchmod act on the directory we opened with O_NOFOLLOW,
         // never on whatever the name points to by now.
-        fchown(&dir, Some(uid), Some(gid))
-            .map_err(|source| IsolateError::Chown { path: path.clone(), source })?;
+        fchown(&dir, Some(uid), Some(gid)).map_err(|source| IsolateError::Chown {
+            path: path.clone(),
+            source,
+        })?;
         fchmod(&dir, Mode::from_bits_truncate(*mode))
             .map_err(|source| IsolateError::Chmod { path, source })?;
     }
@@ -90,12 +92,17 @@ fn open_task_dir(task_dir: &Path) -> Result<OwnedFd, IsolateError> {
     match mkdir(task_dir, Mode::from_bits_truncate(0o755)) {
         Ok(()) | Err(Errno::EEXIST) => {}
         Err(source) => {
-            return Err(IsolateError::CreateTaskDir { path: task_dir.to_path_buf(), source })
+            return Err(IsolateError::CreateTaskDir {
+                path: task_dir.to_path_buf(),
+                source,
+            })
         }
     }
     let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-    open(task_dir, flags, Mode::empty())
-        .map_err(|source| IsolateError::OpenTaskDir { path: task_dir.to_path_buf(), source })
+    open(task_dir, flags, Mode::empty()).map_err(|source| IsolateError::OpenTaskDir {
+        path: task_dir.to_path_buf(),
+        source,
+    })
 }
 
 /// Creates `mp.rel` under `root` one component at a time: intermediate
@@ -155,15 +162,25 @@ fn existing_type(
 fn ensure_dir(parent: &OwnedFd, parent_path: &Path, name: &OsStr) -> Result<OwnedFd, IsolateError> {
     let path = parent_path.join(name);
     match existing_type(parent, parent_path, name)? {
-        None => mkdirat(parent, name, Mode::from_bits_truncate(0o755))
-            .map_err(|source| IsolateError::CreateDir { path: path.clone(), source })?,
+        None => mkdirat(parent, name, Mode::from_bits_truncate(0o755)).map_err(|source| {
+            IsolateError::CreateDir {
+                path: path.clone(),
+                source,
+            }
+        })?,
         Some(SFlag::S_IFDIR) => {}
-        Some(_) => return Err(IsolateError::WrongFileType { path, expected: "directory" }),
+        Some(_) => {
+            return Err(IsolateError::WrongFileType {
+                path,
+                expected: "directory",
+            })
+        }
     }
     // O_NOFOLLOW: if a symlink was swapped in since, this fails (ELOOP)
     // instead of opening its target.
     let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-    openat(parent, name, flags, Mode::empty()).map_err(|source| IsolateError::OpenDir { path, source })
+    openat(parent, name, flags, Mode::empty())
+        .map_err(|source| IsolateError::OpenDir { path, source })
 }
 
 /// An empty regular file at `name` under `parent` (a mount point for a file
@@ -172,14 +189,20 @@ fn ensure_file(parent: &OwnedFd, parent_path: &Path, name: &OsStr) -> Result<(),
     let path = parent_path.join(name);
     match existing_type(parent, parent_path, name)? {
         None => {
-            let flags =
-                OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+            let flags = OFlag::O_WRONLY
+                | OFlag::O_CREAT
+                | OFlag::O_EXCL
+                | OFlag::O_NOFOLLOW
+                | OFlag::O_CLOEXEC;
             openat(parent, name, flags, Mode::from_bits_truncate(0o644))
                 .map(drop)
                 .map_err(|source| IsolateError::CreateFile { path, source })
         }
         Some(SFlag::S_IFREG) => Ok(()),
-        Some(_) => Err(IsolateError::WrongFileType { path, expected: "regular file" }),
+        Some(_) => Err(IsolateError::WrongFileType {
+            path,
+            expected: "regular file",
+        }),
     }
 }
 
@@ -189,7 +212,10 @@ mod tests {
     use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
 
     fn mp(rel: &str, kind: Kind) -> MountPoint {
-        MountPoint { rel: rel.into(), kind }
+        MountPoint {
+            rel: rel.into(),
+            kind,
+        }
     }
 
     #[test]
@@ -205,17 +231,33 @@ mod tests {
         }
         symlink(decoy.join("file"), task.join("resolv.conf")).unwrap();
         let me = (nix::unistd::getuid(), nix::unistd::getgid());
-        let mps = [mp("usr", Kind::Dir), mp("run/resolvconf", Kind::Dir), mp("resolv.conf", Kind::File)];
+        let mps = [
+            mp("usr", Kind::Dir),
+            mp("run/resolvconf", Kind::Dir),
+            mp("resolv.conf", Kind::File),
+        ];
         build(&task, me, false, &mps).unwrap();
         for name in ["local", "secrets", "tmp", "usr", "run", "run/resolvconf"] {
             let md = std::fs::symlink_metadata(task.join(name)).unwrap();
             assert!(md.is_dir(), "{name}");
         }
-        assert!(std::fs::symlink_metadata(task.join("resolv.conf")).unwrap().is_file());
-        assert_eq!(std::fs::read_dir(&decoy).unwrap().count(), 0, "nothing created in the decoy");
+        assert!(std::fs::symlink_metadata(task.join("resolv.conf"))
+            .unwrap()
+            .is_file());
+        assert_eq!(
+            std::fs::read_dir(&decoy).unwrap().count(),
+            0,
+            "nothing created in the decoy"
+        );
         assert_eq!(std::fs::metadata(&decoy).unwrap().mode() & 0o7777, 0o751);
-        assert_eq!(std::fs::metadata(task.join("tmp")).unwrap().mode() & 0o7777, 0o1777);
-        assert_eq!(std::fs::metadata(task.join("secrets")).unwrap().mode() & 0o7777, 0o700);
+        assert_eq!(
+            std::fs::metadata(task.join("tmp")).unwrap().mode() & 0o7777,
+            0o1777
+        );
+        assert_eq!(
+            std::fs::metadata(task.join("secrets")).unwrap().mode() & 0o7777,
+            0o700
+        );
     }
 
     #[test]

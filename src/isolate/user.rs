@@ -32,14 +32,17 @@ pub struct ResolvedUser {
 /// A numeric uid without a passwd entry is accepted as is, with its own
 /// number as gid unless `group` says otherwise, and no supplementary groups.
 pub fn resolve_user(user: &str, group: Option<&str>) -> Result<ResolvedUser, IsolateError> {
-    let lookup = |source| IsolateError::LookupUser { user: user.to_string(), source };
+    let lookup = |source| IsolateError::LookupUser {
+        user: user.to_string(),
+        source,
+    };
     let entry = match user.parse::<u32>() {
         Ok(uid) => User::from_uid(Uid::from_raw(uid)).map_err(lookup)?,
-        Err(_) => Some(
-            User::from_name(user)
-                .map_err(lookup)?
-                .ok_or_else(|| IsolateError::UnknownUser { user: user.to_string() })?,
-        ),
+        Err(_) => Some(User::from_name(user).map_err(lookup)?.ok_or_else(|| {
+            IsolateError::UnknownUser {
+                user: user.to_string(),
+            }
+        })?),
     };
     let mut resolved = match &entry {
         Some(u) => ResolvedUser {
@@ -51,15 +54,24 @@ pub fn resolve_user(user: &str, group: Option<&str>) -> Result<ResolvedUser, Iso
         },
         None => {
             let uid: u32 = user.parse().unwrap_or_default();
-            ResolvedUser { uid, gid: uid, groups: Vec::new(), name: String::new(), home: String::new() }
+            ResolvedUser {
+                uid,
+                gid: uid,
+                groups: Vec::new(),
+                name: String::new(),
+                home: String::new(),
+            }
         }
     };
     if let Some(group) = group {
         resolved.gid = resolve_group(group)?;
     }
     if let Some(u) = entry {
-        let name = CString::new(u.name.as_bytes()).map_err(|_| IsolateError::NulInPath { path: u.name.clone() })?;
-        let groups = nix::unistd::getgrouplist(&name, Gid::from_raw(resolved.gid)).map_err(lookup)?;
+        let name = CString::new(u.name.as_bytes()).map_err(|_| IsolateError::NulInPath {
+            path: u.name.clone(),
+        })?;
+        let groups =
+            nix::unistd::getgrouplist(&name, Gid::from_raw(resolved.gid)).map_err(lookup)?;
         resolved.groups = groups.into_iter().map(Gid::as_raw).collect();
     }
     Ok(resolved)
@@ -71,9 +83,14 @@ fn resolve_group(group: &str) -> Result<u32, IsolateError> {
         return Ok(gid);
     }
     Group::from_name(group)
-        .map_err(|source| IsolateError::LookupUser { user: group.to_string(), source })?
+        .map_err(|source| IsolateError::LookupUser {
+            user: group.to_string(),
+            source,
+        })?
         .map(|g| g.gid.as_raw())
-        .ok_or_else(|| IsolateError::UnknownGroup { group: group.to_string() })
+        .ok_or_else(|| IsolateError::UnknownGroup {
+            group: group.to_string(),
+        })
 }
 
 /// The credentials the child switches to.
@@ -131,7 +148,10 @@ mod tests {
     #[test]
     fn resolves_root_by_name_and_number() {
         let by_name = resolve_user("root", None).unwrap();
-        assert_eq!((by_name.uid, by_name.gid, by_name.home.as_str()), (0, 0, "/root"));
+        assert_eq!(
+            (by_name.uid, by_name.gid, by_name.home.as_str()),
+            (0, 0, "/root")
+        );
         assert!(by_name.groups.contains(&0));
         assert_eq!(resolve_user("0", None).unwrap(), by_name);
         assert_eq!(resolve_user("root", Some("4242")).unwrap().gid, 4242);
