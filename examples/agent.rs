@@ -2,6 +2,7 @@
 //! integration tests also use it as the "agent" process they kill.
 //!
 //! ```text
+//! agent [--cgroup-parent P] ROOT ...   (every form below takes it)
 //! agent ROOT start SCRIPT        start `sh -c SCRIPT`, print "ID SUPERVISOR_PID TASK_PID", then
 //!                                wait to be killed (an agent that dies with its tasks running)
 //! agent ROOT wait ID             reattach and wait; print the exit as JSON
@@ -14,12 +15,20 @@ use std::time::Instant;
 use nomad_shim::{Executor, TaskExit, TaskSpec};
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let mut parent = None;
+    if args.first().is_some_and(|a| a == "--cgroup-parent") && args.len() > 1 {
+        parent = Some(args.remove(1));
+        args.remove(0);
+    }
     let (root, cmd) = match (args.first(), args.get(1)) {
         (Some(r), Some(c)) => (r.as_str(), c.as_str()),
         _ => usage(),
     };
-    let exec = Executor::with_root(root);
+    let mut exec = Executor::with_root(root);
+    if let Some(p) = parent {
+        exec = exec.cgroup_parent(p);
+    }
     match cmd {
         "start" => {
             let mut spec = TaskSpec::new("/bin/sh");

@@ -16,6 +16,13 @@ pub enum Error {
     /// Reading or writing the task's state failed.
     #[error(transparent)]
     State(#[from] StateError),
+    /// The user or group cannot be resolved, or the isolation is invalid.
+    #[error(transparent)]
+    Isolate(#[from] crate::isolate::IsolateError),
+    /// A cgroup operation failed (in the library: cleaning up after a lost
+    /// supervisor).
+    #[error(transparent)]
+    Cgroup(#[from] crate::cgroup::Error),
     /// The `nomad-shim` binary was not found.
     #[error("cannot find the nomad-shim binary (tried {tried})")]
     ShimNotFound {

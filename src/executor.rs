@@ -28,6 +28,7 @@ pub const SUPERVISE_SUBCOMMAND: &str = "__supervise";
 pub struct Executor {
     root: Root,
     shim: Option<PathBuf>,
+    cgroup_parent: Option<String>,
 }
 
 impl Executor {
@@ -42,6 +43,7 @@ impl Executor {
         Executor {
             root: Root::new(root),
             shim: None,
+            cgroup_parent: None,
         }
     }
 
@@ -49,6 +51,13 @@ impl Executor {
     /// `$NOMAD_SHIM`, next to the current executable, then in `$PATH`.
     pub fn shim_path(mut self, path: impl Into<PathBuf>) -> Executor {
         self.shim = Some(path.into());
+        self
+    }
+
+    /// Makes the cgroups of tasks whose spec names no parent under `parent`
+    /// (default [`crate::cgroup::DEFAULT_PARENT`]).
+    pub fn cgroup_parent(mut self, parent: impl Into<String>) -> Executor {
+        self.cgroup_parent = Some(parent.into());
         self
     }
 
@@ -75,6 +84,21 @@ impl Executor {
         let id = dir.id().clone();
         let mut stored = spec.clone();
         stored.id = Some(id.to_string());
+        if stored.cgroup_parent.is_none() {
+            stored.cgroup_parent.clone_from(&self.cgroup_parent);
+        }
+        // Names are resolved here, in the agent, with full NSS; the
+        // supervisor only ever sees numbers.
+        if spec.user.is_some() || spec.group.is_some() {
+            let user = spec.user.as_deref().unwrap_or("root");
+            match crate::isolate::resolve_user(user, spec.group.as_deref()) {
+                Ok(resolved) => stored.isolation.set_user(&resolved),
+                Err(e) => {
+                    let _ = dir.remove();
+                    return Err(e.into());
+                }
+            }
+        }
         if let Err(e) = write_json(dir.fd(), dir.path(), names::SPEC, &stored, 0o600, true) {
             let _ = dir.remove();
             return Err(e.into());
@@ -204,7 +228,14 @@ impl Executor {
                 let mut task = Task::opened(self.root.open_task_dir(&id)?, state);
                 task.force_stop()?;
             }
-            Ok(_) => {}
+            // The supervisor removes the task's cgroup when the task ends, and
+            // reconcile when it finds the supervisor dead; a removal that was
+            // interrupted is finished here (removing a gone cgroup is a no-op).
+            Ok(state) => {
+                if let Some(cg) = &state.cgroup {
+                    crate::task::remove_cgroup(cg)?;
+                }
+            }
             // A broken task directory can only be removed on purpose.
             Err(e) if !force => return Err(e),
             Err(_) => {

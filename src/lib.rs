@@ -47,9 +47,11 @@
 //! `docs/state-format.md`.
 #![deny(missing_docs)]
 
+pub mod cgroup;
 pub mod error;
 pub mod executor;
 pub mod identity;
+pub mod isolate;
 pub mod protocol;
 pub mod spec;
 pub mod state;

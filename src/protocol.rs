@@ -13,6 +13,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::cgroup::{Resources, Stats};
 use crate::identity::Identity;
 use crate::state::TaskState;
 
@@ -20,7 +21,7 @@ use crate::state::TaskState;
 pub const MAX_LINE: usize = 64 * 1024;
 
 /// A request to the supervisor.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Request {
     /// Reply with the current state.
@@ -42,6 +43,13 @@ pub enum Request {
         #[serde(default)]
         timeout_ms: Option<u64>,
     },
+    /// Reply with CPU, memory and pids usage read from the task's cgroup.
+    Stats,
+    /// Change the limits of the running task (memory, CPU, pids).
+    Update {
+        /// The new limits; fields left out are not changed.
+        resources: Resources,
+    },
 }
 
 /// The supervisor's reply.
@@ -55,6 +63,9 @@ pub struct Reply {
     /// The state, for [`Request::State`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state: Option<TaskState>,
+    /// The usage, for [`Request::Stats`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stats: Option<Stats>,
 }
 
 impl Reply {
@@ -64,6 +75,7 @@ impl Reply {
             ok: true,
             error: None,
             state: None,
+            stats: None,
         }
     }
 
@@ -73,6 +85,7 @@ impl Reply {
             ok: false,
             error: Some(msg.into()),
             state: None,
+            stats: None,
         }
     }
 }

@@ -8,6 +8,9 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 use serde::{Deserialize, Serialize};
 
+use crate::cgroup::Resources;
+use crate::isolate::IsolationSpec;
+
 /// Nomad's default: 10 files of 10 MB per stream.
 const DEFAULT_LOG_MAX_FILES: u32 = 10;
 const DEFAULT_LOG_MAX_SIZE: u64 = 10 * 1024 * 1024;
@@ -75,6 +78,28 @@ pub struct TaskSpec {
     /// What happens to the task's output.
     #[serde(default)]
     pub logs: LogPolicy,
+    /// The user to run as, by name or number (Nomad's `user`). Resolved in
+    /// the agent with full NSS when the task starts; the supervisor gets
+    /// numbers (in `isolation`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// The group, by name or number; default: the user's primary group.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// Resource limits, enforced by the task's cgroup (Nomad's `resources`).
+    #[serde(default)]
+    pub resources: Resources,
+    /// Apply the limits the host can enforce and skip the others (with a
+    /// warning) instead of failing the start.
+    #[serde(default)]
+    pub best_effort_limits: bool,
+    /// The cgroup under which the task's cgroup is made (relative to each
+    /// hierarchy's root); default [`crate::cgroup::DEFAULT_PARENT`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup_parent: Option<String>,
+    /// Filesystem isolation, namespaces, capabilities, rlimits.
+    #[serde(default)]
+    pub isolation: IsolationSpec,
 }
 
 fn default_kill_signal() -> Signal {
@@ -97,6 +122,12 @@ impl TaskSpec {
             kill_signal: default_kill_signal(),
             kill_timeout_ms: default_kill_timeout_ms(),
             logs: LogPolicy::default(),
+            user: None,
+            group: None,
+            resources: Resources::default(),
+            best_effort_limits: false,
+            cgroup_parent: None,
+            isolation: IsolationSpec::default(),
         }
     }
 
@@ -161,6 +192,36 @@ impl TaskSpec {
     /// Sets the log rotation policy.
     pub fn logs(&mut self, policy: LogPolicy) -> &mut TaskSpec {
         self.logs = policy;
+        self
+    }
+
+    /// Runs the task as `user` (a name or a uid), resolved when it starts.
+    pub fn user(&mut self, user: impl Into<String>) -> &mut TaskSpec {
+        self.user = Some(user.into());
+        self
+    }
+
+    /// Runs the task with primary group `group` (a name or a gid).
+    pub fn group(&mut self, group: impl Into<String>) -> &mut TaskSpec {
+        self.group = Some(group.into());
+        self
+    }
+
+    /// Sets the resource limits.
+    pub fn resources(&mut self, resources: Resources) -> &mut TaskSpec {
+        self.resources = resources;
+        self
+    }
+
+    /// Sets the isolation (chroot, namespaces, capabilities, rlimits).
+    pub fn isolation(&mut self, isolation: IsolationSpec) -> &mut TaskSpec {
+        self.isolation = isolation;
+        self
+    }
+
+    /// Sets the parent cgroup of the task's cgroup.
+    pub fn cgroup_parent(&mut self, parent: impl Into<String>) -> &mut TaskSpec {
+        self.cgroup_parent = Some(parent.into());
         self
     }
 

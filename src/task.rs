@@ -226,6 +226,35 @@ impl Task {
         }
     }
 
+    /// CPU, memory and pids usage of the task, read by its supervisor from
+    /// the task's cgroup (no walk over processes).
+    pub fn stats(&self) -> Result<crate::cgroup::Stats> {
+        let reply = self.request(&Request::Stats, "stats")?;
+        reply.stats.ok_or_else(|| Error::Refused {
+            id: self.id().clone(),
+            request: "stats",
+            reason: "no stats in the reply".into(),
+        })
+    }
+
+    /// Changes the limits of the running task: memory, CPU and pids limits
+    /// take effect at once. Fields left `None` are not changed.
+    pub fn update_resources(&self, resources: &crate::cgroup::Resources) -> Result<()> {
+        resources.validate().map_err(|e| {
+            Error::Spec(crate::spec::SpecError {
+                field: "resources",
+                reason: e.to_string(),
+            })
+        })?;
+        self.request(
+            &Request::Update {
+                resources: resources.clone(),
+            },
+            "update",
+        )
+        .map(drop)
+    }
+
     /// Kills the task at once (SIGKILL to all of it, no grace period) and
     /// returns the exit.
     pub fn force_stop(&mut self) -> Result<TaskExit> {
@@ -394,11 +423,18 @@ pub(crate) fn reconcile(dir: &TaskDir) -> Result<TaskState> {
     Ok(state)
 }
 
-/// Kills what is left of a task whose supervisor died. Until the cgroup
-/// backend lands, "the task" is its process group (the task's main process
-/// leads its own session and group); the group is killed only while its
-/// leader is verifiably the task, so the group id cannot have been reused.
+/// Kills what is left of a task whose supervisor died: every process of
+/// its cgroup (which only the task's processes can be in), then removes the
+/// cgroup. Without a recorded cgroup, the task's process group, killed only
+/// while its leader is verifiably the task (so the group id cannot have
+/// been reused).
 fn kill_leftovers(state: &TaskState) -> String {
+    if let Some(paths) = &state.cgroup {
+        match remove_cgroup(paths) {
+            Ok(()) => return "what was left of the task was killed and its cgroup removed".into(),
+            Err(e) => return format!("its cgroup could not be cleaned up: {e}"),
+        }
+    }
     let Some(task) = state.task else {
         return "no task process was recorded".into();
     };
@@ -417,4 +453,19 @@ fn kill_leftovers(state: &TaskState) -> String {
             task.pid
         ),
     }
+}
+
+/// Kills everything in a task's cgroup (as recorded in its state) and
+/// removes it. A cgroup that is already gone is fine.
+pub(crate) fn remove_cgroup(paths: &serde_json::Value) -> Result<()> {
+    use crate::cgroup::{CgroupPaths, CgroupRoot, TaskCgroup};
+    let paths: CgroupPaths = serde_json::from_value(paths.clone()).map_err(|e| Error::Io {
+        op: "parse cgroup of",
+        what: paths.to_string(),
+        source: e.into(),
+    })?;
+    let root = CgroupRoot::detect()?;
+    let cg = TaskCgroup::from_paths(&root, &paths)?;
+    cg.remove()?;
+    Ok(())
 }

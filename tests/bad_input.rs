@@ -355,8 +355,14 @@ fn a_lock_held_by_someone_else_is_reported() {
             .contains("held/lock is locked, but not by the task's supervisor"),
         "{err}"
     );
-    // Once the lock is free, the same task is recognised as lost.
+    // Once the lock is free, the same task is recognised as lost. (A child
+    // forked by another test thread may share the lock's open file for a
+    // moment, until its exec closes it.)
     drop(lock);
+    assert!(common::eventually(
+        std::time::Duration::from_secs(2),
+        || root.exec.open("held").is_ok()
+    ));
     assert_eq!(
         root.exec.open("held").unwrap().state().unwrap().status,
         Status::Lost

@@ -14,8 +14,7 @@ use crate::common::{self, alive, root_or_skip, TestRoot};
 /// and returns (agent child, id, supervisor pid, task pid).
 fn start_from_agent(root: &TestRoot, script: &str) -> (std::process::Child, String, i32, i32) {
     let mut agent = common::spawn(
-        Command::new(common::agent())
-            .arg(root.path())
+        root.agent()
             .arg("start")
             .arg(script)
             .stdout(Stdio::piped())
@@ -81,12 +80,7 @@ fn an_exit_while_no_agent_lives_is_known_later_at_once() {
     kill_agent(agent);
     assert!(common::eventually(Duration::from_secs(5), || !alive(sup)));
     // A new agent process reattaches and learns the exact exit at once.
-    let out = common::output(
-        Command::new(common::agent())
-            .arg(root.path())
-            .arg("wait")
-            .arg(&id),
-    );
+    let out = common::output(root.agent().arg("wait").arg(&id));
     assert!(out.status.success(), "{out:?}");
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["code"], 9, "{v}");
@@ -222,11 +216,7 @@ fn two_hundred_tasks_from_eight_threads() {
     }
     let root = TestRoot::new();
     let t0 = Instant::now();
-    let out = common::output(Command::new(common::agent()).arg(root.path()).args([
-        "concurrent",
-        "200",
-        "8",
-    ]));
+    let out = common::output(root.agent().args(["concurrent", "200", "8"]));
     assert!(out.status.success(), "{out:?}");
     let v: serde_json::Value =
         serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {out:?}"));

@@ -179,10 +179,13 @@ pub fn agent() -> PathBuf {
     target_dir().join("examples").join("agent")
 }
 
-/// A root directory of the test's own, cleaned up on drop.
+/// A root directory and a cgroup parent of the test's own, both removed on
+/// drop (after every task in them is stopped), also when the test fails.
 pub struct TestRoot {
     dir: tempfile::TempDir,
     pub exec: Executor,
+    /// The cgroup parent of this test's tasks (relative to each hierarchy).
+    pub cgroup_parent: String,
 }
 
 impl TestRoot {
@@ -192,18 +195,46 @@ impl TestRoot {
             .prefix("nomad-shim-test.")
             .tempdir()
             .unwrap();
-        let exec = Executor::with_root(dir.path().join("root")).shim_path(shim());
-        TestRoot { dir, exec }
+        // Unique per test and per run, and flat: a shared level above it
+        // would race with other tests' cleanup. Never the default parent.
+        let name = dir
+            .path()
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .replace('.', "-");
+        let cgroup_parent = name.to_string();
+        let exec = Executor::with_root(dir.path().join("root"))
+            .shim_path(shim())
+            .cgroup_parent(&cgroup_parent);
+        TestRoot {
+            dir,
+            exec,
+            cgroup_parent,
+        }
     }
 
     pub fn path(&self) -> &Path {
         self.exec.root()
     }
 
+    /// The example agent on this root and cgroup parent: append the
+    /// subcommand and its arguments.
+    pub fn agent(&self) -> Command {
+        let mut c = Command::new(agent());
+        c.arg("--cgroup-parent")
+            .arg(&self.cgroup_parent)
+            .arg(self.path());
+        c
+    }
+
     /// A CLI command on this root.
     pub fn cli(&self) -> Command {
         let mut c = Command::new(shim());
-        c.arg("--root").arg(self.path());
+        c.arg("--root")
+            .arg(self.path())
+            .arg("--cgroup-parent")
+            .arg(&self.cgroup_parent);
         c
     }
 
@@ -229,6 +260,29 @@ impl Drop for TestRoot {
             }
         }
         let _ = std::fs::remove_dir_all(self.dir.path());
+        remove_cgroup_parent(&self.cgroup_parent);
+    }
+}
+
+/// Removes a test's (empty) cgroup parent from every hierarchy.
+pub fn remove_cgroup_parent(parent: &str) {
+    let mut roots = vec![PathBuf::from("/sys/fs/cgroup")];
+    if let Ok(entries) = std::fs::read_dir("/sys/fs/cgroup") {
+        roots.extend(
+            entries
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.join("cgroup.procs").exists()),
+        );
+    }
+    for root in roots {
+        let mut p = root.join(parent);
+        while p != root {
+            if std::fs::remove_dir(&p).is_err() {
+                break;
+            }
+            p.pop();
+        }
     }
 }
 

@@ -21,6 +21,9 @@ struct Cli {
     /// State directory [default: /run/nomad-shim as root, else $XDG_RUNTIME_DIR/nomad-shim]
     #[arg(long, global = true, value_name = "DIR")]
     root: Option<PathBuf>,
+    /// Parent cgroup of the tasks' cgroups (a task option; accepted anywhere) [default: nomad-shim]
+    #[arg(long, global = true, value_name = "PATH")]
+    cgroup_parent: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -100,13 +103,16 @@ pub const EXIT_ERROR: i32 = 125;
 /// Runs the CLI; returns the process exit code.
 pub fn main() -> i32 {
     let cli = Cli::parse();
-    let executor = match &cli.root {
+    let mut executor = match &cli.root {
         Some(root) => Executor::with_root(root),
         None => match Executor::new() {
             Ok(e) => e,
             Err(e) => return fail(&e),
         },
     };
+    if let Some(parent) = &cli.cgroup_parent {
+        executor = executor.cgroup_parent(parent);
+    }
     let result = match cli.command {
         Command::Run(opts) => follow::run(&executor, opts),
         Command::Start(opts) => task_opts::start(&executor, opts),

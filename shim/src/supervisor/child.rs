@@ -21,10 +21,10 @@ pub enum Step {
     Sigmask = 2,
     /// Resetting `oom_score_adj` to 0 (the supervisor lowered its own).
     OomScore = 3,
+    /// Joining the task's cgroup (v1: writing `cgroup.procs`).
+    Cgroup = 8,
     /// Setting up fds 0, 1 and 2.
     Stdio = 4,
-    /// Changing to the working directory.
-    Chdir = 5,
     /// Marking inherited fds close-on-exec.
     CloseFds = 6,
     /// `execve(2)`.
@@ -37,8 +37,8 @@ impl Step {
             Step::Setsid,
             Step::Sigmask,
             Step::OomScore,
+            Step::Cgroup,
             Step::Stdio,
-            Step::Chdir,
             Step::CloseFds,
             Step::Exec,
         ]
@@ -52,8 +52,8 @@ impl Step {
             Step::Setsid => "setsid",
             Step::Sigmask => "sigmask",
             Step::OomScore => "oom_score_adj",
+            Step::Cgroup => "join cgroup",
             Step::Stdio => "stdio",
-            Step::Chdir => "chdir",
             Step::CloseFds => "close_range",
             Step::Exec => "exec",
         }
@@ -96,8 +96,11 @@ pub struct ChildPlan {
     pub argv: Vec<CString>,
     /// The environment, `KEY=VALUE`.
     pub envp: Vec<CString>,
-    /// The working directory.
-    pub cwd: CString,
+    /// The isolation steps (rlimits to working directory).
+    pub isolation: nomad_shim::isolate::Plan,
+    /// `cgroup.procs` of each v1 hierarchy to join; empty on v2, where the
+    /// child is born in its cgroup (clone3 with CLONE_INTO_CGROUP).
+    pub cgroup_procs: Vec<OwnedFd>,
 }
 
 /// The fds the child takes as its stdio.
@@ -112,16 +115,32 @@ pub struct ChildStdio<'a> {
 
 /// Runs in the child after `fork`; never returns.
 pub fn run(plan: &ChildPlan, stdio: ChildStdio<'_>, error_pipe: &OwnedFd) -> ! {
-    let err = match steps(plan, stdio) {
+    let record = match steps(plan, stdio) {
         Ok(never) => match never {},
-        Err(e) => e,
+        Err(Failed::Shim(e)) => e.encode(),
+        Err(Failed::Isolate(e)) => e.encode(),
     };
-    let _ = nix::unistd::write(error_pipe, &err.encode());
+    let _ = nix::unistd::write(error_pipe, &record);
     // _exit: no atexit handlers or buffered stdio of the supervisor's.
     crate::sys::exit_now(127)
 }
 
-fn steps(plan: &ChildPlan, stdio: ChildStdio<'_>) -> Result<std::convert::Infallible, ExecError> {
+/// A failed step: one of ours, or one of the isolation plan's. Both
+/// encode to 8 bytes; an isolation record starts with
+/// `nomad_shim::isolate::StepError`'s magic byte, ours with a small step
+/// number, so the supervisor tells them apart.
+enum Failed {
+    Shim(ExecError),
+    Isolate(nomad_shim::isolate::StepError),
+}
+
+impl From<ExecError> for Failed {
+    fn from(e: ExecError) -> Failed {
+        Failed::Shim(e)
+    }
+}
+
+fn steps(plan: &ChildPlan, stdio: ChildStdio<'_>) -> Result<std::convert::Infallible, Failed> {
     let fail = |step| move |errno| ExecError { step, errno };
 
     // 1. A session and process group of its own, so that the whole task can
@@ -143,6 +162,10 @@ fn steps(plan: &ChildPlan, stdio: ChildStdio<'_>) -> Result<std::convert::Infall
     // Raising it back needs no privilege (proc(5)).
     reset_oom_score().map_err(fail(Step::OomScore))?;
 
+    // 2. Into the task's cgroup before anything else runs (v1; on v2 the
+    //    clone already placed us there).
+    nomad_shim::cgroup::join_with_fds(&plan.cgroup_procs).map_err(fail(Step::Cgroup))?;
+
     // fds 0-2: /dev/null and the log pipes.
     // (All three are fds above 2: 0-2 were open when the supervisor made
     // them, so dup2 gives new, inheritable copies.)
@@ -150,7 +173,9 @@ fn steps(plan: &ChildPlan, stdio: ChildStdio<'_>) -> Result<std::convert::Infall
     nix::unistd::dup2_stdout(stdio.stdout).map_err(fail(Step::Stdio))?;
     nix::unistd::dup2_stderr(stdio.stderr).map_err(fail(Step::Stdio))?;
 
-    nix::unistd::chdir(plan.cwd.as_c_str()).map_err(fail(Step::Chdir))?;
+    // 3-7. rlimits, network namespace, the root (bind mounts, /dev, /proc,
+    //    pivot_root), hostname, privileges, working directory.
+    plan.isolation.apply_in_child().map_err(Failed::Isolate)?;
 
     // Only fds 0-2 reach the task: everything above is marked close-on-exec
     // (close_range(2), CLOSE_RANGE_CLOEXEC) rather than closed, so that the
@@ -167,15 +192,11 @@ fn steps(plan: &ChildPlan, stdio: ChildStdio<'_>) -> Result<std::convert::Infall
             Errno::ENOENT | Errno::ENOTDIR | Errno::ESTALE | Errno::ELOOP | Errno::ENAMETOOLONG
                 if plan.candidates.len() > 1 => {}
             Errno::EACCES if plan.candidates.len() > 1 => seen_eacces = true,
-            e => return Err(fail(Step::Exec)(e)),
+            e => return Err(fail(Step::Exec)(e).into()),
         }
         last = e;
     }
-    Err(fail(Step::Exec)(if seen_eacces {
-        Errno::EACCES
-    } else {
-        last
-    }))
+    Err(fail(Step::Exec)(if seen_eacces { Errno::EACCES } else { last }).into())
 }
 
 fn reset_oom_score() -> nix::Result<()> {

@@ -16,6 +16,7 @@ use nix::sys::time::TimeSpec;
 use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFlags};
 use nix::sys::wait::{waitid, Id, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
+use nomad_shim::cgroup::TaskCgroup;
 use nomad_shim::protocol::{Reply, Request, MAX_LINE};
 use nomad_shim::state::{names, now_rfc3339, TaskDir, TaskState};
 use nomad_shim::sys::{wait4_nohang, Reaped};
@@ -69,6 +70,8 @@ pub struct Supervisor<'d> {
     dir: &'d TaskDir,
     /// Held for our whole life: the lock is what says "supervisor alive".
     _lock: File,
+    /// The task's cgroup: every process of the task, and nothing else.
+    cgroup: &'d TaskCgroup,
     spec: TaskSpec,
     state: TaskState,
     task: Pid,
@@ -89,6 +92,7 @@ impl<'d> Supervisor<'d> {
         spec: TaskSpec,
         state: TaskState,
         task: Pid,
+        cgroup: &'d TaskCgroup,
         signals: SignalFd,
         control: UnixListener,
         logs: [LogSink; 2],
@@ -104,6 +108,7 @@ impl<'d> Supervisor<'d> {
             spec,
             state,
             task,
+            cgroup,
             signals,
             control: Some(control),
             clients: Vec::new(),
@@ -222,7 +227,7 @@ impl<'d> Supervisor<'d> {
                 Ok(WaitStatus::StillAlive) | Err(_) => {}
                 Ok(_) => {
                     // Kill whatever is left of the task's process group.
-                    let _ = killpg(self.task, Signal::SIGKILL);
+                    self.kill_all();
                     if let Ok(Some(r)) = wait4_nohang(self.task.as_raw()) {
                         self.record(r);
                     }
@@ -239,6 +244,15 @@ impl<'d> Supervisor<'d> {
         }
     }
 
+    /// SIGKILL to every process of the task: the whole cgroup (v2
+    /// `cgroup.kill`, v1 freeze-kill-thaw), which catches daemons that left
+    /// the task's session; the process group too, in case the cgroup cannot
+    /// be written.
+    fn kill_all(&mut self) {
+        let _ = killpg(self.task, Signal::SIGKILL);
+        let _ = self.cgroup.kill_all();
+    }
+
     fn record(&mut self, r: Reaped) {
         let status = r.status;
         let (code, signal, core) = if libc::WIFEXITED(status) {
@@ -250,7 +264,7 @@ impl<'d> Supervisor<'d> {
             code,
             signal,
             core_dumped: Some(core),
-            oom_killed: Some(false),
+            oom_killed: Some(self.cgroup.oom_killed()),
             user_cpu_ns: Some(r.user_cpu_ns),
             system_cpu_ns: Some(r.system_cpu_ns),
             max_rss_kib: Some(r.max_rss_kib),
@@ -300,7 +314,7 @@ impl<'d> Supervisor<'d> {
         let _ = self.timer.wait();
         match std::mem::replace(&mut self.timer_for, Timer::Idle) {
             Timer::KillTimeout if !self.exited() => {
-                let _ = killpg(self.task, Signal::SIGKILL);
+                self.kill_all();
             }
             Timer::DrainDeadline => {
                 for i in 0..2 {
@@ -338,7 +352,7 @@ impl<'d> Supervisor<'d> {
         let signal = signal.unwrap_or(self.spec.kill_signal);
         let timeout = timeout.unwrap_or(self.spec.kill_timeout_duration());
         if signal == Signal::SIGKILL || timeout.is_zero() {
-            let _ = killpg(self.task, Signal::SIGKILL);
+            self.kill_all();
             return;
         }
         let _ = kill(self.task, signal);
@@ -410,7 +424,21 @@ impl<'d> Supervisor<'d> {
 
     fn handle(&mut self, req: Request) -> Reply {
         match req {
+            Request::Stats => match self.cgroup.stats() {
+                Ok(stats) => Reply {
+                    stats: Some(stats),
+                    ..Reply::ok()
+                },
+                Err(e) => Reply::error(e.to_string()),
+            },
+            Request::Update { resources } if !self.exited() => match self.cgroup.update(&resources)
+            {
+                Ok(()) => Reply::ok(),
+                Err(e) => Reply::error(e.to_string()),
+            },
+            Request::Update { .. } => Reply::error("not running: the task has exited"),
             Request::State => Reply {
+                stats: None,
                 ok: true,
                 error: None,
                 state: Some(self.state.clone()),
@@ -463,6 +491,9 @@ impl<'d> Supervisor<'d> {
             }
         }
         self.clients.clear();
+        // The exit is durable; now the cgroup goes. Should that fail, the
+        // state names the cgroup, and `rm` removes it.
+        let _ = self.cgroup.remove();
     }
 }
 

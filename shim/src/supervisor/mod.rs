@@ -28,10 +28,11 @@ use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::stat::Mode;
 use nix::unistd::{ForkResult, Pid};
+use nomad_shim::cgroup::{self, CgroupRoot, TaskCgroup};
 use nomad_shim::protocol::StartReply;
 use nomad_shim::spec::DEFAULT_PATH;
 use nomad_shim::state::{names, now_rfc3339, read_json, Root, TaskDir, TaskId, TaskState};
-use nomad_shim::{identity, Identity, Status, TaskSpec};
+use nomad_shim::{identity, isolate, Identity, Status, TaskSpec};
 
 use child::{ChildPlan, ChildStdio, ExecError};
 
@@ -41,7 +42,7 @@ const LOCK_RETRIES: u32 = 2000;
 
 /// A start that failed: reported on the sync pipe, then the supervisor exits.
 struct Failure {
-    step: &'static str,
+    step: std::borrow::Cow<'static, str>,
     errno: Option<Errno>,
     message: String,
 }
@@ -49,10 +50,15 @@ struct Failure {
 impl Failure {
     fn new(step: &'static str, errno: Option<Errno>, message: impl Into<String>) -> Failure {
         Failure {
-            step,
+            step: step.into(),
             errno,
             message: message.into(),
         }
+    }
+
+    fn with_step(mut self, step: String) -> Failure {
+        self.step = step.into();
+        self
     }
 
     fn errno(step: &'static str, what: impl std::fmt::Display, e: Errno) -> Failure {
@@ -84,7 +90,7 @@ pub fn main(root: &OsStr, id: &OsStr) -> ! {
         Ok(()) => 0,
         Err(f) => {
             report(&StartReply::Failed {
-                step: f.step.into(),
+                step: f.step.into_owned(),
                 errno: f.errno.map(|e| e as i32),
                 message: f.message,
             });
@@ -178,6 +184,41 @@ fn prepare_and_start(dir: &TaskDir, lock: File) -> Result<(), Failure> {
         .map_err(|e| Failure::new("identity", None, format!("read /proc/self/stat: {e}")))?;
     let mut state = TaskState::starting(dir.id().clone(), boot_id);
     state.supervisor = Some(me);
+
+    // The task's cgroup, with its limits, before anything of the task exists
+    // (DESIGN §5). The supervisor itself stays outside it: its memory does
+    // not count against the task, and it survives the task's OOM.
+    let cg_root = CgroupRoot::detect().map_err(|e| Failure::new("cgroup", None, e.to_string()))?;
+    let parent = spec
+        .cgroup_parent
+        .as_deref()
+        .unwrap_or(cgroup::DEFAULT_PARENT);
+    let (cgroup, _skipped) = TaskCgroup::create(
+        &cg_root,
+        parent,
+        dir.id().as_str(),
+        &spec.resources,
+        spec.best_effort_limits,
+    )
+    .map_err(|e| Failure::new("cgroup", None, e.to_string()))?;
+    state.cgroup = serde_json::to_value(cgroup.paths()).ok();
+    match start_in_cgroup(dir, lock, spec, state, me, &cgroup) {
+        Ok(()) => Ok(()),
+        Err(f) => {
+            let _ = cgroup.remove();
+            Err(f)
+        }
+    }
+}
+
+fn start_in_cgroup(
+    dir: &TaskDir,
+    lock: File,
+    spec: TaskSpec,
+    mut state: TaskState,
+    me: Identity,
+    cgroup: &TaskCgroup,
+) -> Result<(), Failure> {
     // Not fsynced: a crash now loses a task that never ran.
     dir.write_state(&state, false)
         .map_err(|e| Failure::new("state", None, e.to_string()))?;
@@ -219,8 +260,30 @@ fn prepare_and_start(dir: &TaskDir, lock: File) -> Result<(), Failure> {
     let (error_r, error_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC)
         .map_err(|e| Failure::errno("pipe", "error pipe", e))?;
 
-    let plan = child_plan(&spec)?;
-    let task_pid = match crate::sys::fork().map_err(|e| Failure::errno("fork", "task", e))? {
+    // Everything the child needs, made now: the isolation plan (task dir
+    // layout, mount list, credentials, capability sets), argv, envp, and
+    // the fds of the cgroup to join.
+    let isolation = isolate::prepare(&spec.isolation, spec.cwd.as_deref())
+        .map_err(|e| Failure::new("isolate", None, e.to_string()))?;
+    let (cgroup_procs, cgroup_dir) = match cgroup.dir_fd() {
+        Ok(Some(dir)) => (Vec::new(), Some(dir)),
+        Ok(None) => (
+            cgroup
+                .open_procs_files()
+                .map_err(|e| Failure::new("cgroup", None, e.to_string()))?,
+            None,
+        ),
+        Err(e) => return Err(Failure::new("cgroup", None, e.to_string())),
+    };
+    let plan = child_plan(&spec, isolation, cgroup_procs)?;
+
+    // clone3 rather than fork: the namespaces are made at birth (a pid
+    // namespace can only be entered by a new process), and on cgroup v2 the
+    // child is born in its cgroup (CLONE_INTO_CGROUP).
+    let flags = plan.isolation.clone_flags();
+    let task_pid = match crate::sys::clone3(flags, cgroup_dir.as_ref().map(|d| d.as_fd()))
+        .map_err(|e| Failure::errno("clone3", "task", e))?
+    {
         ForkResult::Child => child::run(
             &plan,
             ChildStdio {
@@ -234,21 +297,13 @@ fn prepare_and_start(dir: &TaskDir, lock: File) -> Result<(), Failure> {
     };
     // Our copies of the child's ends: the pipes must see EOF when the task
     // (and whatever inherited them) is gone.
-    drop((error_w, out_w, err_w, plan));
+    drop((error_w, out_w, err_w, cgroup_dir));
 
-    if let Some(e) = read_exec_error(&error_r) {
+    if let Some(f) = read_child_error(&error_r, &spec, &plan) {
         let _ = nix::sys::wait::waitpid(task_pid, None);
-        let what = match e.step {
-            child::Step::Exec => spec.program.clone(),
-            child::Step::Chdir => spec
-                .cwd
-                .as_ref()
-                .map_or("/".into(), |c| c.display().to_string()),
-            _ => "task".into(),
-        };
-        return Err(Failure::errno(e.step.name(), what, e.errno));
+        return Err(f);
     }
-    drop(error_r);
+    drop((error_r, plan));
 
     let task = Identity::of(task_pid.as_raw())
         .map_err(|e| Failure::new("identity", None, format!("read /proc/{task_pid}/stat: {e}")))?;
@@ -256,7 +311,7 @@ fn prepare_and_start(dir: &TaskDir, lock: File) -> Result<(), Failure> {
     state.task = Some(task);
     state.started_at = Some(now_rfc3339());
     if let Err(e) = dir.write_state(&state, true) {
-        let _ = nix::sys::signal::killpg(task_pid, Signal::SIGKILL);
+        let _ = cgroup.kill_all();
         let _ = nix::sys::wait::waitpid(task_pid, None);
         return Err(Failure::new("state", None, e.to_string()));
     }
@@ -275,6 +330,7 @@ fn prepare_and_start(dir: &TaskDir, lock: File) -> Result<(), Failure> {
         spec,
         state,
         Pid::from_raw(task.pid),
+        cgroup,
         signals,
         control,
         [stdout, stderr],
@@ -291,8 +347,8 @@ fn log_pipe() -> Result<(OwnedFd, OwnedFd), Failure> {
     Ok((r, w))
 }
 
-/// Reads the child's error record; `None` when the pipe closed at exec.
-fn read_exec_error(fd: &OwnedFd) -> Option<ExecError> {
+/// Reads the child's error record: `None` when the pipe closed at exec.
+fn read_child_error(fd: &OwnedFd, spec: &TaskSpec, plan: &ChildPlan) -> Option<Failure> {
     let mut buf = [0u8; ExecError::SIZE];
     let mut got = 0;
     while got < buf.len() {
@@ -304,17 +360,29 @@ fn read_exec_error(fd: &OwnedFd) -> Option<ExecError> {
         }
     }
     if got == 0 {
-        None
-    } else {
-        ExecError::decode(&buf[..got]).or(Some(ExecError {
-            step: child::Step::Exec,
-            errno: Errno::EIO,
-        }))
+        return None;
     }
+    if let Some(e) = isolate::StepError::decode(&buf) {
+        let failure = Failure::new("isolate", Some(e.errno), plan.isolation.describe(&e));
+        return Some(failure.with_step(e.step.to_string()));
+    }
+    let e = ExecError::decode(&buf[..got]).unwrap_or(ExecError {
+        step: child::Step::Exec,
+        errno: Errno::EIO,
+    });
+    let what = match e.step {
+        child::Step::Exec => spec.program.clone(),
+        _ => "task".into(),
+    };
+    Some(Failure::errno(e.step.name(), what, e.errno))
 }
 
 /// Everything the child needs, built before fork.
-fn child_plan(spec: &TaskSpec) -> Result<ChildPlan, Failure> {
+fn child_plan(
+    spec: &TaskSpec,
+    isolation: isolate::Plan,
+    cgroup_procs: Vec<OwnedFd>,
+) -> Result<ChildPlan, Failure> {
     let cstr = |s: &[u8]| {
         CString::new(s).map_err(|_| {
             Failure::new(
@@ -344,22 +412,23 @@ fn child_plan(spec: &TaskSpec) -> Result<ChildPlan, Failure> {
         .into_iter()
         .map(|a| cstr(a.as_bytes()))
         .collect::<Result<Vec<_>, _>>()?;
-    let mut envp = Vec::with_capacity(spec.env.len() + 1);
-    if !spec.env.contains_key("PATH") {
-        envp.push(cstr(format!("PATH={DEFAULT_PATH}").as_bytes())?);
+    // The spec's environment, plus PATH and the task user's HOME, USER and
+    // LOGNAME where the spec does not set them.
+    let mut env = spec.env.clone();
+    env.entry("PATH".into())
+        .or_insert_with(|| DEFAULT_PATH.into());
+    for (k, v) in isolation.env_defaults() {
+        env.entry(k.clone()).or_insert_with(|| v.clone());
     }
-    for (k, v) in &spec.env {
-        envp.push(cstr(format!("{k}={v}").as_bytes())?);
-    }
-    let cwd = cstr(
-        spec.cwd
-            .as_ref()
-            .map_or(b"/".as_slice(), |c| c.as_os_str().as_bytes()),
-    )?;
+    let envp = env
+        .iter()
+        .map(|(k, v)| cstr(format!("{k}={v}").as_bytes()))
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(ChildPlan {
         candidates,
         argv,
         envp,
-        cwd,
+        isolation,
+        cgroup_procs,
     })
 }
