@@ -73,6 +73,14 @@ enum Command {
         #[arg(long, value_parser = humantime::parse_duration)]
         timeout: Option<Duration>,
     },
+    /// CPU, memory and pids of a task's cgroup.
+    Stats {
+        /// Task id.
+        id: String,
+        /// The stats as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print a task's output.
     Logs {
         /// Task id.
@@ -128,6 +136,7 @@ pub fn main() -> i32 {
             signal,
             timeout,
         } => query::stop(&executor, &id, signal.as_deref(), timeout),
+        Command::Stats { id, json } => query::stats(&executor, &id, json),
         Command::Logs {
             id,
             stderr,

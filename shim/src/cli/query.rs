@@ -150,3 +150,52 @@ pub fn stop(
     executor.open(id)?.stop(sig, timeout)?;
     Ok(0)
 }
+
+/// `stats ID [--json]`: two samples 100 ms apart give the CPU rate.
+pub fn stats(executor: &Executor, id: &str, json: bool) -> Result<i32, Error> {
+    let task = executor.open(id)?;
+    let first = task.stats()?;
+    let t0 = std::time::Instant::now();
+    std::thread::sleep(Duration::from_millis(100));
+    let second = task.stats()?;
+    let cpu_percent = nomad_shim::cgroup::cpu_percent(&first, &second, t0.elapsed());
+    if json {
+        let mut v = serde_json::to_value(&second).unwrap_or_default();
+        v["cpu_percent"] = serde_json::json!(cpu_percent);
+        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        return Ok(0);
+    }
+    if let Some(cpu) = &second.cpu {
+        println!(
+            "cpu:       {:.1}% now; {:.3}s user, {:.3}s system in all",
+            cpu_percent.unwrap_or(0.0),
+            cpu.user_ns as f64 / 1e9,
+            cpu.system_ns as f64 / 1e9
+        );
+        if cpu.nr_periods > 0 {
+            println!(
+                "throttled: {} of {} periods, {:.3}s",
+                cpu.nr_throttled,
+                cpu.nr_periods,
+                cpu.throttled_ns as f64 / 1e9
+            );
+        }
+    }
+    if let Some(m) = &second.memory {
+        println!(
+            "memory:    {} now, {} peak ({} rss, {} cache)",
+            kib(m.current),
+            kib(m.peak.unwrap_or(0)),
+            kib(m.rss),
+            kib(m.cache)
+        );
+    }
+    if let Some(p) = &second.pids {
+        println!("pids:      {}", p.current);
+    }
+    Ok(0)
+}
+
+fn kib(bytes: u64) -> String {
+    format!("{} KiB", bytes / 1024)
+}

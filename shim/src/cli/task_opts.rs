@@ -5,6 +5,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
+use nomad_shim::cgroup::Resources;
+use nomad_shim::isolate::{self, IsolationSpec};
 use nomad_shim::spec::parse_signal;
 use nomad_shim::{Error, Executor, LogPolicy, TaskSpec};
 
@@ -32,6 +34,75 @@ pub struct TaskOpts {
     /// Size at which a log file is rotated, e.g. 10M
     #[arg(long, default_value = "10M", value_parser = parse_size)]
     log_max_size: u64,
+    /// Run as this user, by name or uid [user]
+    #[arg(long, value_name = "NAME|UID")]
+    user: Option<String>,
+    /// Primary group, by name or gid [default: the user's]
+    #[arg(long, value_name = "NAME|GID")]
+    group: Option<String>,
+
+    /// Memory hard limit, e.g. 256M
+    #[arg(long, value_name = "BYTES", value_parser = parse_size, help_heading = "Resources")]
+    memory: Option<u64>,
+    /// Memory soft limit (v2 memory.high, v1 soft_limit_in_bytes)
+    #[arg(long, value_name = "BYTES", value_parser = parse_size, help_heading = "Resources")]
+    memory_reservation: Option<u64>,
+    /// Swap allowed beyond --memory
+    #[arg(long, value_name = "BYTES", value_parser = parse_size, help_heading = "Resources")]
+    memory_swap: Option<u64>,
+    /// Relative CPU weight, Nomad's cpu (MHz) [v1 cpu.shares; v2 cpu.weight, converted]
+    #[arg(long, value_name = "N", help_heading = "Resources")]
+    cpu_shares: Option<u64>,
+    /// CPU quota in cores, e.g. 1.5
+    #[arg(long, value_name = "FLOAT", help_heading = "Resources")]
+    cpus: Option<f64>,
+    /// CPUs the task may run on, e.g. 0-1
+    #[arg(long, value_name = "LIST", help_heading = "Resources")]
+    cpuset_cpus: Option<String>,
+    /// Memory nodes the task may use, e.g. 0
+    #[arg(long, value_name = "LIST", help_heading = "Resources")]
+    cpuset_mems: Option<String>,
+    /// Most processes and threads at once
+    #[arg(long, value_name = "N", help_heading = "Resources")]
+    pids_limit: Option<u64>,
+    /// IO weight, 1-10000 (v1 blkio weight, scaled)
+    #[arg(long, value_name = "N", help_heading = "Resources")]
+    io_weight: Option<u16>,
+    /// Skip limits the host cannot enforce (with a warning) instead of failing
+    #[arg(long, help_heading = "Resources")]
+    best_effort_limits: bool,
+
+    /// The task's directory; alloc/ local/ secrets/ tmp/ are made in it
+    #[arg(long, value_name = "DIR", help_heading = "Isolation")]
+    task_dir: Option<PathBuf>,
+    /// The allocation's shared directory, mounted at alloc/ in the task dir
+    #[arg(long, value_name = "DIR", help_heading = "Isolation")]
+    alloc_dir: Option<PathBuf>,
+    /// Isolate the filesystem: pivot_root into --task-dir built from the chroot env
+    #[arg(long, requires = "task_dir", help_heading = "Isolation")]
+    chroot: bool,
+    /// Host path bound read-only into the chroot (repeatable) [chroot_env; default: Nomad's list]
+    #[arg(long, value_name = "SRC[:DST]", value_parser = parse_bind, help_heading = "Isolation")]
+    chroot_env: Vec<isolate::BindSpec>,
+    /// Extra namespaces: any of pid,ipc,uts
+    #[arg(long, value_name = "LIST", value_delimiter = ',', value_parser = ["pid", "ipc", "uts"], help_heading = "Isolation")]
+    ns: Vec<String>,
+    /// Join this network namespace (e.g. /run/netns/NAME)
+    #[arg(long, value_name = "PATH", help_heading = "Isolation")]
+    netns: Option<PathBuf>,
+    /// Hostname in the task's UTS namespace (needs --ns uts)
+    #[arg(long, value_name = "NAME", help_heading = "Isolation")]
+    hostname: Option<String>,
+    /// Add a capability (repeatable) [cap_add]
+    #[arg(long, value_name = "CAP", help_heading = "Isolation")]
+    cap_add: Vec<String>,
+    /// Drop a capability (repeatable) [cap_drop]
+    #[arg(long, value_name = "CAP", help_heading = "Isolation")]
+    cap_drop: Vec<String>,
+    /// A resource limit, e.g. nofile=1024:4096 (repeatable)
+    #[arg(long, value_name = "NAME=SOFT[:HARD]", value_parser = parse_rlimit, help_heading = "Isolation")]
+    rlimit: Vec<isolate::RlimitSpec>,
+
     /// The program and its arguments
     #[arg(last = true, required = true, value_name = "PROGRAM [ARGS]...")]
     command: Vec<String>,
@@ -55,6 +126,39 @@ impl TaskOpts {
         if let Some(cwd) = &self.cwd {
             spec.cwd(cwd);
         }
+        if let Some(user) = &self.user {
+            spec.user(user);
+        }
+        if let Some(group) = &self.group {
+            spec.group(group);
+        }
+        spec.resources(Resources {
+            memory_max: self.memory,
+            memory_reservation: self.memory_reservation,
+            memory_swap: self.memory_swap,
+            cpu_shares: self.cpu_shares,
+            cpus: self.cpus,
+            cpuset_cpus: self.cpuset_cpus.clone(),
+            cpuset_mems: self.cpuset_mems.clone(),
+            pids_max: self.pids_limit,
+            io_weight: self.io_weight,
+        });
+        spec.best_effort_limits = self.best_effort_limits;
+        spec.isolation(IsolationSpec {
+            chroot: self.chroot,
+            chroot_env: self.chroot_env.clone(),
+            task_dir: self.task_dir.clone(),
+            alloc_dir: self.alloc_dir.clone(),
+            pid: self.ns.iter().any(|n| n == "pid"),
+            ipc: self.ns.iter().any(|n| n == "ipc"),
+            uts: self.ns.iter().any(|n| n == "uts"),
+            netns: self.netns.clone(),
+            hostname: self.hostname.clone(),
+            cap_add: self.cap_add.clone(),
+            cap_drop: self.cap_drop.clone(),
+            rlimits: self.rlimit.clone(),
+            ..IsolationSpec::default()
+        });
         spec
     }
 }
@@ -64,6 +168,37 @@ pub fn start(executor: &Executor, opts: TaskOpts) -> Result<i32, Error> {
     let task = executor.start(&opts.spec())?;
     println!("{}", task.id());
     Ok(0)
+}
+
+fn parse_bind(s: &str) -> Result<isolate::BindSpec, String> {
+    let (src, dst) = s.split_once(':').unwrap_or((s, s));
+    Ok(isolate::BindSpec {
+        src: src.into(),
+        dst: dst.into(),
+    })
+}
+
+fn parse_rlimit(s: &str) -> Result<isolate::RlimitSpec, String> {
+    let (name, limits) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?} is not NAME=SOFT[:HARD]"))?;
+    let num = |v: &str| -> Result<u64, String> {
+        match v {
+            "unlimited" | "infinity" => Ok(u64::MAX),
+            v => v
+                .parse()
+                .map_err(|_| format!("{v:?} is not a number (or unlimited)")),
+        }
+    };
+    let (soft, hard) = match limits.split_once(':') {
+        Some((soft, hard)) => (num(soft)?, num(hard)?),
+        None => (num(limits)?, num(limits)?),
+    };
+    Ok(isolate::RlimitSpec {
+        resource: name.to_owned(),
+        soft,
+        hard,
+    })
 }
 
 fn parse_env(s: &str) -> Result<(String, String), String> {

@@ -42,10 +42,13 @@ pub fn bind_control(dir: &TaskDir) -> nix::Result<UnixListener> {
         nix::unistd::UnlinkatFlags::NoRemoveDir,
     );
     let path = format!("/proc/self/fd/{}/{}", dir.fd().as_raw_fd(), names::CONTROL);
-    let listener = UnixListener::bind(path)
+    let listener = UnixListener::bind(&path)
         .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))?;
     listener
         .set_nonblocking(true)
+        .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))?;
+    // Only root (the owner) may connect: connect(2) needs write permission.
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
         .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))?;
     Ok(listener)
 }

@@ -118,7 +118,10 @@ fn supervise(root: &Path, id: &OsStr) -> Result<(), Failure> {
     // Lower our own OOM score where permitted: killing the supervisor would
     // lose the task's exit. The child puts its own back to 0.
     let _ = std::fs::write("/proc/self/oom_score_adj", b"-999");
-    nix::sys::stat::umask(Mode::from_bits_truncate(0o077));
+    // The conventional umask, which the task inherits. Every file of the
+    // supervisor's own gets an explicit mode (state 0644, spec 0600, logs
+    // 0640, control socket 0600, all in a 0700 directory).
+    nix::sys::stat::umask(Mode::from_bits_truncate(0o022));
 
     let id = id
         .to_str()
