@@ -163,6 +163,10 @@ impl Executor {
                     _ => intermediate_status,
                 };
                 if !dir.lock_is_held().unwrap_or(true) {
+                    // The supervisor may have died after the task was forked:
+                    // reconcile kills whatever its state names (the cgroup)
+                    // before the directory goes.
+                    let _ = crate::task::reconcile(&dir);
                     let _ = dir.remove();
                 }
                 Err(Error::SupervisorVanished { id, detail })
@@ -233,7 +237,7 @@ impl Executor {
             // interrupted is finished here (removing a gone cgroup is a no-op).
             Ok(state) => {
                 if let Some(cg) = &state.cgroup {
-                    crate::task::remove_cgroup(cg)?;
+                    crate::task::remove_cgroup(cg, &state.id)?;
                 }
             }
             // A broken task directory can only be removed on purpose.

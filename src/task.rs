@@ -416,6 +416,12 @@ pub(crate) fn reconcile(dir: &TaskDir) -> Result<TaskState> {
             .map_or_else(|| "during start".to_owned(), |s| format!("(pid {})", s.pid));
         format!("the supervisor {sup} died before recording the task's exit; {killed}")
     };
+    // Nobody listens on it any more.
+    let _ = nix::unistd::unlinkat(
+        dir.fd(),
+        names::CONTROL,
+        nix::unistd::UnlinkatFlags::NoRemoveDir,
+    );
     state.status = Status::Lost;
     state.finished_at = Some(now_rfc3339());
     state.exit = Some(ExitRecord::lost(reason));
@@ -430,7 +436,7 @@ pub(crate) fn reconcile(dir: &TaskDir) -> Result<TaskState> {
 /// been reused).
 fn kill_leftovers(state: &TaskState) -> String {
     if let Some(paths) = &state.cgroup {
-        match remove_cgroup(paths) {
+        match remove_cgroup(paths, &state.id) {
             Ok(()) => return "what was left of the task was killed and its cgroup removed".into(),
             Err(e) => return format!("its cgroup could not be cleaned up: {e}"),
         }
@@ -457,15 +463,32 @@ fn kill_leftovers(state: &TaskState) -> String {
 
 /// Kills everything in a task's cgroup (as recorded in its state) and
 /// removes it. A cgroup that is already gone is fine.
-pub(crate) fn remove_cgroup(paths: &serde_json::Value) -> Result<()> {
+pub(crate) fn remove_cgroup(paths: &serde_json::Value, id: &TaskId) -> Result<()> {
     use crate::cgroup::{CgroupPaths, CgroupRoot, TaskCgroup};
-    let paths: CgroupPaths = serde_json::from_value(paths.clone()).map_err(|e| Error::Io {
-        op: "parse cgroup of",
+    let bad = |why: String| Error::Io {
+        op: "refuse cgroup",
         what: paths.to_string(),
-        source: e.into(),
-    })?;
+        source: std::io::Error::new(std::io::ErrorKind::InvalidData, why),
+    };
+    let parsed: CgroupPaths = serde_json::from_value(paths.clone())
+        .map_err(|e| bad(format!("not a cgroup path: {e}")))?;
+    // The file could have been edited: only ever kill a cgroup that is the
+    // task's own, `<parent>/<id>` — never a parent, never someone else's.
+    let dirs: Vec<&std::path::Path> = match &parsed {
+        CgroupPaths::V2(p) => vec![p.as_path()],
+        CgroupPaths::V1(m) => m.values().map(|p| p.as_path()).collect(),
+    };
+    if dirs.is_empty()
+        || dirs
+            .iter()
+            .any(|d| d.file_name().and_then(|n| n.to_str()) != Some(id.as_str()))
+    {
+        return Err(bad(format!(
+            "a task's cgroup must be named after the task ({id})"
+        )));
+    }
     let root = CgroupRoot::detect()?;
-    let cg = TaskCgroup::from_paths(&root, &paths)?;
+    let cg = TaskCgroup::from_paths(&root, &parsed)?;
     cg.remove()?;
     Ok(())
 }

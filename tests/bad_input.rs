@@ -368,3 +368,79 @@ fn a_lock_held_by_someone_else_is_reported() {
         Status::Lost
     );
 }
+
+#[test]
+fn a_tampered_cgroup_path_in_state_json_is_never_killed() {
+    if !root_or_skip("a_tampered_cgroup_path_in_state_json_is_never_killed") {
+        return;
+    }
+    use nomad_shim::cgroup::{CgroupRoot, Resources, TaskCgroup};
+    let root = TestRoot::new();
+    // A victim: a process in a cgroup that is not the task's.
+    let cg_root = CgroupRoot::detect().unwrap();
+    let (victim_cg, _) = TaskCgroup::create(
+        &cg_root,
+        &root.cgroup_parent,
+        "victim",
+        &Resources::default(),
+        false,
+    )
+    .unwrap();
+    let mut victim = common::spawn(Command::new("/bin/sleep").arg("1000"));
+    victim_cg.add_pid(victim.id() as i32).unwrap();
+    // A task whose state says running under a dead supervisor, and names
+    // the victim's cgroup as its own.
+    let mut t = root
+        .exec
+        .start(TaskSpec::new("/bin/true").id("src"))
+        .unwrap();
+    t.wait().unwrap();
+    let mut v: serde_json::Value =
+        serde_json::from_slice(&fs::read(t.dir().join("state.json")).unwrap()).unwrap();
+    v["id"] = "tampered".into();
+    v["status"] = "running".into();
+    v["exit"] = serde_json::Value::Null;
+    v["supervisor"] = serde_json::to_value(Identity {
+        pid: 2,
+        start_time: 0,
+    })
+    .unwrap();
+    v["cgroup"] = serde_json::to_value(victim_cg.paths()).unwrap();
+    let dir = root.path().join("tampered");
+    fs::create_dir(&dir).unwrap();
+    fs::write(dir.join("state.json"), serde_json::to_vec(&v).unwrap()).unwrap();
+
+    let state = root.exec.open("tampered").unwrap().state().unwrap();
+    assert_eq!(state.status, Status::Lost);
+    let reason = state.exit.unwrap().error.unwrap();
+    assert!(reason.contains("must be named after the task"), "{reason}");
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    assert!(common::alive(victim.id() as i32), "the victim was killed");
+    assert_eq!(victim_cg.pids().unwrap(), vec![victim.id() as i32]);
+    victim.kill().unwrap();
+    victim.wait().unwrap();
+    common::disown(victim.id() as i32);
+    victim_cg.remove().unwrap();
+}
+
+#[test]
+fn a_fifo_in_place_of_spec_json_does_not_hang_ps() {
+    if !root_or_skip("a_fifo_in_place_of_spec_json_does_not_hang_ps") {
+        return;
+    }
+    let root = TestRoot::new();
+    let mut t = root.exec.start(TaskSpec::new("/bin/true").id("f")).unwrap();
+    t.wait().unwrap();
+    fs::remove_file(t.dir().join("spec.json")).unwrap();
+    nix::unistd::mkfifo(
+        &t.dir().join("spec.json"),
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+    )
+    .unwrap();
+    let out = common::output(root.cli().arg("ps"));
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("exited"),
+        "{out:?}"
+    );
+}

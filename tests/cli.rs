@@ -179,3 +179,25 @@ fn errors_are_one_line_with_the_documented_exit_codes() {
     assert_eq!(out.status.code(), Some(125));
     assert!(text(&out.stderr).contains("unknown signal"), "{out:?}");
 }
+
+#[test]
+fn usage_errors_are_one_line_and_exit_125() {
+    if !root_or_skip("usage_errors_are_one_line_and_exit_125") {
+        return;
+    }
+    let root = TestRoot::new();
+    for args in [
+        vec!["run", "--env", "NOEQ", "--", "true"],
+        vec!["frob"],
+        vec!["run", "--kill-timeout", "5", "--", "true"],
+        vec!["run", "--ns", "net", "--", "true"],
+    ] {
+        let out = common::output(root.cli().args(&args));
+        assert_eq!(out.status.code(), Some(125), "{args:?}: {out:?}");
+        let err = text(&out.stderr);
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        assert!(err.starts_with("nomad-shim: "), "{err}");
+    }
+    let out = common::output(root.cli().arg("--help"));
+    assert_eq!(out.status.code(), Some(0));
+}

@@ -471,7 +471,7 @@ impl TaskDir {
             Err(Errno::ELOOP) | Err(Errno::ENOTDIR) => {
                 return Err(StateError::NotRegular {
                     path,
-                    kind: "not a directory (or a symbolic link)",
+                    kind: "something other than a directory (a symbolic link?)",
                 })
             }
             Err(e) => return Err(StateError::io("open task directory", path, e.into())),

@@ -22,7 +22,7 @@ use nomad_shim::{Error, Executor, Task};
 use super::{exit_code, task_opts::TaskOpts};
 
 /// `run`: start, copy the output while it runs, exit with the task's code.
-pub fn run(executor: &Executor, opts: TaskOpts) -> Result<i32, Error> {
+pub fn run(executor: &Executor, opts: TaskOpts, rm: bool) -> Result<i32, Error> {
     let mut task = executor.start(&opts.spec())?;
     let id = task.id().to_string();
     // Ctrl-C and friends go to the task, not to us: the task decides.
@@ -49,6 +49,9 @@ pub fn run(executor: &Executor, opts: TaskOpts) -> Result<i32, Error> {
         signal_hook::low_level::unregister(id);
     }
     let exit = task.wait()?;
+    if rm {
+        executor.remove(&id, false)?;
+    }
     Ok(exit_code(&id, &exit))
 }
 

@@ -32,7 +32,13 @@ struct Cli {
 enum Command {
     /// Start a task, wait for it, and exit with its code (128+N if signal N ended it).
     /// Its output is copied to this terminal; Ctrl-C is passed on to the task.
-    Run(task_opts::TaskOpts),
+    Run {
+        /// Remove the task's state once it has ended.
+        #[arg(long)]
+        rm: bool,
+        #[command(flatten)]
+        opts: task_opts::TaskOpts,
+    },
     /// Start a task detached and print its id.
     Start(task_opts::TaskOpts),
     /// List tasks.
@@ -110,7 +116,10 @@ pub const EXIT_ERROR: i32 = 125;
 
 /// Runs the CLI; returns the process exit code.
 pub fn main() -> i32 {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(e),
+    };
     let mut executor = match &cli.root {
         Some(root) => Executor::with_root(root),
         None => match Executor::new() {
@@ -122,7 +131,7 @@ pub fn main() -> i32 {
         executor = executor.cgroup_parent(parent);
     }
     let result = match cli.command {
-        Command::Run(opts) => follow::run(&executor, opts),
+        Command::Run { rm, opts } => follow::run(&executor, opts, rm),
         Command::Start(opts) => task_opts::start(&executor, opts),
         Command::Ps { json } => query::ps(&executor, json),
         Command::Inspect { id, json } => query::inspect(&executor, &id, json),
@@ -146,6 +155,25 @@ pub fn main() -> i32 {
         Command::Rm { id, force } => executor.remove(&id, force).map(|()| 0),
     };
     result.unwrap_or_else(|e| fail(&e))
+}
+
+/// Help and version go to stdout (exit 0); a usage error is one line on
+/// stderr and exit 125, like every other error of nomad-shim itself.
+fn usage_error(e: clap::Error) -> i32 {
+    use clap::error::ErrorKind;
+    match e.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+            let _ = e.print();
+            0
+        }
+        _ => {
+            let text = e.render().to_string();
+            let first = text.lines().next().unwrap_or("invalid arguments");
+            let first = first.strip_prefix("error: ").unwrap_or(first);
+            eprintln!("nomad-shim: {first} (see nomad-shim --help)");
+            EXIT_ERROR
+        }
+    }
 }
 
 /// Prints the error and picks the exit code.

@@ -65,11 +65,17 @@ pub fn ps(executor: &Executor, json: bool) -> Result<i32, Error> {
 }
 
 /// The task's command line from its spec, for `ps`.
+/// Read like every task file: relative to the directory, no symlink, no
+/// FIFO, bounded size.
 fn command_of(executor: &Executor, id: &str) -> String {
-    let path = executor.root().join(id).join(names::SPEC);
-    std::fs::read(&path)
+    let root = nomad_shim::state::Root::new(executor.root());
+    nomad_shim::TaskId::new(id)
         .ok()
-        .and_then(|b| serde_json::from_slice::<nomad_shim::TaskSpec>(&b).ok())
+        .and_then(|id| root.open_task_dir(&id).ok())
+        .and_then(|dir| {
+            nomad_shim::state::read_json::<nomad_shim::TaskSpec>(dir.fd(), dir.path(), names::SPEC)
+                .ok()
+        })
         .map(|s| s.argv().join(" "))
         .unwrap_or_default()
         .chars()

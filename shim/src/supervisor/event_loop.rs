@@ -240,7 +240,13 @@ impl<'d> Supervisor<'d> {
         // Everyone else: the task's orphans, re-parented to us.
         loop {
             match wait4_nohang(-1) {
-                Ok(Some(r)) if r.pid == self.task.as_raw() && !self.exited() => self.record(r),
+                Ok(Some(r)) if r.pid == self.task.as_raw() && !self.exited() => {
+                    // It exited between the look above and this reap: its
+                    // pid no longer pins the group, so only the cgroup is
+                    // killed (it holds nothing but the task's processes).
+                    let _ = self.cgroup.kill_all();
+                    self.record(r);
+                }
                 Ok(Some(_)) => {}
                 Ok(None) | Err(_) => break,
             }
