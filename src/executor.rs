@@ -272,8 +272,8 @@ fn read_reply(read_end: OwnedFd) -> std::io::Result<Option<StartReply>> {
 }
 
 /// Finds the binary: `explicit`, then `$NOMAD_SHIM`, then next to the current
-/// executable (and, for test binaries under `target/*/deps`, one level up),
-/// then `$PATH`.
+/// executable (and, for test binaries and examples under `target/<profile>/deps`
+/// or `examples`, one level up), then `$PATH`.
 pub fn find_shim(explicit: Option<&Path>) -> Result<PathBuf> {
     let mut tried = Vec::new();
     let mut candidates: Vec<PathBuf> = Vec::new();
@@ -286,7 +286,10 @@ pub fn find_shim(explicit: Option<&Path>) -> Result<PathBuf> {
         if let Ok(exe) = std::env::current_exe() {
             if let Some(dir) = exe.parent() {
                 candidates.push(dir.join(SHIM_NAME));
-                if dir.file_name().is_some_and(|n| n == "deps") {
+                if dir
+                    .file_name()
+                    .is_some_and(|n| n == "deps" || n == "examples")
+                {
                     if let Some(up) = dir.parent() {
                         candidates.push(up.join(SHIM_NAME));
                     }

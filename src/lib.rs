@@ -26,6 +26,8 @@
 //! use nomad_shim::{Executor, TaskSpec, TaskExit};
 //!
 //! let executor = Executor::new()?; // /run/nomad-shim as root
+//! # // Tests use a cgroup parent of their own, removed at the end.
+//! # let executor = executor.cgroup_parent(format!("nomad-shim-doctest-{}", std::process::id()));
 //! let mut spec = TaskSpec::new("/bin/sh");
 //! spec.args(["-c", "echo hello; exit 3"]);
 //! let mut task = executor.start(&spec)?;
@@ -36,7 +38,11 @@
 //! let exit = task.wait()?;
 //! assert_eq!(exit.code(), Some(3));
 //! assert!(matches!(exit, TaskExit::Exited(_)));
+//! # let cgroup = task.state()?.cgroup.expect("every task has a cgroup");
 //! executor.remove(id.as_str(), false)?;
+//! # let cgroup: nomad_shim::cgroup::CgroupPaths = serde_json::from_value(cgroup).unwrap();
+//! # let cg_root = nomad_shim::cgroup::CgroupRoot::detect()?;
+//! # nomad_shim::cgroup::TaskCgroup::from_paths(&cg_root, &cgroup)?.remove_parents_if_empty()?;
 //! # while nix::sys::wait::waitpid(None, None).is_ok() {}
 //! # Ok(())
 //! # }

@@ -6,5 +6,7 @@ mod common;
 
 mod bad_input;
 mod cli;
+mod isolation;
 mod lifecycle;
+mod limits;
 mod recovery;

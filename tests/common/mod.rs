@@ -222,7 +222,8 @@ impl TestRoot {
     /// subcommand and its arguments.
     pub fn agent(&self) -> Command {
         let mut c = Command::new(agent());
-        c.arg("--cgroup-parent")
+        c.env("NOMAD_SHIM", shim())
+            .arg("--cgroup-parent")
             .arg(&self.cgroup_parent)
             .arg(self.path());
         c
