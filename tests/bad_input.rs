@@ -444,3 +444,67 @@ fn a_fifo_in_place_of_spec_json_does_not_hang_ps() {
         "{out:?}"
     );
 }
+
+/// Runs `script` under `sh` in a private mount namespace (nothing to clean
+/// up in the host's mount table) with a tmpfs of `size` at `dir`.
+fn in_small_tmpfs(dir: &std::path::Path, size: &str, script: &str) -> std::process::Output {
+    fs::create_dir_all(dir).unwrap();
+    let full = format!(
+        "mount -t tmpfs -o size={size} tmpfs {} && {script}",
+        dir.display()
+    );
+    common::output(Command::new("unshare").args([
+        "--mount",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        &full,
+    ]))
+}
+
+#[test]
+fn a_full_disk_fails_a_start_clearly() {
+    if !root_or_skip("a_full_disk_fails_a_start_clearly") {
+        return;
+    }
+    let root = TestRoot::new();
+    let d = root.path().with_file_name("full");
+    let script = format!(
+        "head -c 100M /dev/zero > {d}/fill 2>/dev/null; exec {shim} --root {d}/root --cgroup-parent {cg} start -- /bin/true",
+        d = d.display(),
+        shim = common::shim().display(),
+        cg = root.cgroup_parent
+    );
+    let out = in_small_tmpfs(&d, "64k", &script);
+    assert_eq!(out.status.code(), Some(125), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("No space left on device") && err.contains(&d.display().to_string()),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_task_that_fills_the_disk_still_has_its_exact_exit_recorded() {
+    if !root_or_skip("a_task_that_fills_the_disk_still_has_its_exact_exit_recorded") {
+        return;
+    }
+    let root = TestRoot::new();
+    let d = root.path().with_file_name("filling");
+    // The task writes 4 MiB of output into a 512 KiB filesystem, then
+    // exits 7; the exit must still be recorded, exactly.
+    let script = format!(
+        "{shim} --root {d}/root --cgroup-parent {cg} run --id t -- sh -c 'head -c 4M /dev/zero; exit 7' >/dev/null; echo rc=$?; {shim} --root {d}/root inspect t --json",
+        d = d.display(),
+        shim = common::shim().display(),
+        cg = root.cgroup_parent
+    );
+    let out = in_small_tmpfs(&d, "512k", &script);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("rc=7"), "{out:?}");
+    let json = &text[text.find('{').expect("inspect printed the state")..];
+    let v: serde_json::Value = serde_json::from_str(json).unwrap();
+    assert_eq!(v["status"], "exited", "{v}");
+    assert_eq!(v["exit"]["code"], 7, "{v}");
+}

@@ -121,7 +121,7 @@ fn stop_with_signal_and_timeout_and_rm_force() {
     let t0 = std::time::Instant::now();
     let out = common::output(root.cli().args(["stop", "s", "--timeout", "200ms"]));
     assert!(out.status.success(), "{out:?}");
-    assert!(t0.elapsed() < Duration::from_secs(5));
+    assert!(t0.elapsed() < common::scaled(Duration::from_secs(5)));
     let v: serde_json::Value =
         serde_json::from_slice(&common::output(root.cli().args(["inspect", "s", "--json"])).stdout)
             .unwrap();

@@ -119,7 +119,7 @@ fn a_fork_bomb_is_contained_by_the_pids_limit_and_killed_in_under_a_second() {
     // failed fork and the bomb burns out).
     let bomb = "import os, time\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        time.sleep(0.05)";
     let mut task = root.exec.start(&spec(PYTHON, &["-c", bomb], r)).unwrap();
-    std::thread::sleep(Duration::from_millis(1500));
+    std::thread::sleep(common::scaled(Duration::from_millis(1500)));
     let state = task.state().unwrap();
     assert_eq!(state.status, Status::Running, "the bomb took the task down");
     let current: u64 = read(cg_file(&state, "pids", "pids.current"))
@@ -140,7 +140,7 @@ fn a_fork_bomb_is_contained_by_the_pids_limit_and_killed_in_under_a_second() {
     let took = t0.elapsed();
     assert_eq!(exit.signal(), Some(libc::SIGKILL));
     assert!(
-        took < Duration::from_secs(1),
+        took < common::scaled(Duration::from_secs(1)),
         "killing the bomb took {took:?}"
     );
     assert_cgroup_gone(&state);

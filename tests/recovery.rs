@@ -84,7 +84,10 @@ fn an_exit_while_no_agent_lives_is_known_later_at_once() {
     assert!(out.status.success(), "{out:?}");
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["code"], 9, "{v}");
-    assert!(v["wait_ms"].as_f64().unwrap() < 100.0, "{v}");
+    assert!(
+        v["wait_ms"].as_f64().unwrap() < 100.0 * common::time_scale(),
+        "{v}"
+    );
 }
 
 #[test]

@@ -140,6 +140,19 @@ pub(crate) fn open_dir_path(dir: &Path) -> Result<OwnedFd> {
         })
 }
 
+/// `mkdir` of a parent level: another supervisor may be making the same
+/// parent at the same moment, so one that exists already is fine. Returns
+/// whether this call made it.
+pub(crate) fn mkdir_parent(root: &CgroupRoot, path: &Path) -> Result<bool> {
+    match mkdir(root, path) {
+        Ok(()) => Ok(true),
+        Err(Error::Mkdir { cause, .. }) if cause.kind() == std::io::ErrorKind::AlreadyExists => {
+            Ok(false)
+        }
+        Err(e) => Err(e),
+    }
+}
+
 /// `mkdir` of a cgroup. With a fixture root, copy the parent's regular files into
 /// the new directory, as cgroupfs gives a new cgroup its control files.
 pub(crate) fn mkdir(root: &CgroupRoot, path: &Path) -> Result<()> {

@@ -202,7 +202,11 @@ impl Cgroup {
                 if !last && dir.is_dir() {
                     continue; // an existing parent: not ours, not touched
                 }
-                files::mkdir(&self.root, &dir)?;
+                if last {
+                    files::mkdir(&self.root, &dir)?;
+                } else if !files::mkdir_parent(&self.root, &dir)? {
+                    continue; // made a moment ago by a concurrent start
+                }
                 created.push(dir.clone());
                 if is_cpuset {
                     for file in ["cpuset.cpus", "cpuset.mems"] {

@@ -133,8 +133,12 @@ impl Cgroup {
         let mut created = Vec::new();
         let result = (|| {
             for dir in &to_create {
-                files::mkdir(root, dir)?;
-                created.push(dir.clone());
+                if *dir == cg.dir() {
+                    files::mkdir(root, dir)?;
+                    created.push(dir.clone());
+                } else if files::mkdir_parent(root, dir)? {
+                    created.push(dir.clone());
+                }
                 if *dir != cg.dir() {
                     for c in &enabled {
                         write(&dir.join("cgroup.subtree_control"), &format!("+{c}"))?;

@@ -53,16 +53,21 @@ pub fn write_atomic(
     let tmp = format!(".{name}.tmp");
     let io =
         |op: &'static str, file: &str, e: Errno| StateError::io(op, dir_path.join(file), e.into());
+    // Not O_TRUNC: a temporary file reserved by `reserve` keeps its blocks
+    // until the write is in, so that a full disk cannot refuse it; it is cut
+    // to size after.
     let fd = openat(
         dir,
         tmp.as_str(),
-        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_TRUNC | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
         Mode::from_bits_truncate(mode),
     )
     .map_err(|e| io("create", &tmp, e))?;
     let mut file = File::from(fd);
     file.write_all(bytes)
         .map_err(|e| StateError::io("write", dir_path.join(&tmp), e))?;
+    file.set_len(bytes.len() as u64)
+        .map_err(|e| StateError::io("truncate", dir_path.join(&tmp), e))?;
     if durable {
         file.sync_all()
             .map_err(|e| StateError::io("fsync", dir_path.join(&tmp), e))?;
@@ -73,6 +78,34 @@ pub fn write_atomic(
         nix::unistd::fsync(dir)
             .map_err(|e| StateError::io("fsync directory", dir_path.to_path_buf(), e.into()))?;
     }
+    Ok(())
+}
+
+/// Reserves `size` bytes of disk for the next [`write_atomic`] of `name`
+/// (`fallocate(2)` on its temporary file): the write that records a task's
+/// exit must not fail because the task's own output filled the disk.
+pub fn reserve(
+    dir: BorrowedFd<'_>,
+    dir_path: &Path,
+    name: &str,
+    size: u64,
+    mode: u32,
+) -> Result<(), StateError> {
+    let tmp = format!(".{name}.tmp");
+    let fd = openat(
+        dir,
+        tmp.as_str(),
+        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::from_bits_truncate(mode),
+    )
+    .map_err(|e| StateError::io("create", dir_path.join(&tmp), e.into()))?;
+    nix::fcntl::fallocate(
+        &fd,
+        nix::fcntl::FallocateFlags::empty(),
+        0,
+        size as libc::off_t,
+    )
+    .map_err(|e| StateError::io("fallocate", dir_path.join(&tmp), e.into()))?;
     Ok(())
 }
 

@@ -19,7 +19,7 @@ use nix::fcntl::{open, openat, OFlag};
 use nix::sys::stat::Mode;
 use serde::{Deserialize, Serialize};
 
-pub use file::{read_json, read_limited, write_atomic, write_json, MAX_FILE_SIZE};
+pub use file::{read_json, read_limited, reserve, write_atomic, write_json, MAX_FILE_SIZE};
 pub use id::{TaskId, MAX_LEN as MAX_ID_LEN};
 
 use crate::identity::Identity;
@@ -508,6 +508,12 @@ impl TaskDir {
     /// Replaces `state.json` (durably unless `durable` is false).
     pub fn write_state(&self, state: &TaskState, durable: bool) -> Result<(), StateError> {
         write_json(self.fd(), &self.path, names::STATE, state, 0o644, durable)
+    }
+
+    /// Reserves disk space for the next `state.json` write (see
+    /// [`reserve`]): 64 KiB, far more than any state file.
+    pub fn reserve_state_write(&self) -> Result<(), StateError> {
+        reserve(self.fd(), &self.path, names::STATE, 64 * 1024, 0o644)
     }
 
     /// Opens (creating if needed, mode 0600) the `lock` file, close-on-exec,

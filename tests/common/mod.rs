@@ -287,9 +287,28 @@ pub fn remove_cgroup_parent(parent: &str) {
     }
 }
 
-/// Polls `cond` every few ms until true or `timeout` (test helper only:
-/// the library itself never polls on a clock).
+/// How much slower than the project's hosts this machine is taken to be:
+/// `NOMAD_SHIM_TEST_TIME_SCALE` (default 1). `scripts/test` sets it inside
+/// the cgroup v2 VM, which emulates its CPU (TCG) and runs a Python start-up
+/// in seconds. Time limits that are requirements (a fork bomb killed in under
+/// a second) are checked unscaled on the host.
+pub fn time_scale() -> f64 {
+    std::env::var("NOMAD_SHIM_TEST_TIME_SCALE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&f: &f64| f >= 1.0)
+        .unwrap_or(1.0)
+}
+
+/// `d` stretched by [`time_scale`].
+pub fn scaled(d: Duration) -> Duration {
+    d.mul_f64(time_scale())
+}
+
+/// Polls `cond` every few ms until true or `timeout` (scaled; test helper
+/// only: the library itself never polls on a clock).
 pub fn eventually(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let timeout = scaled(timeout);
     let t0 = Instant::now();
     while t0.elapsed() < timeout {
         if cond() {
