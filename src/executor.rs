@@ -141,9 +141,11 @@ impl Executor {
             Err(e) => format!("intermediate process: {e}"),
         };
         match reply {
-            Ok(Some(StartReply::Started { supervisor, task })) => {
-                Ok(Task::started(dir, supervisor, task))
-            }
+            Ok(Some(StartReply::Started {
+                supervisor,
+                task,
+                warnings,
+            })) => Ok(Task::started(dir, supervisor, task, warnings)),
             Ok(Some(StartReply::Failed {
                 step,
                 errno,
@@ -235,11 +237,13 @@ impl Executor {
             // The supervisor removes the task's cgroup when the task ends, and
             // reconcile when it finds the supervisor dead; a removal that was
             // interrupted is finished here (removing a gone cgroup is a no-op).
-            Ok(state) => {
-                if let Some(cg) = &state.cgroup {
-                    crate::task::remove_cgroup(cg, &state.id)?;
-                }
-            }
+            // With force, a cgroup that cannot be removed (a refused path, a
+            // process that will not die) does not keep the directory.
+            Ok(state) => match crate::task::remove_cgroup(&dir, &state) {
+                Ok(()) => {}
+                Err(_) if force => {}
+                Err(e) => return Err(e),
+            },
             // A broken task directory can only be removed on purpose.
             Err(e) if !force => return Err(e),
             Err(_) => {

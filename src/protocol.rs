@@ -100,6 +100,9 @@ pub enum StartReply {
         supervisor: Identity,
         /// The task's main process.
         task: Identity,
+        /// Limits skipped under best effort, and the like.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        warnings: Vec<String>,
     },
     /// It was not; nothing of the task is left running.
     Failed {
@@ -144,6 +147,7 @@ mod tests {
                 pid: 11,
                 start_time: 2,
             },
+            warnings: vec!["skipped io_weight".into()],
         };
         let fail = StartReply::Failed {
             step: "exec".into(),

@@ -88,10 +88,17 @@ pub struct Task {
     task: Option<Identity>,
     /// A pidfd on the live supervisor; `None` once it is known gone.
     pidfd: Option<Pidfd>,
+    /// What the start could not do (best-effort limits it skipped).
+    warnings: Vec<String>,
 }
 
 impl Task {
-    pub(crate) fn started(dir: TaskDir, supervisor: Identity, task: Identity) -> Task {
+    pub(crate) fn started(
+        dir: TaskDir,
+        supervisor: Identity,
+        task: Identity,
+        warnings: Vec<String>,
+    ) -> Task {
         // The supervisor may already have exited (a task that ends at once);
         // then the state file is final and no pidfd is needed.
         let pidfd = supervisor.open().ok().flatten();
@@ -100,6 +107,7 @@ impl Task {
             supervisor: Some(supervisor),
             task: Some(task),
             pidfd,
+            warnings,
         }
     }
 
@@ -115,6 +123,7 @@ impl Task {
             supervisor: state.supervisor,
             task: state.task,
             pidfd,
+            warnings: state.warnings,
         }
     }
 
@@ -126,6 +135,12 @@ impl Task {
     /// The pid of the task's main process (valid while the task runs).
     pub fn pid(&self) -> Option<i32> {
         self.task.map(|t| t.pid)
+    }
+
+    /// What the start could not do: limits skipped under
+    /// [`TaskSpec::best_effort_limits`](crate::TaskSpec::best_effort_limits).
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
     }
 
     /// The pid of the task's supervisor.
@@ -410,7 +425,7 @@ pub(crate) fn reconcile(dir: &TaskDir) -> Result<TaskState> {
     let reason = if rebooted {
         "the machine rebooted while the task ran; its exit is unknown".to_owned()
     } else {
-        let killed = kill_leftovers(&state);
+        let killed = kill_leftovers(dir, &state);
         let sup = state
             .supervisor
             .map_or_else(|| "during start".to_owned(), |s| format!("(pid {})", s.pid));
@@ -434,9 +449,9 @@ pub(crate) fn reconcile(dir: &TaskDir) -> Result<TaskState> {
 /// cgroup. Without a recorded cgroup, the task's process group, killed only
 /// while its leader is verifiably the task (so the group id cannot have
 /// been reused).
-fn kill_leftovers(state: &TaskState) -> String {
-    if let Some(paths) = &state.cgroup {
-        match remove_cgroup(paths, &state.id) {
+fn kill_leftovers(dir: &TaskDir, state: &TaskState) -> String {
+    if state.cgroup.is_some() {
+        match remove_cgroup(dir, state) {
             Ok(()) => return "what was left of the task was killed and its cgroup removed".into(),
             Err(e) => return format!("its cgroup could not be cleaned up: {e}"),
         }
@@ -463,28 +478,34 @@ fn kill_leftovers(state: &TaskState) -> String {
 
 /// Kills everything in a task's cgroup (as recorded in its state) and
 /// removes it. A cgroup that is already gone is fine.
-pub(crate) fn remove_cgroup(paths: &serde_json::Value, id: &TaskId) -> Result<()> {
-    use crate::cgroup::{CgroupPaths, CgroupRoot, TaskCgroup};
+///
+/// The state file could have been edited, so the recorded path is trusted
+/// only if it is `<parent>/<id>` under a cgroup root, where `<parent>` is the
+/// parent the task's spec asked for: never a parent, a system slice, or
+/// another task's cgroup.
+pub(crate) fn remove_cgroup(dir: &TaskDir, state: &TaskState) -> Result<()> {
+    use crate::cgroup::{CgroupPaths, CgroupRoot, TaskCgroup, DEFAULT_PARENT};
+    let Some(paths) = &state.cgroup else {
+        return Ok(());
+    };
     let bad = |why: String| Error::Io {
         op: "refuse cgroup",
         what: paths.to_string(),
         source: std::io::Error::new(std::io::ErrorKind::InvalidData, why),
     };
+    let spec: crate::TaskSpec = crate::state::read_json(dir.fd(), dir.path(), names::SPEC)?;
+    let parent = spec.cgroup_parent.as_deref().unwrap_or(DEFAULT_PARENT);
+    let expected = std::path::Path::new(parent).join(state.id.as_str());
     let parsed: CgroupPaths = serde_json::from_value(paths.clone())
         .map_err(|e| bad(format!("not a cgroup path: {e}")))?;
-    // The file could have been edited: only ever kill a cgroup that is the
-    // task's own, `<parent>/<id>` — never a parent, never someone else's.
     let dirs: Vec<&std::path::Path> = match &parsed {
         CgroupPaths::V2(p) => vec![p.as_path()],
         CgroupPaths::V1(m) => m.values().map(|p| p.as_path()).collect(),
     };
-    if dirs.is_empty()
-        || dirs
-            .iter()
-            .any(|d| d.file_name().and_then(|n| n.to_str()) != Some(id.as_str()))
-    {
+    if dirs.is_empty() || dirs.iter().any(|d| !d.ends_with(&expected)) {
         return Err(bad(format!(
-            "a task's cgroup must be named after the task ({id})"
+            "a task's cgroup must be {} under a cgroup root",
+            expected.display()
         )));
     }
     let root = CgroupRoot::detect()?;

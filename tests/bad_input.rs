@@ -397,7 +397,6 @@ fn a_tampered_cgroup_path_in_state_json_is_never_killed() {
     t.wait().unwrap();
     let mut v: serde_json::Value =
         serde_json::from_slice(&fs::read(t.dir().join("state.json")).unwrap()).unwrap();
-    v["id"] = "tampered".into();
     v["status"] = "running".into();
     v["exit"] = serde_json::Value::Null;
     v["supervisor"] = serde_json::to_value(Identity {
@@ -406,14 +405,31 @@ fn a_tampered_cgroup_path_in_state_json_is_never_killed() {
     })
     .unwrap();
     v["cgroup"] = serde_json::to_value(victim_cg.paths()).unwrap();
-    let dir = root.path().join("tampered");
-    fs::create_dir(&dir).unwrap();
-    fs::write(dir.join("state.json"), serde_json::to_vec(&v).unwrap()).unwrap();
-
-    let state = root.exec.open("tampered").unwrap().state().unwrap();
-    assert_eq!(state.status, Status::Lost);
-    let reason = state.exit.unwrap().error.unwrap();
-    assert!(reason.contains("must be named after the task"), "{reason}");
+    let mut spec: serde_json::Value =
+        serde_json::from_slice(&fs::read(t.dir().join("spec.json")).unwrap()).unwrap();
+    // Two forgeries: another id's cgroup; and the victim's own name, under
+    // a parent the task's spec did not ask for.
+    for (id, parent) in [
+        ("tampered", root.cgroup_parent.as_str()),
+        ("victim", "some-other-parent"),
+    ] {
+        v["id"] = id.into();
+        spec["id"] = id.into();
+        spec["cgroup_parent"] = parent.into();
+        let dir = root.path().join(id);
+        fs::create_dir(&dir).unwrap();
+        fs::write(dir.join("spec.json"), serde_json::to_vec(&spec).unwrap()).unwrap();
+        fs::write(dir.join("state.json"), serde_json::to_vec(&v).unwrap()).unwrap();
+        let state = root.exec.open(id).unwrap().state().unwrap();
+        assert_eq!(state.status, Status::Lost);
+        let reason = state.exit.unwrap().error.unwrap();
+        assert!(
+            reason.contains(&format!(
+                "a task's cgroup must be {parent}/{id} under a cgroup root"
+            )),
+            "{reason}"
+        );
+    }
     std::thread::sleep(std::time::Duration::from_millis(100));
     assert!(common::alive(victim.id() as i32), "the victim was killed");
     assert_eq!(victim_cg.pids().unwrap(), vec![victim.id() as i32]);

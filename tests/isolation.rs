@@ -418,3 +418,17 @@ fn a_real_server_runs_as_nobody_in_the_chroot_and_stops_cleanly() {
     assert_eq!(v["exit"]["signal"], 15, "{v}");
     assert!(get().is_none(), "still serving after stop");
 }
+
+#[test]
+fn a_task_cannot_reach_the_shim_binary_through_its_supervisor() {
+    if !root_or_skip("a_task_cannot_reach_the_shim_binary_through_its_supervisor") {
+        return;
+    }
+    let root = TestRoot::new();
+    // A root task (the default bounding set: no CAP_SYS_PTRACE) in the
+    // host's pid namespace, where its parent, the supervisor, is visible.
+    let probe = "import os\nppid = os.getppid()\nfor how in ('readlink', 'open'):\n    try:\n        os.readlink(f'/proc/{ppid}/exe') if how == 'readlink' else open(f'/proc/{ppid}/exe', 'rb')\n        print(how, 'allowed')\n    except PermissionError:\n        print(how, 'denied')";
+    let (exit, out, err) = run_to_end(&root, TaskSpec::new(PYTHON).args(["-c", probe]));
+    assert!(exit.success(), "{exit:?} {err}");
+    assert_eq!(out, "readlink denied\nopen denied\n");
+}

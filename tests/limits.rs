@@ -168,11 +168,12 @@ fn stop_leaves_no_process_even_of_daemons_that_left_the_session() {
         cg.pids()
     );
     let pids = cg.pids().unwrap();
-    // One of them is in a session of its own, one an orphan: neither is
-    // reachable through the task's process group.
-    assert!(pids
+    // One of them is in a session of its own (once setsid has run), one an
+    // orphan: they are not all reachable through the task's process group.
+    let sid = task.pid().unwrap();
+    assert!(common::eventually(Duration::from_secs(5), || pids
         .iter()
-        .any(|&p| !common::session_members(task.pid().unwrap()).contains(&p)));
+        .any(|&p| !common::session_members(sid).contains(&p))));
     task.stop(None, Some(Duration::from_secs(5))).unwrap();
     assert!(
         common::eventually(Duration::from_secs(2), || pids.iter().all(|&p| !alive(p))),

@@ -253,6 +253,10 @@ pub struct TaskState {
     pub finished_at: Option<String>,
     /// How it ended, once it has.
     pub exit: Option<ExitRecord>,
+    /// What was asked but could not be done (limits skipped under
+    /// `best_effort_limits`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -275,6 +279,7 @@ impl TaskState {
             started_at: None,
             finished_at: None,
             exit: None,
+            warnings: Vec::new(),
         }
     }
 

@@ -167,12 +167,26 @@ fn usage_error(e: clap::Error) -> i32 {
             0
         }
         _ => {
+            // clap's message up to its usage block, on one line: "the
+            // following required arguments were not provided: --task-dir <DIR>".
             let text = e.render().to_string();
-            let first = text.lines().next().unwrap_or("invalid arguments");
-            let first = first.strip_prefix("error: ").unwrap_or(first);
-            eprintln!("nomad-shim: {first} (see nomad-shim --help)");
+            let what: Vec<&str> = text
+                .lines()
+                .take_while(|l| !l.trim().is_empty() && !l.starts_with("Usage:"))
+                .map(str::trim)
+                .collect();
+            let what = what.join(" ");
+            let what = what.strip_prefix("error: ").unwrap_or(&what);
+            eprintln!("nomad-shim: {what} (see nomad-shim --help)");
             EXIT_ERROR
         }
+    }
+}
+
+/// What the start could not do, one line each on stderr.
+fn print_warnings(task: &nomad_shim::Task) {
+    for w in task.warnings() {
+        eprintln!("nomad-shim: warning: task {}: {w}", task.id());
     }
 }
 

@@ -123,6 +123,9 @@ pub fn inspect(executor: &Executor, id: &str, json: bool) -> Result<i32, Error> 
             (_, _, Some(err)) => println!("exit:        unknown: {err}"),
             _ => println!("exit:        unknown"),
         }
+        if e.oom_killed == Some(true) {
+            println!("oom:         the kernel's OOM killer killed a process of the task");
+        }
         if let (Some(u), Some(s), Some(rss)) = (e.user_cpu_ns, e.system_cpu_ns, e.max_rss_kib) {
             println!(
                 "cpu:         {:.3}s user, {:.3}s system; max rss {rss} KiB",

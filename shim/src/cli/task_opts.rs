@@ -19,7 +19,7 @@ pub struct TaskOpts {
     /// Environment variable of the task (repeatable); nothing else is inherited
     #[arg(long = "env", short = 'e', value_name = "KEY=VALUE", value_parser = parse_env)]
     env: Vec<(String, String)>,
-    /// Working directory of the task [default: /]
+    /// Working directory of the task [default: / with --chroot or without --task-dir, else the task dir]
     #[arg(long, value_name = "DIR")]
     cwd: Option<PathBuf>,
     /// Signal a graceful stop sends first [kill_signal]
@@ -166,6 +166,7 @@ impl TaskOpts {
 /// `start`: prints the id and exits 0.
 pub fn start(executor: &Executor, opts: TaskOpts) -> Result<i32, Error> {
     let task = executor.start(&opts.spec())?;
+    super::print_warnings(&task);
     println!("{}", task.id());
     Ok(0)
 }

@@ -27,9 +27,10 @@ use super::logs::{Drained, LogSink};
 /// Most control connections served at once; more wait in the backlog.
 const MAX_CLIENTS: usize = 32;
 
-/// After the task's main process has exited and its process group has been
-/// killed, how long to wait for the log pipes to close. Only a process that
-/// left the task's process group (setsid) can hold them open that long.
+/// After the task's main process has exited and its cgroup has been killed,
+/// how long to wait for the log pipes to close. Nothing of the task can
+/// hold them then; only a process outside the cgroup that was handed the
+/// pipe (over a unix socket, say) could.
 const DRAIN_DEADLINE: Duration = Duration::from_secs(2);
 
 /// Binds `control.sock` (0600 through the umask) in the task directory.
@@ -51,6 +52,27 @@ pub fn bind_control(dir: &TaskDir) -> nix::Result<UnixListener> {
     std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
         .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))?;
     Ok(listener)
+}
+
+/// The descriptors the loop polls, all made before the task was forked (a
+/// failure to make one is a start error, not a supervisor dying later).
+pub struct LoopFds {
+    /// SIGCHLD, SIGTERM, SIGINT, SIGHUP.
+    pub signals: SignalFd,
+    /// The one timer (kill timeout, drain deadline).
+    pub timer: TimerFd,
+    /// `control.sock`.
+    pub control: UnixListener,
+    /// stdout and stderr of the task.
+    pub logs: [LogSink; 2],
+}
+
+/// A non-blocking monotonic timerfd.
+pub fn timer() -> nix::Result<TimerFd> {
+    TimerFd::new(
+        ClockId::CLOCK_MONOTONIC,
+        TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC,
+    )
 }
 
 /// What the one timer is armed for.
@@ -88,7 +110,6 @@ pub struct Supervisor<'d> {
 
 impl<'d> Supervisor<'d> {
     /// Takes over the resources the start-up made.
-    #[allow(clippy::too_many_arguments)]
     pub fn new(
         dir: &'d TaskDir,
         lock: File,
@@ -96,15 +117,14 @@ impl<'d> Supervisor<'d> {
         state: TaskState,
         task: Pid,
         cgroup: &'d TaskCgroup,
-        signals: SignalFd,
-        control: UnixListener,
-        logs: [LogSink; 2],
+        io: LoopFds,
     ) -> Supervisor<'d> {
-        let timer = TimerFd::new(
-            ClockId::CLOCK_MONOTONIC,
-            TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC,
-        )
-        .expect("timerfd_create");
+        let LoopFds {
+            signals,
+            timer,
+            control,
+            logs,
+        } = io;
         Supervisor {
             dir,
             _lock: lock,

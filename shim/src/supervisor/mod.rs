@@ -113,6 +113,11 @@ fn supervise(root: &Path, id: &OsStr) -> Result<(), Failure> {
     nix::unistd::setsid().map_err(|e| Failure::errno("setsid", "supervisor", e))?;
     // Subreaper: orphans of the task (a daemon that double-forked) are
     // re-parented to us, so we reap them and they never reach init.
+    // Not dumpable: no ptrace, and /proc/<pid>/exe, mem, fds of the
+    // supervisor are root's and need CAP_SYS_PTRACE — which no task holds —
+    // so a task cannot reach the shim binary through us (runc's
+    // CVE-2019-5736). The child is not dumpable either, until its exec.
+    let _ = nix::sys::prctl::set_dumpable(false);
     nix::sys::prctl::set_child_subreaper(true)
         .map_err(|e| Failure::errno("prctl", "PR_SET_CHILD_SUBREAPER", e))?;
     // Lower our own OOM score where permitted: killing the supervisor would
@@ -196,7 +201,7 @@ fn prepare_and_start(dir: &TaskDir, lock: File) -> Result<(), Failure> {
         .cgroup_parent
         .as_deref()
         .unwrap_or(cgroup::DEFAULT_PARENT);
-    let (cgroup, _skipped) = TaskCgroup::create(
+    let (cgroup, skipped) = TaskCgroup::create(
         &cg_root,
         parent,
         dir.id().as_str(),
@@ -205,6 +210,10 @@ fn prepare_and_start(dir: &TaskDir, lock: File) -> Result<(), Failure> {
     )
     .map_err(|e| Failure::new("cgroup", None, e.to_string()))?;
     state.cgroup = serde_json::to_value(cgroup.paths()).ok();
+    state.warnings = skipped
+        .iter()
+        .map(|e| format!("limit skipped (best effort): {e}"))
+        .collect();
     match start_in_cgroup(dir, lock, spec, state, me, &cgroup) {
         Ok(()) => Ok(()),
         Err(f) => {
@@ -242,6 +251,8 @@ fn start_in_cgroup(
     let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
         .map_err(|e| Failure::errno("signalfd", "supervisor", e))?;
 
+    let timer =
+        event_loop::timer().map_err(|e| Failure::errno("timerfd_create", "supervisor", e))?;
     let control = event_loop::bind_control(dir)
         .map_err(|e| Failure::errno("listen", dir.path().join(names::CONTROL).display(), e))?;
 
@@ -278,15 +289,25 @@ fn start_in_cgroup(
         ),
         Err(e) => return Err(Failure::new("cgroup", None, e.to_string())),
     };
-    let plan = child_plan(&spec, isolation, cgroup_procs)?;
+    let mut plan = child_plan(&spec, isolation, cgroup_procs)?;
 
     // clone3 rather than fork: the namespaces are made at birth (a pid
     // namespace can only be entered by a new process), and on cgroup v2 the
     // child is born in its cgroup (CLONE_INTO_CGROUP).
     let flags = plan.isolation.clone_flags();
-    let task_pid = match crate::sys::clone3(flags, cgroup_dir.as_ref().map(|d| d.as_fd()))
-        .map_err(|e| Failure::errno("clone3", "task", e))?
-    {
+    let cloned = match crate::sys::clone3(flags, cgroup_dir.as_ref().map(|d| d.as_fd())) {
+        // A v2 kernel older than 5.7 has no CLONE_INTO_CGROUP (E2BIG: our
+        // clone_args is larger than it knows; EINVAL: the flag): the child
+        // joins by writing cgroup.procs instead, before it execs.
+        Err(Errno::E2BIG | Errno::EINVAL) if cgroup_dir.is_some() => {
+            plan.cgroup_procs = cgroup
+                .open_procs_files()
+                .map_err(|e| Failure::new("cgroup", None, e.to_string()))?;
+            crate::sys::clone3(flags, None)
+        }
+        other => other,
+    };
+    let task_pid = match cloned.map_err(|e| Failure::errno("clone3", "task", e))? {
         ForkResult::Child => child::run(
             &plan,
             ChildStdio {
@@ -321,23 +342,25 @@ fn start_in_cgroup(
     report(&StartReply::Started {
         supervisor: me,
         task,
+        warnings: state.warnings.clone(),
     });
     // The reply is sent: fd 1 becomes /dev/null, so the caller's read ends.
     let _ = nix::unistd::dup2_stdout(devnull.as_fd());
     drop(devnull);
+    // The space the final state needs, taken now (after the reply: off the
+    // start's latency): a task that fills the disk with output must not
+    // cost us its exit record.
+    let _ = dir.reserve_state_write();
     crate::sys::trim_heap();
 
-    let mut sup = event_loop::Supervisor::new(
-        dir,
-        lock,
-        spec,
-        state,
-        Pid::from_raw(task.pid),
-        cgroup,
+    let io = event_loop::LoopFds {
         signals,
+        timer,
         control,
-        [stdout, stderr],
-    );
+        logs: [stdout, stderr],
+    };
+    let mut sup =
+        event_loop::Supervisor::new(dir, lock, spec, state, Pid::from_raw(task.pid), cgroup, io);
     sup.run();
     Ok(())
 }
