@@ -502,13 +502,24 @@ pub(crate) fn remove_cgroup(dir: &TaskDir, state: &TaskState) -> Result<()> {
         CgroupPaths::V2(p) => vec![p.as_path()],
         CgroupPaths::V1(m) => m.values().map(|p| p.as_path()).collect(),
     };
-    if dirs.is_empty() || dirs.iter().any(|d| !d.ends_with(&expected)) {
+    let root = CgroupRoot::detect()?;
+    // Exactly <hierarchy>/<parent>/<id>: the hierarchy is the cgroup root
+    // itself (v2) or a controller's mount right under it (v1).
+    let is_hierarchy =
+        |base: &std::path::Path| base == root.path() || base.parent() == Some(root.path());
+    let exact = |d: &std::path::Path| {
+        let mut base = d.to_path_buf();
+        for _ in expected.components() {
+            base.pop();
+        }
+        d.ends_with(&expected) && is_hierarchy(&base)
+    };
+    if dirs.is_empty() || !dirs.iter().all(|d| exact(d)) {
         return Err(bad(format!(
             "a task's cgroup must be {} under a cgroup root",
             expected.display()
         )));
     }
-    let root = CgroupRoot::detect()?;
     let cg = TaskCgroup::from_paths(&root, &parsed)?;
     cg.remove()?;
     Ok(())

@@ -369,6 +369,16 @@ fn a_lock_held_by_someone_else_is_reported() {
     );
 }
 
+/// Removes a cgroup the test made itself (killing what is in it), also
+/// when the test fails.
+struct CgroupGuard(nomad_shim::cgroup::TaskCgroup);
+
+impl Drop for CgroupGuard {
+    fn drop(&mut self) {
+        let _ = self.0.remove();
+    }
+}
+
 #[test]
 fn a_tampered_cgroup_path_in_state_json_is_never_killed() {
     if !root_or_skip("a_tampered_cgroup_path_in_state_json_is_never_killed") {
@@ -386,6 +396,7 @@ fn a_tampered_cgroup_path_in_state_json_is_never_killed() {
         false,
     )
     .unwrap();
+    let _victim_guard = CgroupGuard(victim_cg.clone());
     let mut victim = common::spawn(Command::new("/bin/sleep").arg("1000"));
     victim_cg.add_pid(victim.id() as i32).unwrap();
     // A task whose state says running under a dead supervisor, and names
@@ -430,6 +441,39 @@ fn a_tampered_cgroup_path_in_state_json_is_never_killed() {
             "{reason}"
         );
     }
+    // A third: `<parent>/<id>` exactly, but deeper than a hierarchy's root
+    // (inside someone else's tree).
+    let deep_parent = format!("{}/nomad-shim", root.cgroup_parent);
+    let (deep_cg, _) =
+        TaskCgroup::create(&cg_root, &deep_parent, "deep", &Resources::default(), false).unwrap();
+    let _deep_guard = CgroupGuard(deep_cg.clone());
+    deep_cg.add_pid(victim.id() as i32).unwrap();
+    v["id"] = "deep".into();
+    v["cgroup"] = serde_json::to_value(deep_cg.paths()).unwrap();
+    spec["id"] = "deep".into();
+    spec["cgroup_parent"] = "nomad-shim".into();
+    let dir = root.path().join("deep");
+    fs::create_dir(&dir).unwrap();
+    fs::write(dir.join("spec.json"), serde_json::to_vec(&spec).unwrap()).unwrap();
+    fs::write(dir.join("state.json"), serde_json::to_vec(&v).unwrap()).unwrap();
+    let reason = root
+        .exec
+        .open("deep")
+        .unwrap()
+        .state()
+        .unwrap()
+        .exit
+        .unwrap()
+        .error
+        .unwrap();
+    assert!(
+        reason.contains("a task's cgroup must be nomad-shim/deep under a cgroup root"),
+        "{reason}"
+    );
+    assert_eq!(deep_cg.pids().unwrap(), vec![victim.id() as i32]);
+    victim_cg.add_pid(victim.id() as i32).unwrap();
+    deep_cg.remove().unwrap();
+    deep_cg.remove_parents_if_empty().unwrap();
     std::thread::sleep(std::time::Duration::from_millis(100));
     assert!(common::alive(victim.id() as i32), "the victim was killed");
     assert_eq!(victim_cg.pids().unwrap(), vec![victim.id() as i32]);
