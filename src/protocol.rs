@@ -45,6 +45,11 @@ pub enum Request {
     },
     /// Reply with CPU, memory and pids usage read from the task's cgroup.
     Stats,
+    /// Keep this connection open and write one `\n` to it whenever new
+    /// output of the task has been written to its log files; close it once
+    /// the task has ended and its final state is durable. (A follower reads
+    /// the files; the byte only says "look again".)
+    Attach,
     /// Change the limits of the running task (memory, CPU, pids).
     Update {
         /// The new limits; fields left out are not changed.

@@ -2,7 +2,7 @@
 //! the processes that are really there.
 
 use std::fs::TryLockError;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
@@ -278,6 +278,26 @@ impl Task {
 
     /// Sends one request to the supervisor's control socket.
     fn request(&self, req: &Request, what: &'static str) -> Result<Reply> {
+        self.exchange(req, what).map(|(reply, _)| reply)
+    }
+
+    /// Follows the task's output: the returned stream becomes readable (one
+    /// `\n` per nudge; read and discard) whenever new output has been
+    /// written to `stdout.log`/`stderr.log`, and reaches EOF once the task
+    /// has ended and its final state is durable. Read the files themselves
+    /// for the bytes. [`Error::NotRunning`] when the task has already ended.
+    pub fn attach(&self) -> Result<UnixStream> {
+        let (_, stream) = self.exchange(&Request::Attach, "attach")?;
+        stream.set_read_timeout(None).map_err(|e| Error::Io {
+            op: "attach to",
+            what: self.id().to_string(),
+            source: e,
+        })?;
+        Ok(stream)
+    }
+
+    /// Sends one request; returns the reply and the connection.
+    fn exchange(&self, req: &Request, what: &'static str) -> Result<(Reply, UnixStream)> {
         let id = self.id().clone();
         // Through /proc/self/fd: a sun_path holds only 108 bytes, and a root
         // plus a 128-byte id may be longer.
@@ -318,10 +338,25 @@ impl Task {
         let mut line = serde_json::to_vec(req).map_err(|e| ctl_err(e.into()))?;
         line.push(b'\n');
         stream.write_all(&line).map_err(ctl_err)?;
-        let mut reply = String::new();
-        let n = BufReader::new(std::io::Read::take(&stream, MAX_LINE as u64))
-            .read_line(&mut reply)
-            .map_err(ctl_err)?;
+        // Byte by byte up to the newline: nothing after the reply line (an
+        // attach's nudges) may be swallowed by a buffer.
+        let mut raw = Vec::with_capacity(128);
+        let mut byte = [0u8; 1];
+        loop {
+            match std::io::Read::read(&mut &stream, &mut byte).map_err(ctl_err)? {
+                0 => break,
+                _ if byte[0] == b'\n' => break,
+                _ if raw.len() >= MAX_LINE => {
+                    return Err(ctl_err(std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        "reply too long",
+                    )))
+                }
+                _ => raw.push(byte[0]),
+            }
+        }
+        let reply = String::from_utf8_lossy(&raw).into_owned();
+        let n = raw.len();
         if n == 0 {
             // The supervisor closed without replying: it is exiting.
             let state = reconcile(&self.dir)?;
@@ -346,7 +381,7 @@ impl Task {
                 reason,
             });
         }
-        Ok(reply)
+        Ok((reply, stream))
     }
 }
 

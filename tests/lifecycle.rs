@@ -323,3 +323,45 @@ fn agent_fds_without_cloexec_do_not_reach_the_task() {
     );
     drop(leaky);
 }
+
+#[test]
+fn attach_nudges_on_output_and_closes_once_the_exit_is_durable() {
+    if !root_or_skip("attach_nudges_on_output_and_closes_once_the_exit_is_durable") {
+        return;
+    }
+    use std::io::Read;
+    let root = TestRoot::new();
+    let marker = root.path().with_file_name("go");
+    let script = format!(
+        "while [ ! -e {} ]; do sleep 0.02; done; echo one; sleep 0.1; echo two; exit 6",
+        marker.display()
+    );
+    let mut task = root.sh(&script);
+    let mut follower = task.attach().unwrap();
+    std::fs::write(&marker, b"").unwrap();
+    let mut nudges = 0;
+    let mut buf = [0u8; 64];
+    loop {
+        match follower.read(&mut buf).unwrap() {
+            0 => break,
+            n => {
+                assert!(buf[..n].iter().all(|&b| b == b'\n'));
+                nudges += n;
+            }
+        }
+    }
+    assert!(nudges >= 2, "{nudges} nudges for two writes");
+    // EOF comes after the final state is durable: it is there already.
+    let state = task.state().unwrap();
+    assert_eq!(state.status, Status::Exited);
+    assert_eq!(state.exit.unwrap().code, Some(6));
+    assert_eq!(
+        std::fs::read_to_string(task.dir().join("stdout.log")).unwrap(),
+        "one\ntwo\n"
+    );
+    assert!(matches!(
+        task.attach(),
+        Err(nomad_shim::Error::NotRunning { .. })
+    ));
+    task.wait().unwrap();
+}

@@ -1,9 +1,9 @@
 //! `run` and `logs`: copying a task's log files to this process's stdout
 //! and stderr, following them until the supervisor exits.
 //!
-//! Following sleeps in one `poll(2)` over an inotify watch on the task's
-//! directory (new data, a rotation), the supervisor's pidfd (the end), and,
-//! for `run`, a signal-hook self-pipe (Ctrl-C, passed on to the task).
+//! Following sleeps in one `poll(2)` over the task's control socket, attached
+//! (a nudge when the files grew; EOF at the end), and, for `run`, a
+//! signal-hook self-pipe per signal (Ctrl-C, passed on to the task).
 
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -13,9 +13,7 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout};
-use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 use nix::sys::signal::Signal;
-use nomad_shim::identity::Pidfd;
 use nomad_shim::state::names;
 use nomad_shim::{Error, Executor, Task};
 
@@ -193,37 +191,30 @@ impl Stream {
     }
 }
 
-/// Copies new output until the supervisor exits; passes signals that
-/// arrive on `signals` to the task.
+/// Copies new output until the task has ended; passes signals that arrive
+/// on `signals` to the task.
+///
+/// The supervisor nudges an attached connection whenever the log files
+/// grew, and closes it once the final state is durable; in between this
+/// sleeps in `poll(2)`. (An inotify watch would do as well, but closing one
+/// waits for an RCU grace period, some 12 ms here, on every `run`.)
 fn follow(
     task: &Task,
     streams: &mut [Stream],
     signals: &[(Signal, UnixStream)],
 ) -> Result<(), Error> {
-    let inotify = Inotify::init(InitFlags::IN_CLOEXEC | InitFlags::IN_NONBLOCK)
-        .map_err(|e| io_err("inotify_init", e.into()))?;
-    inotify
-        .add_watch(
-            task.dir(),
-            AddWatchFlags::IN_MODIFY
-                | AddWatchFlags::IN_CREATE
-                | AddWatchFlags::IN_MOVED_TO
-                | AddWatchFlags::IN_CLOSE_WRITE,
-        )
-        .map_err(|e| io_err("inotify_add_watch", e.into()))?;
-    let supervisor: Option<Pidfd> = task
-        .state()?
-        .supervisor
-        .and_then(|s| s.open().ok().flatten());
+    let nudges = match task.attach() {
+        Ok(s) => Some(s),
+        // Already over: what the files hold is all there is.
+        Err(Error::NotRunning { .. }) => None,
+        Err(e) => return Err(e),
+    };
     loop {
         for s in streams.iter_mut() {
             s.copy_new()?;
         }
-        let Some(sup) = &supervisor else { break };
-        let mut fds = vec![
-            PollFd::new(inotify.as_fd(), PollFlags::POLLIN),
-            PollFd::new(sup.as_fd(), PollFlags::POLLIN),
-        ];
+        let Some(sock) = &nudges else { break };
+        let mut fds = vec![PollFd::new(sock.as_fd(), PollFlags::POLLIN)];
         for (_, pipe) in signals {
             fds.push(PollFd::new(pipe.as_fd(), PollFlags::POLLIN));
         }
@@ -236,27 +227,30 @@ fn follow(
                 .and_then(|f| f.revents())
                 .is_some_and(|r| !r.is_empty())
         };
-        let (events, ended) = (hit(0), hit(1));
-        let signalled: Vec<bool> = (0..signals.len()).map(|i| hit(2 + i)).collect();
+        let nudged = hit(0);
+        let signalled: Vec<bool> = (0..signals.len()).map(|i| hit(1 + i)).collect();
         drop(fds);
-        if events {
-            while let Ok(ev) = inotify.read_events() {
-                if ev.is_empty() {
-                    break;
-                }
-            }
-        }
         for ((sig, pipe), _) in signals.iter().zip(&signalled).filter(|(_, &hit)| hit) {
             let mut b = [0u8; 16];
             while matches!((&*pipe).read(&mut b), Ok(n) if n > 0) {}
             let _ = task.signal(*sig);
         }
-        if ended {
-            // The supervisor drained the pipes before it exited: one last copy.
-            for s in streams.iter_mut() {
-                s.copy_new()?;
+        if nudged {
+            let mut b = [0u8; 256];
+            match (&*sock).read(&mut b) {
+                // The task has ended and its output is drained: a last copy.
+                Ok(0) => {
+                    for s in streams.iter_mut() {
+                        s.copy_new()?;
+                    }
+                    break;
+                }
+                Ok(_) => {}
+                Err(e)
+                    if e.kind() == io::ErrorKind::Interrupted
+                        || e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(io_err("read from supervisor", e)),
             }
-            break;
         }
     }
     Ok(())

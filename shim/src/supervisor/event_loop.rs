@@ -103,6 +103,9 @@ pub struct Supervisor<'d> {
     signals: SignalFd,
     control: Option<UnixListener>,
     clients: Vec<Client>,
+    /// Followers of the output (`attach`): nudged after output is written,
+    /// closed once the final state is durable.
+    attached: Vec<UnixStream>,
     logs: [LogSink; 2],
     timer: TimerFd,
     timer_for: Timer,
@@ -135,6 +138,7 @@ impl<'d> Supervisor<'d> {
             signals,
             control: Some(control),
             clients: Vec::new(),
+            attached: Vec::new(),
             logs,
             timer,
             timer_for: Timer::Idle,
@@ -313,6 +317,7 @@ impl<'d> Supervisor<'d> {
     }
 
     fn drain(&mut self, i: usize) {
+        let before = self.logs[i].total();
         match self.logs[i].drain(self.dir.fd()) {
             Ok(Drained::Open) => {}
             Ok(Drained::Eof) => {}
@@ -320,6 +325,19 @@ impl<'d> Supervisor<'d> {
             // its pipe drained, dropping output rather than blocking it.
             Err(_) => self.discard(i),
         }
+        if self.logs[i].total() != before {
+            self.nudge_followers();
+        }
+    }
+
+    /// One `\n` to every follower: "the log files have grown". A follower
+    /// whose socket is full has a nudge pending already; one that is gone
+    /// is dropped.
+    fn nudge_followers(&mut self) {
+        self.attached.retain(|s| match (&*s).write(b"\n") {
+            Ok(_) => true,
+            Err(e) => e.kind() == ErrorKind::WouldBlock || e.kind() == ErrorKind::Interrupted,
+        });
     }
 
     fn discard(&mut self, i: usize) {
@@ -437,6 +455,7 @@ impl<'d> Supervisor<'d> {
         };
         let mut client = self.clients.swap_remove(i);
         let Some(request) = request else { return };
+        let attach = matches!(request, Ok(Request::Attach));
         let reply = match request {
             Ok(req) => self.handle(req),
             Err(msg) => Reply::error(msg),
@@ -449,10 +468,18 @@ impl<'d> Supervisor<'d> {
             .stream
             .set_write_timeout(Some(Duration::from_secs(1)));
         let _ = client.stream.write_all(&line);
+        if attach && reply.ok {
+            let _ = client.stream.set_nonblocking(true);
+            self.attached.push(client.stream);
+        }
     }
 
     fn handle(&mut self, req: Request) -> Reply {
         match req {
+            Request::Attach if self.attached.len() >= MAX_CLIENTS => {
+                Reply::error("too many followers")
+            }
+            Request::Attach => Reply::ok(),
             Request::Stats => match self.cgroup.stats() {
                 Ok(stats) => Reply {
                     stats: Some(stats),
@@ -520,6 +547,8 @@ impl<'d> Supervisor<'d> {
             }
         }
         self.clients.clear();
+        // Followers see EOF now: the final state is durable.
+        self.attached.clear();
         // The exit is durable; now the cgroup goes. Should that fail, the
         // state names the cgroup, and `rm` removes it.
         let _ = self.cgroup.remove();

@@ -26,6 +26,9 @@ pub struct LogSink {
     file: File,
     size: u64,
     policy: LogPolicy,
+    /// Bytes moved in all, across rotations (followers are nudged when it
+    /// grows).
+    total: u64,
 }
 
 /// Whether a stream is still open after a drain.
@@ -52,7 +55,13 @@ impl LogSink {
             file,
             size: 0,
             policy,
+            total: 0,
         })
+    }
+
+    /// Bytes moved so far.
+    pub fn total(&self) -> u64 {
+        self.total
     }
 
     /// The pipe's read end, while open.
@@ -86,7 +95,10 @@ impl LogSink {
                     self.pipe = None;
                     return Ok(Drained::Eof);
                 }
-                Ok(n) => self.size += n as u64,
+                Ok(n) => {
+                    self.size += n as u64;
+                    self.total += n as u64;
+                }
                 Err(Errno::EAGAIN) => return Ok(Drained::Open),
                 Err(Errno::EINTR) => {}
                 Err(e) => return Err(("splice", e)),
