@@ -337,13 +337,33 @@ impl Task {
             .map_err(ctl_err)?;
         let mut line = serde_json::to_vec(req).map_err(|e| ctl_err(e.into()))?;
         line.push(b'\n');
-        stream.write_all(&line).map_err(ctl_err)?;
+        // A supervisor that is finishing closes its socket with this
+        // connection still in the backlog: reset, like a refusal, means it
+        // is no longer running.
+        let gone = |e: &std::io::Error| {
+            matches!(e.raw_os_error(), Some(libc::ECONNRESET) | Some(libc::EPIPE))
+        };
+        if let Err(e) = stream.write_all(&line) {
+            if gone(&e) {
+                let state = reconcile(&self.dir)?;
+                return Err(Error::NotRunning {
+                    id,
+                    status: state.status,
+                });
+            }
+            return Err(ctl_err(e));
+        }
         // Byte by byte up to the newline: nothing after the reply line (an
         // attach's nudges) may be swallowed by a buffer.
         let mut raw = Vec::with_capacity(128);
         let mut byte = [0u8; 1];
         loop {
-            match std::io::Read::read(&mut &stream, &mut byte).map_err(ctl_err)? {
+            let got = match std::io::Read::read(&mut &stream, &mut byte) {
+                Ok(n) => n,
+                Err(e) if gone(&e) => 0,
+                Err(e) => return Err(ctl_err(e)),
+            };
+            match got {
                 0 => break,
                 _ if byte[0] == b'\n' => break,
                 _ if raw.len() >= MAX_LINE => {

@@ -530,12 +530,6 @@ impl<'d> Supervisor<'d> {
     /// Records the final state durably, then lets the process exit (which
     /// releases the lock and makes the pidfd of waiters readable).
     fn finish(&mut self) {
-        self.control = None;
-        let _ = nix::unistd::unlinkat(
-            self.dir.fd(),
-            names::CONTROL,
-            nix::unistd::UnlinkatFlags::NoRemoveDir,
-        );
         self.state.status = Status::Exited;
         // A full disk must not lose the exit: retry for a while, then give
         // up (the state stays `running`; readers then report it `lost`).
@@ -546,6 +540,14 @@ impl<'d> Supervisor<'d> {
                 Err(_) => {}
             }
         }
+        // Only now does the socket go: a client refused from here on (or
+        // reset, from the backlog) reads a final state.
+        self.control = None;
+        let _ = nix::unistd::unlinkat(
+            self.dir.fd(),
+            names::CONTROL,
+            nix::unistd::UnlinkatFlags::NoRemoveDir,
+        );
         self.clients.clear();
         // Followers see EOF now: the final state is durable.
         self.attached.clear();
