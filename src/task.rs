@@ -193,7 +193,15 @@ impl Task {
     }
 
     /// The exit if the task has ended, `None` if it still runs. Never blocks.
+    ///
+    /// The task has ended once its final state is on disk, which the
+    /// supervisor writes before it removes the cgroup and exits: a final
+    /// state is returned at once, whether or not the supervisor is still
+    /// finishing.
     pub fn try_wait(&mut self) -> Result<Option<TaskExit>> {
+        if let Some(exit) = TaskExit::from_state(&self.dir.read_state()?) {
+            return Ok(Some(exit));
+        }
         if let Some(pidfd) = &self.pidfd {
             let exited = pidfd
                 .wait_exit(Some(Duration::ZERO))

@@ -47,7 +47,12 @@ pub fn run(executor: &Executor, opts: TaskOpts, rm: bool) -> Result<i32, Error> 
     for id in ids {
         signal_hook::low_level::unregister(id);
     }
-    let exit = task.wait()?;
+    // The end of following means the final state is on disk: read it
+    // rather than wait for the supervisor to remove the cgroup and exit.
+    let exit = match task.try_wait()? {
+        Some(exit) => exit,
+        None => task.wait()?,
+    };
     if rm {
         executor.remove(&id, false)?;
     }
