@@ -169,9 +169,16 @@ pub fn target_dir() -> PathBuf {
     deps.parent().unwrap().to_path_buf()
 }
 
-/// The nomad-shim binary built with these tests.
+/// The nomad-shim binary built with these tests. `cargo test` does not
+/// build another package's binary: `cargo build` (or `scripts/test`) first.
 pub fn shim() -> PathBuf {
-    target_dir().join("nomad-shim")
+    let shim = target_dir().join("nomad-shim");
+    assert!(
+        shim.exists(),
+        "{} is missing: run `cargo build --workspace` before the tests (scripts/test does)",
+        shim.display()
+    );
+    shim
 }
 
 /// The example agent (examples/agent.rs) built with these tests.
