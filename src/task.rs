@@ -567,9 +567,16 @@ pub(crate) fn remove_cgroup(dir: &TaskDir, state: &TaskState) -> Result<()> {
     };
     let root = CgroupRoot::detect()?;
     // Exactly <hierarchy>/<parent>/<id>: the hierarchy is the cgroup root
-    // itself (v2) or a controller's mount right under it (v1).
-    let is_hierarchy =
-        |base: &std::path::Path| base == root.path() || base.parent() == Some(root.path());
+    // itself (v2), or a controller's mount right under it (v1) — never, on
+    // v2, a cgroup right under the root.
+    let v2 = matches!(parsed, CgroupPaths::V2(_));
+    let is_hierarchy = |base: &std::path::Path| {
+        if v2 {
+            base == root.path()
+        } else {
+            base.parent() == Some(root.path())
+        }
+    };
     let exact = |d: &std::path::Path| {
         let mut base = d.to_path_buf();
         for _ in expected.components() {
