@@ -75,8 +75,50 @@ impl Executor {
     /// the error that prevented it: [`Error::Start`] names the step, e.g.
     /// `exec /usr/bin/nope: No such file or directory`).
     pub fn start(&self, spec: &TaskSpec) -> Result<Task> {
-        spec.validate()?;
         let shim = self.find_shim()?;
+        let mut pending = self.prepare_start(spec)?;
+        // The supervisor reports over a pipe on its stdout. Our end is
+        // close-on-exec, so a task started concurrently from another thread
+        // can never inherit it (and hold it open: the read would then wait
+        // for that task). std dup2()s the write end onto the child's fd 1,
+        // which clears close-on-exec there only.
+        let mut cmd = Command::new(&shim);
+        cmd.arg(SUPERVISE_SUBCOMMAND)
+            .arg(self.root.path())
+            .arg(pending.id().as_str())
+            .env_clear()
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(pending.take_write_end()))
+            .stderr(Stdio::null());
+        let spawned = cmd.spawn();
+        // `cmd` owns our copy of the write end: drop it, or EOF never comes.
+        drop(cmd);
+        let mut intermediate = match spawned {
+            Ok(child) => child,
+            Err(source) => {
+                let id = pending.id().clone();
+                pending.abandon();
+                return Err(Error::Spawn { id, shim, source });
+            }
+        };
+        // The intermediate process exits as soon as it has forked the
+        // supervisor. ECHILD means a subreaper of the caller's reaped it first.
+        self.finish_start(pending, move || match intermediate.wait() {
+            Ok(status) => format!("intermediate process {status}"),
+            Err(e) => format!("intermediate process: {e}"),
+        })
+    }
+
+    /// The first half of [`Executor::start`], for a caller that launches the
+    /// supervisor itself: validates the spec, resolves the user, creates the
+    /// task directory and writes `spec.json`, and makes the sync pipe. The
+    /// caller then runs `nomad-shim __supervise ROOT ID` (or, being that
+    /// binary and single-threaded, forks into its entry point) with
+    /// [`PendingStart::take_write_end`] as its stdout, and passes the
+    /// result to [`Executor::finish_start`]. The `nomad-shim` CLI does so to
+    /// spare one exec of itself; an agent simply calls [`Executor::start`].
+    pub fn prepare_start(&self, spec: &TaskSpec) -> Result<PendingStart> {
+        spec.validate()?;
         let dir = match &spec.id {
             Some(id) => self.root.create_task_dir(&TaskId::new(id.as_str())?)?,
             None => self.create_generated()?,
@@ -103,62 +145,56 @@ impl Executor {
             let _ = dir.remove();
             return Err(e.into());
         }
-
-        // The supervisor reports over a pipe on its stdout. Our end is
-        // close-on-exec, so a task started concurrently from another thread
-        // can never inherit it (and hold it open: the read below would then
-        // wait for that task). std dup2()s the write end onto the child's fd 1,
-        // which clears close-on-exec there only.
-        let (read_end, write_end) =
-            nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| Error::Io {
-                op: "create sync pipe for",
-                what: id.to_string(),
-                source: e.into(),
-            })?;
-        let mut cmd = Command::new(&shim);
-        cmd.arg(SUPERVISE_SUBCOMMAND)
-            .arg(self.root.path())
-            .arg(id.as_str())
-            .env_clear()
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(write_end))
-            .stderr(Stdio::null());
-        let spawned = cmd.spawn();
-        // `cmd` owns our copy of the write end: drop it, or EOF never comes.
-        drop(cmd);
-        let mut intermediate = match spawned {
-            Ok(child) => child,
-            Err(source) => {
+        let (read_end, write_end) = match nix::unistd::pipe2(OFlag::O_CLOEXEC) {
+            Ok(ends) => ends,
+            Err(e) => {
                 let _ = dir.remove();
-                return Err(Error::Spawn { id, shim, source });
+                return Err(Error::Io {
+                    op: "create sync pipe for",
+                    what: id.to_string(),
+                    source: e.into(),
+                });
             }
         };
+        Ok(PendingStart {
+            dir,
+            read_end,
+            write_end: Some(write_end),
+        })
+    }
+
+    /// The second half of [`Executor::start`]: reads the supervisor's one
+    /// reply line and returns the running task, or the start error.
+    /// `intermediate` reaps the launched process (it exits at once) and says
+    /// how it ended, for the error when the supervisor vanished.
+    pub fn finish_start(
+        &self,
+        mut pending: PendingStart,
+        intermediate: impl FnOnce() -> String,
+    ) -> Result<Task> {
+        // Our copy of the write end must be gone, or EOF never comes.
+        drop(pending.write_end.take());
+        let PendingStart { dir, read_end, .. } = pending;
+        let id = dir.id().clone();
         let reply = read_reply(read_end);
-        // The intermediate process exits as soon as it has forked the
-        // supervisor. ECHILD means a subreaper of the caller's reaped it first.
-        let intermediate_status = match intermediate.wait() {
-            Ok(status) => format!("intermediate process {status}"),
-            Err(e) => format!("intermediate process: {e}"),
-        };
+        let intermediate_status = intermediate();
         match reply {
             Ok(Some(StartReply::Started {
                 supervisor,
                 task,
                 warnings,
             })) => Ok(Task::started(dir, supervisor, task, warnings)),
+            // The supervisor removed the task directory before replying.
             Ok(Some(StartReply::Failed {
                 step,
                 errno,
                 message,
-            })) => {
-                // The supervisor removed the task directory before replying.
-                Err(Error::Start {
-                    id,
-                    step,
-                    errno,
-                    message,
-                })
-            }
+            })) => Err(Error::Start {
+                id,
+                step,
+                errno,
+                message,
+            }),
             Ok(None) | Err(_) => {
                 let detail = match reply {
                     Err(e) => format!("{e}; {intermediate_status}"),
@@ -273,6 +309,39 @@ fn read_reply(read_end: OwnedFd) -> std::io::Result<Option<StartReply>> {
             format!("bad reply {:?}: {e}", String::from_utf8_lossy(&buf)),
         )
     })
+}
+
+/// A start between [`Executor::prepare_start`] and
+/// [`Executor::finish_start`]: the task directory and spec exist, the
+/// supervisor is to be launched.
+#[derive(Debug)]
+pub struct PendingStart {
+    dir: crate::state::TaskDir,
+    read_end: OwnedFd,
+    write_end: Option<OwnedFd>,
+}
+
+impl PendingStart {
+    /// The task's id.
+    pub fn id(&self) -> &TaskId {
+        self.dir.id()
+    }
+
+    /// The sync pipe's write end, to become the supervisor's stdout
+    /// (close-on-exec; `dup2` it onto fd 1 in the launched process).
+    ///
+    /// # Panics
+    /// If taken twice.
+    pub fn take_write_end(&mut self) -> OwnedFd {
+        self.write_end
+            .take()
+            .expect("the sync pipe's write end is taken once")
+    }
+
+    /// Gives up before a supervisor ran: removes the task directory.
+    pub fn abandon(self) {
+        let _ = self.dir.remove();
+    }
 }
 
 /// Finds the binary: `explicit`, then `$NOMAD_SHIM`, then next to the current

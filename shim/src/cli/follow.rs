@@ -21,7 +21,7 @@ use super::{exit_code, task_opts::TaskOpts};
 
 /// `run`: start, copy the output while it runs, exit with the task's code.
 pub fn run(executor: &Executor, opts: TaskOpts, rm: bool) -> Result<i32, Error> {
-    let mut task = executor.start(&opts.spec())?;
+    let mut task = super::launch::start(executor, &opts.spec())?;
     super::print_warnings(&task);
     let id = task.id().to_string();
     // Ctrl-C and friends go to the task, not to us: the task decides.

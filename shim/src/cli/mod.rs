@@ -5,6 +5,7 @@
 //! code, or 128+N when signal N ended it.
 
 mod follow;
+mod launch;
 mod query;
 mod task_opts;
 

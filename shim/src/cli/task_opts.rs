@@ -165,7 +165,7 @@ impl TaskOpts {
 
 /// `start`: prints the id and exits 0.
 pub fn start(executor: &Executor, opts: TaskOpts) -> Result<i32, Error> {
-    let task = executor.start(&opts.spec())?;
+    let task = super::launch::start(executor, &opts.spec())?;
     super::print_warnings(&task);
     println!("{}", task.id());
     Ok(0)

@@ -16,7 +16,6 @@ mod logs;
 
 use std::ffi::{CString, OsStr};
 use std::fs::{File, TryLockError};
-use std::io::Write;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
@@ -101,10 +100,21 @@ pub fn main(root: &OsStr, id: &OsStr) -> ! {
 }
 
 /// Writes the one reply line to the sync pipe (fd 1).
+/// With `write(2)` on fd 1, not through std's buffered stdout: when the CLI
+/// forks into the supervisor, whatever its stdout buffer held must not
+/// precede the reply.
 fn report(reply: &StartReply) {
     let mut line = serde_json::to_vec(reply).unwrap_or_default();
     line.push(b'\n');
-    let _ = std::io::stdout().lock().write_all(&line);
+    let stdout = std::io::stdout();
+    let mut rest = line.as_slice();
+    while !rest.is_empty() {
+        match nix::unistd::write(&stdout, rest) {
+            Ok(n) => rest = &rest[n..],
+            Err(Errno::EINTR) => {}
+            Err(_) => return,
+        }
+    }
 }
 
 fn supervise(root: &Path, id: &OsStr) -> Result<(), Failure> {
