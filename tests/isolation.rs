@@ -432,3 +432,50 @@ fn a_task_cannot_reach_the_shim_binary_through_its_supervisor() {
     assert!(exit.success(), "{exit:?} {err}");
     assert_eq!(out, "readlink denied\nopen denied\n");
 }
+
+/// A network namespace of the test's own (`ip netns add`), deleted on drop.
+struct NetNs(String);
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "delete", &self.0])
+            .status();
+    }
+}
+
+#[test]
+fn a_task_joins_the_network_namespace_it_is_given() {
+    if !root_or_skip("a_task_joins_the_network_namespace_it_is_given") {
+        return;
+    }
+    let root = TestRoot::new();
+    let name = format!("nomad-shim-test-{}", std::process::id());
+    let out = common::output(std::process::Command::new("ip").args(["netns", "add", &name]));
+    assert!(out.status.success(), "{out:?}");
+    let ns = NetNs(name);
+    let path = PathBuf::from("/run/netns").join(&ns.0);
+    let want = fs::metadata(&path).unwrap().ino();
+    let mut spec = TaskSpec::new("/usr/bin/stat");
+    spec.args(["-L", "-c", "%i", "/proc/self/ns/net"])
+        .isolation(IsolationSpec {
+            netns: Some(path.clone()),
+            ..IsolationSpec::default()
+        });
+    let (exit, out, err) = run_to_end(&root, &spec);
+    assert!(exit.success(), "{exit:?} {err}");
+    assert_eq!(
+        out.trim(),
+        want.to_string(),
+        "the task is not in {}",
+        path.display()
+    );
+    // A namespace that does not exist is a start error naming it.
+    let mut spec = TaskSpec::new("/bin/true");
+    spec.isolation(IsolationSpec {
+        netns: Some("/run/netns/no-such-ns".into()),
+        ..IsolationSpec::default()
+    });
+    let err = root.exec.start(&spec).unwrap_err();
+    assert!(err.to_string().contains("/run/netns/no-such-ns"), "{err}");
+}
