@@ -1655,35 +1655,11 @@ fn elf_is_static(path: &Path) -> std::io::Result<bool> {
     Ok(true)
 }
 
-/// Direct children of this process.
-fn children() -> Vec<i32> {
-    let mut out = Vec::new();
-    for t in std::fs::read_dir("/proc/self/task")
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
-        if let Ok(s) = std::fs::read_to_string(t.path().join("children")) {
-            out.extend(s.split_whitespace().filter_map(|p| p.parse::<i32>().ok()));
-        }
-    }
-    out
-}
-
-fn proc_state(pid: i32) -> Option<char> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat[stat.rfind(')')? + 1..]
-        .split_whitespace()
-        .next()?
-        .chars()
-        .next()
-}
-
 /// Reaps the children that are zombies (exited supervisors re-parented to
 /// us), by pid: never a `waitpid(-1)` that could take a child someone waits for.
 fn reap_zombies() {
-    for pid in children() {
-        if proc_state(pid) == Some('Z') {
+    for pid in nomad_shim::identity::children() {
+        if nomad_shim::identity::state(pid) == Some('Z') {
             let _ = nix::sys::wait::waitpid(
                 nix::unistd::Pid::from_raw(pid),
                 Some(nix::sys::wait::WaitPidFlag::WNOHANG),
@@ -1697,7 +1673,7 @@ fn reap_all(timeout: Duration) -> Vec<i32> {
     let deadline = Instant::now() + timeout;
     loop {
         reap_zombies();
-        let left = children();
+        let left = nomad_shim::identity::children();
         if left.is_empty() || Instant::now() > deadline {
             return left;
         }

@@ -12,6 +12,7 @@
 
 use std::time::Instant;
 
+use nomad_shim::identity::{children, state};
 use nomad_shim::{Executor, TaskExit, TaskSpec};
 
 fn main() {
@@ -130,29 +131,6 @@ fn count_fds() -> usize {
     std::fs::read_dir("/proc/self/fd")
         .map(|d| d.count())
         .unwrap_or(0)
-}
-
-fn children() -> Vec<i32> {
-    let mut out = Vec::new();
-    for t in std::fs::read_dir("/proc/self/task")
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
-        if let Ok(s) = std::fs::read_to_string(t.path().join("children")) {
-            out.extend(s.split_whitespace().filter_map(|p| p.parse::<i32>().ok()));
-        }
-    }
-    out
-}
-
-fn state(pid: i32) -> Option<char> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat[stat.rfind(')')? + 1..]
-        .split_whitespace()
-        .next()?
-        .chars()
-        .next()
 }
 
 fn fail(e: nomad_shim::Error) -> ! {

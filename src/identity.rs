@@ -118,14 +118,44 @@ pub fn start_time(pid: i32) -> io::Result<u64> {
     })
 }
 
-/// Parses the start time out of a `/proc/<pid>/stat` line. The command name
-/// (field 2) is in parentheses and may itself contain spaces and `)`, so
-/// fields are counted from the *last* `)`.
-pub fn parse_start_time(stat: &[u8]) -> Option<u64> {
+/// The fields of a `/proc/<pid>/stat` line from field 3 (state) on. The
+/// command name (field 2) is in parentheses and may itself contain spaces
+/// and `)`, so fields are counted from the *last* `)`.
+fn fields_after_comm(stat: &[u8]) -> Option<std::str::SplitAsciiWhitespace<'_>> {
     let close = stat.iter().rposition(|&b| b == b')')?;
-    let rest = std::str::from_utf8(&stat[close + 1..]).ok()?;
-    // After ")" come field 3 (state) onwards; start time is field 22.
-    rest.split_ascii_whitespace().nth(22 - 3)?.parse().ok()
+    Some(
+        std::str::from_utf8(&stat[close + 1..])
+            .ok()?
+            .split_ascii_whitespace(),
+    )
+}
+
+/// Parses the start time (field 22) out of a `/proc/<pid>/stat` line.
+pub fn parse_start_time(stat: &[u8]) -> Option<u64> {
+    fields_after_comm(stat)?.nth(22 - 3)?.parse().ok()
+}
+
+/// The one-letter state of process `pid` (field 3 of `/proc/<pid>/stat`:
+/// `R`, `S`, `Z`, ...), or `None` when there is no such process.
+pub fn state(pid: i32) -> Option<char> {
+    let stat = fs::read(format!("/proc/{pid}/stat")).ok()?;
+    fields_after_comm(&stat)?.next()?.chars().next()
+}
+
+/// The direct children of this process, of all its threads
+/// (`/proc/self/task/*/children`): what a subreaper has to reap.
+pub fn children() -> Vec<i32> {
+    let mut out = Vec::new();
+    for t in fs::read_dir("/proc/self/task")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        if let Ok(s) = fs::read_to_string(t.path().join("children")) {
+            out.extend(s.split_whitespace().filter_map(|p| p.parse::<i32>().ok()));
+        }
+    }
+    out
 }
 
 /// This boot's id (`/proc/sys/kernel/random/boot_id`), read once.
@@ -168,6 +198,19 @@ mod tests {
         .open()
         .unwrap()
         .is_none());
+    }
+
+    #[test]
+    fn state_and_children_of_this_process() {
+        assert!(matches!(state(std::process::id() as i32), Some('R' | 'S')));
+        assert_eq!(state(0), None);
+        let mut child = std::process::Command::new("/bin/sleep")
+            .arg("5")
+            .spawn()
+            .unwrap();
+        assert!(children().contains(&(child.id() as i32)));
+        child.kill().unwrap();
+        child.wait().unwrap();
     }
 
     #[test]

@@ -83,30 +83,9 @@ pub fn reap_unowned() {
     }
 }
 
-/// Direct children of this process (all threads).
-pub fn children() -> Vec<i32> {
-    let mut out = Vec::new();
-    for t in std::fs::read_dir("/proc/self/task")
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
-        if let Ok(s) = std::fs::read_to_string(t.path().join("children")) {
-            out.extend(s.split_whitespace().filter_map(|p| p.parse::<i32>().ok()));
-        }
-    }
-    out
-}
-
-/// The one-letter state of a process (`R`, `S`, `Z`, ...), if it exists.
-pub fn proc_state(pid: i32) -> Option<char> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat[stat.rfind(')')? + 1..]
-        .split_whitespace()
-        .next()?
-        .chars()
-        .next()
-}
+/// Direct children of this process (all threads), and a pid's one-letter
+/// state (`R`, `S`, `Z`, ...): the library's own readers of /proc.
+pub use nomad_shim::identity::{children, state as proc_state};
 
 pub fn is_zombie(pid: i32) -> bool {
     proc_state(pid) == Some('Z')
