@@ -104,6 +104,11 @@ struct Config {
     command: String,
     shim_static: Option<PathBuf>,
     shim_dynamic: Option<PathBuf>,
+    /// A static shim built from an earlier commit (`BENCH_BASE_REF`), for
+    /// side-by-side "the same start without the new steps" variants.
+    shim_base: Option<PathBuf>,
+    /// What `shim_base` was built from, for the report.
+    base_ref: String,
 }
 
 impl Config {
@@ -153,6 +158,8 @@ impl Config {
                 .unwrap_or_else(|_| "cargo bench -p nomad-shim --bench startup".into()),
             shim_static: path("NOMAD_SHIM"),
             shim_dynamic: path("NOMAD_SHIM_DYNAMIC"),
+            shim_base: path("NOMAD_SHIM_BASE"),
+            base_ref: std::env::var("BENCH_BASE_REF").unwrap_or_else(|_| "?".into()),
         }
     }
 
@@ -766,6 +773,7 @@ fn build_variants(cfg: &Config, env: &Environment, tmpfs: &Path, disk: &Path) ->
         uts: true,
         ..IsolationSpec::default()
     });
+    let isolated_base = isolated.clone();
     for (key, spec, what, targets) in [
         (
             "lib-limits",
@@ -780,7 +788,11 @@ fn build_variants(cfg: &Config, env: &Environment, tmpfs: &Path, disk: &Path) ->
                 task_dirs: tmpfs.join("taskdirs"),
             },
             "issue 4: as `lib-limits`, plus `user(\"nobody\")` and `IsolationSpec { chroot, pid, ipc, uts }`: a task dir made each round (untimed), chroot from the default chroot env (read-only bind mounts), /dev and /proc, pid+ipc+uts namespaces, default capabilities, no_new_privs".into(),
-            vec![Target::TimesOf("bwrap-dev-proc", 1.0), Target::TimesOf("runc", 0.25)],
+            vec![
+                Target::TimesOf("bwrap-dev-proc", 1.0),
+                Target::TimesOf("runc", 0.25),
+                Target::PlusMs("lib-isolated-base", 0.3),
+            ],
         ),
     ] {
         let root = tmpfs.join(format!("root-{key}"));
@@ -796,6 +808,35 @@ fn build_variants(cfg: &Config, env: &Environment, tmpfs: &Path, disk: &Path) ->
             ),
         };
         v.push(targets.into_iter().fold(var, Variant::target));
+    }
+
+    // Issue 7: the same isolated start with the shim of an earlier commit
+    // (`BENCH_BASE_REF`, built by `scripts/bench`): what the newer isolation
+    // steps (device rules, /sys and /proc masks, secrets tmpfs, the pid
+    // namespace's init...) cost, side by side in the same rounds.
+    {
+        let what = format!(
+            "issue 7: as `lib-isolated`, with the static shim built from `{}` (before the issue-7 steps): the same start without them",
+            cfg.base_ref
+        );
+        let root = tmpfs.join("root-lib-isolated-base");
+        v.push(match &cfg.shim_base {
+            None => Variant::new("lib-isolated-base", what, Action::Bare)
+                .skip("no base shim (set BENCH_BASE_REF for scripts/bench)"),
+            Some(path) => Variant::new(
+                "lib-isolated-base",
+                what,
+                Action::Library {
+                    exec: Executor::with_root(&root)
+                        .shim_path(path)
+                        .cgroup_parent(CGROUP_PARENT),
+                    spec: SpecSource::InTaskDir {
+                        spec: Box::new(isolated_base),
+                        task_dirs: tmpfs.join("taskdirs-base"),
+                    },
+                },
+            ),
+        });
     }
 
     // Reference points from Debian's packages.
@@ -1176,6 +1217,20 @@ fn idle_memory(env: &Environment, tmpfs: &Path, n: usize) -> Vec<MemRow> {
         });
         reap_zombies();
     }
+    // Issue 7: the pid namespace's init (a fork of the supervisor that
+    // forwards signals and reaps), measured on its own: the task's recorded
+    // pid under `--ns pid` is the init, the program its child.
+    if let Some((path, _)) = &env.shim_static {
+        let exec = Executor::with_root(tmpfs.join("root-mem-init"))
+            .shim_path(path)
+            .cgroup_parent(CGROUP_PARENT);
+        rows.push(MemRow {
+            key: "init (pid namespace)".into(),
+            what: "the init of a library task `/bin/sleep 1000` with `IsolationSpec { pid: true }` (the task's recorded pid), per task".into(),
+            result: init_memory(&exec, n),
+        });
+        reap_zombies();
+    }
     for tini in &env.tini {
         rows.push(MemRow {
             key: tini
@@ -1210,6 +1265,38 @@ fn shim_memory(exec: &Executor, n: usize) -> Res<Mem> {
             pids.push(task.supervisor_pid().ok_or("no supervisor pid")?);
         }
         // Let every supervisor settle into its poll loop.
+        std::thread::sleep(Duration::from_millis(300));
+        average_rollup(&pids)
+    })();
+    for id in &ids {
+        if let Err(e) = exec.remove(id, true) {
+            eprintln!("idle memory: remove {id}: {e}");
+        }
+    }
+    result
+}
+
+fn init_memory(exec: &Executor, n: usize) -> Res<Mem> {
+    let mut ids = Vec::new();
+    let result = (|| {
+        let mut pids = Vec::new();
+        let mut spec = TaskSpec::new("/bin/sleep");
+        spec.arg("1000").isolation(IsolationSpec {
+            pid: true,
+            ..IsolationSpec::default()
+        });
+        for _ in 0..n {
+            let task = exec.start(&spec).map_err(|e| format!("start sleep: {e}"))?;
+            ids.push(task.id().to_string());
+            let pid = task.pid().ok_or("no task pid")?;
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            if comm.trim() == "sleep" {
+                return Err(
+                    "no init: the task's pid is the program itself (a shim without an init)".into(),
+                );
+            }
+            pids.push(pid);
+        }
         std::thread::sleep(Duration::from_millis(300));
         average_rollup(&pids)
     })();
@@ -1409,10 +1496,14 @@ fn render(
         for row in rows {
             match &row.result {
                 Ok(m) => {
-                    let target = if row.key == "nomad-shim (static)" {
-                        format!("PSS ≤ 200 KiB: {}", verdict(m.pss <= 200.0))
-                    } else {
-                        String::new()
+                    let target = match row.key.as_str() {
+                        "nomad-shim (static)" => {
+                            format!("PSS ≤ 200 KiB: {}", verdict(m.pss <= 200.0))
+                        }
+                        "init (pid namespace)" => {
+                            format!("PSS ≤ 64 KiB: {}", verdict(m.pss <= 64.0))
+                        }
+                        _ => String::new(),
                     };
                     let _ = writeln!(
                         r,
