@@ -402,3 +402,96 @@ fn allowed_caps_refuses_a_cap_add_outside_it_and_limits_the_set() {
         "CapEff:\t0000000000000400\nCapBnd:\t0000000000000401\n"
     );
 }
+
+/// A directory of the test's, bound onto itself and made shared, with a
+/// process in another mount namespace holding a slave copy of it (as a
+/// systemd service's namespace holds of a shared `/`). Drop kills the
+/// process (by pid) and detaches the bind.
+struct SharedDir {
+    path: PathBuf,
+    slave: Option<std::process::Child>,
+}
+
+impl SharedDir {
+    fn new(root: &TestRoot) -> SharedDir {
+        let path = root.path().with_file_name("shared");
+        fs::create_dir_all(&path).unwrap();
+        let mut me = SharedDir { path, slave: None };
+        let mount = |args: &[&str]| {
+            let out = common::output(std::process::Command::new("mount").args(args));
+            assert!(out.status.success(), "mount {args:?}: {out:?}");
+        };
+        let p = me.path.to_str().unwrap().to_string();
+        mount(&["--bind", &p, &p]);
+        mount(&["--make-shared", &p]);
+        let script = format!("mount --make-slave {p} && echo ready && exec sleep 1000");
+        let mut child = common::spawn(
+            std::process::Command::new("unshare")
+                .args(["-m", "--propagation", "unchanged", "sh", "-c", &script])
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::piped()),
+        );
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        assert_eq!(line, "ready\n");
+        me.slave = Some(child);
+        me
+    }
+
+    /// The slave namespace's mount table lines under `path`.
+    fn slave_mounts_under(&self, path: &Path) -> Vec<String> {
+        let pid = self.slave.as_ref().unwrap().id();
+        let needle = path.to_str().unwrap().to_string();
+        fs::read_to_string(format!("/proc/{pid}/mountinfo"))
+            .unwrap()
+            .lines()
+            .filter(|l| {
+                l.split(' ')
+                    .nth(4)
+                    .is_some_and(|mp| mp.starts_with(&needle))
+            })
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+impl Drop for SharedDir {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.slave.take() {
+            let _ = child.kill();
+            let _ = common::wait_output(child);
+        }
+        let _ = nix::mount::umount2(&self.path, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+#[test]
+fn a_secrets_copy_propagated_to_another_namespace_goes_with_the_task() {
+    if !root_or_skip("a_secrets_copy_propagated_to_another_namespace_goes_with_the_task") {
+        return;
+    }
+    let root = TestRoot::new();
+    let shared = SharedDir::new(&root);
+    for chroot in [false, true] {
+        let dir = TaskDir {
+            path: shared.path.join(format!("task-{chroot}")),
+        };
+        let mut task = start(&root, &spec(&dir, chroot, "/bin/sleep", &["1000"]));
+        // The host's mount reached the slave namespace (its parent is shared)...
+        let copies = shared.slave_mounts_under(&dir.secrets());
+        assert_eq!(copies.len(), 1, "chroot={chroot}: {copies:?}");
+        assert!(copies[0].contains("nomad-shim-secrets:"), "{copies:?}");
+        task.force_stop().unwrap();
+        // ...and left it with the task: the unmount propagated.
+        assert_eq!(mounts_under(&dir.path), Vec::<String>::new());
+        assert_eq!(
+            shared.slave_mounts_under(&dir.path),
+            Vec::<String>::new(),
+            "chroot={chroot}: a copy is stuck in the other namespace"
+        );
+    }
+}
