@@ -119,6 +119,8 @@ impl Executor {
     /// spare one exec of itself; an agent simply calls [`Executor::start`].
     pub fn prepare_start(&self, spec: &TaskSpec) -> Result<PendingStart> {
         spec.validate()?;
+        // Typed errors before anything is made (the supervisor checks again).
+        spec.isolation.validate()?;
         let dir = match &spec.id {
             Some(id) => self.root.create_task_dir(&TaskId::new(id.as_str())?)?,
             None => self.create_generated()?,
@@ -275,7 +277,9 @@ impl Executor {
             // interrupted is finished here (removing a gone cgroup is a no-op).
             // With force, a cgroup that cannot be removed (a refused path, a
             // process that will not die) does not keep the directory.
-            Ok(state) => match crate::task::remove_cgroup(&dir, &state) {
+            Ok(state) => match crate::task::remove_cgroup(&dir, &state)
+                .and_then(|()| crate::task::unmount_secrets(&dir).map(drop))
+            {
                 Ok(()) => {}
                 Err(_) if force => {}
                 Err(e) => return Err(e),

@@ -44,7 +44,8 @@ impl Default for LogPolicy {
 ///
 /// The program is executed directly with `execve(2)`, never through a shell:
 /// arguments arrive exactly as given. A program name without `/` is looked up
-/// in the task's `PATH` (its environment's, else [`DEFAULT_PATH`]).
+/// as Nomad does: in the task dir's `local/`, the task dir, then the task's
+/// `PATH` (its environment's, else [`DEFAULT_PATH`]); see docs/cli.md.
 ///
 /// ```
 /// use std::time::Duration;

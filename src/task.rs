@@ -489,6 +489,11 @@ pub(crate) fn reconcile(dir: &TaskDir) -> Result<TaskState> {
         "the machine rebooted while the task ran; its exit is unknown".to_owned()
     } else {
         let killed = kill_leftovers(dir, &state);
+        let killed = match unmount_secrets(dir) {
+            Ok(true) => format!("{killed}; its secrets/ tmpfs was unmounted"),
+            Ok(false) => killed,
+            Err(e) => format!("{killed}; {e}"),
+        };
         let sup = state
             .supervisor
             .map_or_else(|| "during start".to_owned(), |s| format!("(pid {})", s.pid));
@@ -505,6 +510,20 @@ pub(crate) fn reconcile(dir: &TaskDir) -> Result<TaskState> {
     state.exit = Some(ExitRecord::lost(reason));
     dir.write_state(&state, true)?;
     Ok(state)
+}
+
+/// Unmounts the secrets tmpfs of a task whose supervisor is gone (only if
+/// the mount at `<task_dir>/secrets` is this task's, see
+/// [`crate::isolate::unmount_secrets`]).
+pub(crate) fn unmount_secrets(dir: &TaskDir) -> Result<bool> {
+    let spec: crate::TaskSpec = crate::state::read_json(dir.fd(), dir.path(), names::SPEC)?;
+    match &spec.isolation.task_dir {
+        Some(task_dir) => Ok(crate::isolate::unmount_secrets(
+            task_dir,
+            dir.id().as_str(),
+        )?),
+        None => Ok(false),
+    }
 }
 
 /// Kills what is left of a task whose supervisor died: every process of

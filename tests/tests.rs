@@ -10,3 +10,4 @@ mod isolation;
 mod lifecycle;
 mod limits;
 mod recovery;
+mod taskdir_misc;

@@ -88,7 +88,72 @@ pub(crate) fn bounding_set(spec: &IsolationSpec) -> Result<CapsHashSet, IsolateE
             set.remove(c);
         }
     }
+    // Nomad's `allow_caps`: the task keeps only what the operator allows
+    // (its basis is the defaults ∩ allow_caps; a `cap_add` outside the list
+    // was refused by `check_allowed`).
+    if let Some(allowed) = allowed_set(spec)? {
+        set.retain(|c| allowed.contains(c));
+    }
     Ok(set)
+}
+
+/// The operator's allow list as a set (`ALL`: every capability), or `None`
+/// when the spec has none.
+fn allowed_set(spec: &IsolationSpec) -> Result<Option<CapsHashSet>, IsolateError> {
+    let Some(names) = &spec.allowed_caps else {
+        return Ok(None);
+    };
+    let mut set = CapsHashSet::new();
+    for n in parse_list(names)? {
+        match n {
+            CapName::All => set.extend(caps::all()),
+            CapName::One(c) => {
+                set.insert(c);
+            }
+        }
+    }
+    Ok(Some(set))
+}
+
+/// Refuses a `cap_add` the operator's `allowed_caps` does not list (Nomad:
+/// "driver does not allow the following capabilities"), naming each one.
+pub(crate) fn check_allowed(spec: &IsolationSpec) -> Result<(), IsolateError> {
+    let Some(allowed) = allowed_set(spec)? else {
+        return Ok(());
+    };
+    let mut missing: Vec<Capability> = Vec::new();
+    for a in parse_list(&spec.cap_add)? {
+        let wanted: Vec<Capability> = match a {
+            CapName::All => caps::all().into_iter().collect(),
+            CapName::One(c) => vec![c],
+        };
+        for c in wanted {
+            if !allowed.contains(&c) && !missing.contains(&c) {
+                missing.push(c);
+            }
+        }
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    missing.sort_by_key(|c| c.index());
+    let mut allowed: Vec<Capability> = allowed.into_iter().collect();
+    allowed.sort_by_key(|c| c.index());
+    let join = |v: &[Capability]| {
+        v.iter()
+            .map(|c| c.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let allowed = if allowed.is_empty() {
+        "none".to_string()
+    } else {
+        join(&allowed)
+    };
+    Err(IsolateError::CapabilityNotAllowed {
+        name: join(&missing),
+        allowed,
+    })
 }
 
 /// The sets for a root task (everything in the bounding set, as execve(2)
@@ -242,6 +307,35 @@ mod tests {
         assert_eq!(p.granted, p.inheritable);
         let p = plan(&spec(&["NET_BIND_SERVICE"], &["NET_BIND_SERVICE"]), false).unwrap();
         assert!(p.ambient.is_empty(), "drop wins over add");
+    }
+
+    #[test]
+    fn allowed_caps_limit_the_set_and_refuse_cap_add_outside_it() {
+        let mut s = spec(&["NET_RAW"], &[]);
+        s.allowed_caps = Some(vec!["chown".into(), "KILL".into()]);
+        match check_allowed(&s) {
+            Err(IsolateError::CapabilityNotAllowed { name, allowed }) => {
+                assert_eq!(name, "CAP_NET_RAW");
+                assert_eq!(allowed, "CAP_CHOWN,CAP_KILL");
+            }
+            other => panic!("{other:?}"),
+        }
+        s.cap_add = vec!["kill".into()];
+        check_allowed(&s).unwrap();
+        let want: CapsHashSet = [Capability::CAP_CHOWN, Capability::CAP_KILL]
+            .into_iter()
+            .collect();
+        assert_eq!(bounding_set(&s).unwrap(), want, "defaults ∩ allowed");
+        // ALL asks for every capability: refused unless all are allowed.
+        s.cap_add = vec!["ALL".into()];
+        assert!(matches!(
+            check_allowed(&s),
+            Err(IsolateError::CapabilityNotAllowed { .. })
+        ));
+        s.allowed_caps = Some(vec!["all".into()]);
+        check_allowed(&s).unwrap();
+        // No list: no restriction (the pre-allowed_caps behaviour).
+        check_allowed(&spec(&["SYS_ADMIN"], &[])).unwrap();
     }
 
     #[test]

@@ -236,4 +236,49 @@ pub enum IsolateError {
         /// The name or id.
         group: String,
     },
+    /// A `cap_add` entry outside the operator's `allowed_caps`.
+    #[error("capability {name} is not allowed (allowed caps: {allowed})")]
+    CapabilityNotAllowed {
+        /// The capability (or capabilities, for `ALL`), as `CAP_NAME`.
+        name: String,
+        /// The allow list in effect.
+        allowed: String,
+    },
+    /// `oom_score_adj` outside -1000..=1000 (proc(5)).
+    #[error("oom_score_adj {value} is outside -1000..=1000")]
+    OomScoreAdjOutOfRange {
+        /// The value asked.
+        value: i32,
+    },
+    /// A `secrets_size` of 0 (tmpfs would read it as "no limit").
+    #[error("secrets_size must be at least 1 byte")]
+    SecretsSizeZero,
+    /// Another task's secrets tmpfs is mounted where ours goes.
+    #[error("{path:?} is the secrets mount of another task ({source_name})")]
+    SecretsInUse {
+        /// `<task_dir>/secrets`.
+        path: PathBuf,
+        /// The mount's source, naming the other task.
+        source_name: String,
+    },
+    /// A mount or unmount step of the secrets tmpfs failed.
+    #[error("{op} {path:?}: {source}")]
+    Secrets {
+        /// What failed: `open`, `mount tmpfs on`, `make private`, `unmount`...
+        op: &'static str,
+        /// `<task_dir>/secrets` (or the task dir).
+        path: PathBuf,
+        /// The errno.
+        #[source]
+        source: Errno,
+    },
+    /// `/proc/self/mountinfo` or `/proc/self/fdinfo` could not be read.
+    #[error("read {path}: {source}")]
+    ReadProcMounts {
+        /// The proc file.
+        path: String,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
 }

@@ -23,6 +23,7 @@ mod mounts;
 mod ns;
 mod rlimit;
 mod rootfs;
+mod secrets;
 mod spec;
 mod step;
 mod taskdir;
@@ -37,6 +38,7 @@ use nix::sched::CloneFlags;
 use nix::sys::stat::stat;
 
 pub use error::IsolateError;
+pub use secrets::{mount_secrets, secrets_source, unmount_secrets, DEFAULT_SECRETS_SIZE};
 pub use spec::{BindSpec, IsolationSpec, RlimitSpec, DEFAULT_CHROOT_ENV};
 pub use step::{Step, StepError, SubjectId};
 pub use user::{resolve_user, ResolvedUser};
@@ -73,6 +75,8 @@ pub struct Plan {
     env: Vec<(String, String)>,
     /// What each [`SubjectId`] names, for [`Plan::describe`].
     subjects: Vec<String>,
+    /// The task's `oom_score_adj`, as the decimal the child writes.
+    oom_score_adj: String,
 }
 
 /// Validates `spec`, lays out the task directory and precomputes the child's
@@ -121,6 +125,7 @@ pub fn prepare(spec: &IsolationSpec, cwd: Option<&Path>) -> Result<Plan, Isolate
         cwd,
         env: spec.env_defaults(),
         subjects: subjects.0,
+        oom_score_adj: spec.oom_score_adj.unwrap_or(0).to_string(),
     })
 }
 
@@ -136,6 +141,13 @@ impl Plan {
     /// supervisor to merge into the task's environment before `fork`.
     pub fn env_defaults(&self) -> &[(String, String)] {
         &self.env
+    }
+
+    /// What the child writes to `/proc/self/oom_score_adj` (the spec's
+    /// value, default `0`): the supervisor lowered its own, which the child
+    /// inherits (proc(5)).
+    pub fn oom_score_adj(&self) -> &[u8] {
+        self.oom_score_adj.as_bytes()
     }
 
     /// Applies the isolation, in DESIGN §5's order, in the forked child just

@@ -13,7 +13,7 @@ use nix::sys::statvfs::{statvfs, FsFlags};
 use nix::unistd::{chdir, fchdir, pivot_root, Gid, Uid};
 
 use super::error::IsolateError;
-use super::mounts::{mount_at, FdPath, MountOp, Source};
+use super::mounts::{mount_at, open_beneath, FdPath, MountOp, Source};
 use super::spec::{relative_dst, IsolationSpec};
 use super::step::{Step, StepError, SubjectId};
 use super::taskdir::{Kind, MountPoint};
@@ -44,13 +44,16 @@ pub(crate) struct RootPlan {
     subject: SubjectId,
     /// The mounts, in order.
     ops: Vec<MountOp>,
+    /// `<task_dir>/secrets`, where the supervisor mounted the secrets tmpfs
+    /// on the host.
+    secrets: (CString, SubjectId),
 }
 
 /// Plans the root for `spec` (chroot is set, so is `task_dir`) and returns
 /// the mount points [`super::taskdir::build`] must create.
 pub(crate) fn plan(
     spec: &IsolationSpec,
-    owner: (Uid, Gid),
+    _owner: (Uid, Gid),
     host_mntns: u64,
     subjects: &mut Subjects,
 ) -> Result<(RootPlan, Vec<MountPoint>), IsolateError> {
@@ -100,17 +103,18 @@ pub(crate) fn plan(
         }
         None => b.bind(Source::Itself, Path::new("alloc"), Kind::Dir, rw, None)?,
     }
-    // Secrets: a small tmpfs only the task user can read, never executable.
-    let (uid, gid) = owner;
-    let secrets = format!("size=1m,mode=0700,uid={uid},gid={gid}");
+    // Secrets: the supervisor mounted a small tmpfs on the host at
+    // <task_dir>/secrets (see `secrets`); build_and_pivot binds it in.
     let noexec = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
-    b.fs(
-        c"tmpfs",
-        Step::MountTmpfs,
-        "secrets",
-        noexec,
-        Some(&secrets),
-    )?;
+    let secrets_path = task_dir.join("secrets");
+    let secrets = (
+        cstring(&secrets_path)?,
+        b.subjects.add(format!(
+            "{} onto {}",
+            secrets_path.display(),
+            secrets_path.display()
+        )),
+    );
     b.dev()?;
     // A fresh proc: of the task's pid namespace when it has one (proc(5):
     // a proc mount shows the pid namespace of the process that mounted it).
@@ -124,6 +128,7 @@ pub(crate) fn plan(
             root: cstring(task_dir)?,
             subject,
             ops,
+            secrets,
         },
         mountpoints,
     ))
@@ -333,6 +338,11 @@ impl RootPlan {
             None,
         )
         .map_err(StepError::with(Step::MakePrivate))?;
+        // The secrets tmpfs (our namespace's copy of the supervisor's host
+        // mount), opened now: the bind below hides it from every path.
+        let (secrets_path, secrets_subject) = &self.secrets;
+        let secrets = open_root(secrets_path)
+            .map_err(StepError::with_on(Step::OpenMountPoint, *secrets_subject))?;
         // pivot_root(2): "new_root must be a path to a mount point": bind
         // the task dir onto itself (not MS_REC: no host submounts come along).
         let dir = open_root(&self.root).map_err(on_root(Step::OpenRoot))?;
@@ -351,6 +361,8 @@ impl RootPlan {
         for op in &self.ops {
             op.apply(&root)?;
         }
+        bind_secrets(&root, &secrets, *secrets_subject)?;
+        drop(secrets);
         // Everything not mounted over is read-only from now on.
         let ro = MsFlags::MS_BIND
             | MsFlags::MS_REMOUNT
@@ -370,6 +382,33 @@ impl RootPlan {
         umount2(c".", MntFlags::MNT_DETACH).map_err(StepError::with(Step::DetachOldRoot))?;
         chdir(c"/").map_err(StepError::with(Step::ChdirRoot))
     }
+}
+
+/// Binds the secrets tmpfs (`src`, opened before the root's bind) onto
+/// `secrets` of the new root, `nosuid,nodev,noexec` (a bind takes its flags
+/// from the remount, see [`MountOp::Bind`]).
+fn bind_secrets(root: &OwnedFd, src: &OwnedFd, subject: SubjectId) -> Result<(), StepError> {
+    let open = |r| open_beneath(r, c"secrets", Kind::Dir);
+    let at = StepError::with_on(Step::OpenMountPoint, subject);
+    let target = open(root).map_err(&at)?;
+    let src = FdPath::new(src);
+    mount_at(
+        Some(src.as_cstr()),
+        FdPath::new(&target).as_cstr(),
+        None,
+        MsFlags::MS_BIND,
+        None,
+    )
+    .map_err(StepError::with_on(Step::BindMount, subject))?;
+    drop(target);
+    let target = open(root).map_err(&at)?;
+    let flags = MsFlags::MS_BIND
+        | MsFlags::MS_REMOUNT
+        | MsFlags::MS_NOSUID
+        | MsFlags::MS_NODEV
+        | MsFlags::MS_NOEXEC;
+    mount_at(None, FdPath::new(&target).as_cstr(), None, flags, None)
+        .map_err(StepError::with_on(Step::Remount, subject))
 }
 
 /// `open(O_PATH|O_DIRECTORY|O_NOFOLLOW)` of the task dir.

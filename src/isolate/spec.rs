@@ -85,6 +85,18 @@ pub struct IsolationSpec {
     /// Resource limits.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub rlimits: Vec<RlimitSpec>,
+    /// Size of the `secrets/` tmpfs in bytes; `None` is
+    /// [`super::DEFAULT_SECRETS_SIZE`] (1 MiB).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secrets_size: Option<u64>,
+    /// The task's `oom_score_adj`, -1000..=1000; `None` is 0 (proc(5)).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub oom_score_adj: Option<i32>,
+    /// The operator's allow list (Nomad's `allow_caps`): the task keeps
+    /// only these of its bounding set, and a `cap_add` outside it is an
+    /// error. `None`: no restriction beyond `cap_add`/`cap_drop`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allowed_caps: Option<Vec<String>>,
 }
 
 /// One host path bound read-only into the task's root.
@@ -146,6 +158,15 @@ impl IsolationSpec {
         self.validate_chroot_env()?;
         caps::parse_list(&self.cap_add)?;
         caps::parse_list(&self.cap_drop)?;
+        caps::check_allowed(self)?;
+        if let Some(value) = self.oom_score_adj {
+            if !(-1000..=1000).contains(&value) {
+                return Err(IsolateError::OomScoreAdjOutOfRange { value });
+            }
+        }
+        if self.secrets_size == Some(0) {
+            return Err(IsolateError::SecretsSizeZero);
+        }
         for r in &self.rlimits {
             rlimit::parse(r)?;
         }

@@ -102,6 +102,20 @@ pub struct TaskOpts {
     /// A resource limit, e.g. nofile=1024:4096 (repeatable)
     #[arg(long, value_name = "NAME=SOFT[:HARD]", value_parser = parse_rlimit, help_heading = "Isolation")]
     rlimit: Vec<isolate::RlimitSpec>,
+    /// The operator's capability allow list, e.g. CHOWN,KILL or ALL; a --cap-add outside it fails [allow_caps]
+    #[arg(
+        long,
+        value_name = "LIST",
+        value_delimiter = ',',
+        help_heading = "Isolation"
+    )]
+    allowed_caps: Option<Vec<String>>,
+    /// The task's oom_score_adj, -1000..=1000 [oom_score_adj; default 0]
+    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = clap::value_parser!(i32).range(-1000..=1000), help_heading = "Isolation")]
+    oom_score_adj: Option<i32>,
+    /// Size of the secrets/ tmpfs, e.g. 4M [default: 1M]
+    #[arg(long, value_name = "BYTES", value_parser = parse_size, help_heading = "Isolation")]
+    secrets_size: Option<u64>,
 
     /// The program and its arguments
     #[arg(last = true, required = true, value_name = "PROGRAM [ARGS]...")]
@@ -157,6 +171,9 @@ impl TaskOpts {
             cap_add: self.cap_add.clone(),
             cap_drop: self.cap_drop.clone(),
             rlimits: self.rlimit.clone(),
+            allowed_caps: self.allowed_caps.clone(),
+            oom_score_adj: self.oom_score_adj,
+            secrets_size: self.secrets_size,
             ..IsolationSpec::default()
         });
         spec

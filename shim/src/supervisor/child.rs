@@ -19,7 +19,7 @@ pub enum Step {
     Setsid = 1,
     /// Unblocking signals.
     Sigmask = 2,
-    /// Resetting `oom_score_adj` to 0 (the supervisor lowered its own).
+    /// Writing the task's `oom_score_adj` (the supervisor lowered its own).
     OomScore = 3,
     /// Joining the task's cgroup (v1: writing `cgroup.procs`).
     Cgroup = 8,
@@ -90,7 +90,9 @@ impl ExecError {
 
 /// Everything the child needs, prepared by the supervisor before `fork`.
 pub struct ChildPlan {
-    /// Paths to try in order (one, or one per `PATH` entry for a bare name).
+    /// Paths to try in order, like execvp(3): for a bare name the task
+    /// dir's `local/` and the task dir, then each `PATH` entry (Nomad's
+    /// lookup, see `exec_candidates`).
     pub candidates: Vec<CString>,
     /// argv, `argv[0]` as the spec gave it.
     pub argv: Vec<CString>,
@@ -159,8 +161,9 @@ fn steps(plan: &ChildPlan, stdio: ChildStdio<'_>) -> Result<std::convert::Infall
     let _ = nix::sys::prctl::set_dumpable(false);
 
     // The supervisor lowered its own oom_score_adj; the child inherited it.
-    // Raising it back needs no privilege (proc(5)).
-    reset_oom_score().map_err(fail(Step::OomScore))?;
+    // Write the task's (default 0): raising needs no privilege, lowering
+    // needs CAP_SYS_RESOURCE, which the child still holds here (proc(5)).
+    reset_oom_score(plan.isolation.oom_score_adj()).map_err(fail(Step::OomScore))?;
 
     // 2. Into the task's cgroup before anything else runs (v1; on v2 the
     //    clone already placed us there).
@@ -199,7 +202,7 @@ fn steps(plan: &ChildPlan, stdio: ChildStdio<'_>) -> Result<std::convert::Infall
     Err(fail(Step::Exec)(if seen_eacces { Errno::EACCES } else { last }).into())
 }
 
-fn reset_oom_score() -> nix::Result<()> {
+fn reset_oom_score(value: &[u8]) -> nix::Result<()> {
     use nix::fcntl::{open, OFlag};
     use nix::sys::stat::Mode;
     let fd = match open(
@@ -212,7 +215,7 @@ fn reset_oom_score() -> nix::Result<()> {
         Err(Errno::ENOENT) => return Ok(()),
         Err(e) => return Err(e),
     };
-    nix::unistd::write(fd.as_fd(), b"0").map(drop)
+    nix::unistd::write(fd.as_fd(), value).map(drop)
 }
 
 fn close_range_cloexec() -> nix::Result<()> {

@@ -530,6 +530,16 @@ impl<'d> Supervisor<'d> {
     /// Records the final state durably, then lets the process exit (which
     /// releases the lock and makes the pidfd of waiters readable).
     fn finish(&mut self) {
+        // The task's processes are dead: secrets/ goes before the exit is
+        // recorded, so whoever sees `exited` sees it unmounted. A failure is
+        // kept as a warning; `open`/`rm` retry it (reconcile).
+        if let Some(task_dir) = &self.spec.isolation.task_dir {
+            if let Err(e) = nomad_shim::isolate::unmount_secrets(task_dir, self.dir.id().as_str()) {
+                self.state
+                    .warnings
+                    .push(format!("secrets not unmounted: {e}"));
+            }
+        }
         self.state.status = Status::Exited;
         // A full disk must not lose the exit: retry for a while, then give
         // up (the state stays `running`; readers then report it `lost`).

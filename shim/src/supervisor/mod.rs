@@ -13,6 +13,7 @@
 mod child;
 mod event_loop;
 mod logs;
+mod lookup;
 
 use std::ffi::{CString, OsStr};
 use std::fs::{File, TryLockError};
@@ -224,10 +225,15 @@ fn prepare_and_start(dir: &TaskDir, lock: File) -> Result<(), Failure> {
         .iter()
         .map(|e| format!("limit skipped (best effort): {e}"))
         .collect();
+    let task_dir = spec.isolation.task_dir.clone();
     match start_in_cgroup(dir, lock, spec, state, me, &cgroup) {
         Ok(()) => Ok(()),
         Err(f) => {
             let _ = cgroup.remove();
+            // The child is dead (reaped): nothing holds secrets/ any more.
+            if let Some(task_dir) = &task_dir {
+                let _ = isolate::unmount_secrets(task_dir, dir.id().as_str());
+            }
             Err(f)
         }
     }
@@ -300,6 +306,10 @@ fn start_in_cgroup(
         Err(e) => return Err(Failure::new("cgroup", None, e.to_string())),
     };
     let mut plan = child_plan(&spec, isolation, cgroup_procs)?;
+    // secrets/: a tmpfs on the host, mounted last before the fork (the
+    // task dir exists now); a failed start unmounts it (prepare_and_start).
+    isolate::mount_secrets(&spec.isolation, dir.id().as_str())
+        .map_err(|e| Failure::new("secrets", None, e.to_string()))?;
 
     // clone3 rather than fork: the namespaces are made at birth (a pid
     // namespace can only be entered by a new process), and on cgroup v2 the
@@ -429,20 +439,10 @@ fn child_plan(
         })
     };
     let path_var = spec.env.get("PATH").map_or(DEFAULT_PATH, String::as_str);
-    let candidates = if spec.program.contains('/') {
-        vec![cstr(spec.program.as_bytes())?]
-    } else {
-        let mut c = Vec::new();
-        for d in path_var.split(':').filter(|d| !d.is_empty()) {
-            c.push(cstr(
-                Path::new(d).join(&spec.program).as_os_str().as_bytes(),
-            )?);
-        }
-        if c.is_empty() {
-            c.push(cstr(spec.program.as_bytes())?);
-        }
-        c
-    };
+    let candidates = lookup::exec_candidates(&spec.program, path_var, &spec.isolation)
+        .iter()
+        .map(|p| cstr(p.as_os_str().as_bytes()))
+        .collect::<Result<Vec<_>, _>>()?;
     let argv = spec
         .argv()
         .into_iter()
