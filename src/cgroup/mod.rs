@@ -214,7 +214,8 @@ impl TaskCgroup {
         Ok(())
     }
 
-    /// The processes in the cgroup (v1: in any of its hierarchies), sorted.
+    /// The processes in the cgroup and its sub-cgroups (v1: in any of its
+    /// hierarchies), sorted.
     /// A cgroup that no longer exists has none.
     pub fn pids(&self) -> Result<Vec<i32>> {
         read_all_pids(&self.procs_files())
@@ -229,6 +230,9 @@ impl TaskCgroup {
     /// [`DEFAULT_KILL_TIMEOUT`]. v2: `cgroup.kill`, or freeze / SIGKILL each / thaw
     /// before Linux 5.14; v1: the same with the freezer. Repeated until
     /// `cgroup.procs` is empty; [`Error::KillTimeout`] lists the survivors.
+    ///
+    /// The whole subtree: the processes of sub-cgroups the task made (in any v1
+    /// hierarchy) are killed too, and "empty" means empty throughout.
     ///
     /// "Empty" means no live process: killed processes leave `cgroup.procs` when
     /// they exit, before their parent reaps them.
@@ -282,8 +286,8 @@ impl TaskCgroup {
     }
 
     /// Kill everything left ([`kill_all`](Self::kill_all)) and remove the task's
-    /// directories (retrying briefly on `EBUSY`). Idempotent: directories already
-    /// gone are fine. The parents stay (see
+    /// directories, each with its sub-cgroups deepest first (retrying briefly on
+    /// `EBUSY`). Idempotent: directories already gone are fine. The parents stay (see
     /// [`remove_parents_if_empty`](Self::remove_parents_if_empty)).
     pub fn remove(&self) -> Result<()> {
         self.kill_all()?;

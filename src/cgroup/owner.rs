@@ -186,6 +186,10 @@ impl TaskCgroup {
                 Mark::Root(r) if r == owner.0 => found = true,
                 Mark::Root(r) => {
                     return Err(Error::ForeignCgroup {
+                        id: d
+                            .file_name()
+                            .map(|n| n.to_string_lossy().into_owned())
+                            .unwrap_or_default(),
                         path: d,
                         owner: r.display().to_string(),
                     })
