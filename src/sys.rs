@@ -132,3 +132,43 @@ pub fn getcwd(buf: &mut [u8]) -> nix::Result<&std::ffi::CStr> {
     let ret = check(unsafe { libc::syscall(libc::SYS_getcwd, buf.as_mut_ptr(), buf.len()) })?;
     std::ffi::CStr::from_bytes_until_nul(&buf[..ret as usize]).map_err(|_| Errno::EINVAL)
 }
+
+/// `lsetxattr(2)`: set extended attribute `name` of `path` (not following a
+/// final symlink) to `value`, creating or replacing it.
+pub fn lsetxattr(path: &std::ffi::CStr, name: &std::ffi::CStr, value: &[u8]) -> nix::Result<()> {
+    // SAFETY: `path` and `name` are NUL-terminated C strings alive for the
+    // call; the pointer and length describe `value`, which the kernel only
+    // reads.
+    check(unsafe {
+        libc::lsetxattr(
+            path.as_ptr(),
+            name.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    } as libc::c_long)?;
+    Ok(())
+}
+
+/// `lgetxattr(2)`: read extended attribute `name` of `path` (not following a
+/// final symlink) into `buf`; returns the value's length. `ENODATA`: no such
+/// attribute; `ERANGE`: `buf` is too small.
+pub fn lgetxattr(
+    path: &std::ffi::CStr,
+    name: &std::ffi::CStr,
+    buf: &mut [u8],
+) -> nix::Result<usize> {
+    // SAFETY: `path` and `name` are NUL-terminated C strings alive for the
+    // call; the pointer and length describe `buf`, a live mutable slice the
+    // kernel may write into entirely.
+    let n = check(unsafe {
+        libc::lgetxattr(
+            path.as_ptr(),
+            name.as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    } as libc::c_long)?;
+    Ok(n as usize)
+}

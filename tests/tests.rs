@@ -5,6 +5,7 @@
 mod common;
 
 mod bad_input;
+mod cgroup_tree;
 mod cli;
 mod isolation;
 mod lifecycle;

@@ -156,6 +156,46 @@ pub enum Error {
         /// The cgroup root.
         root: PathBuf,
     },
+    /// Setting or reading a cgroup's owner mark (an extended attribute) failed.
+    #[error("{op} {name} of {path}: {}", os(cause))]
+    Xattr {
+        /// `set` or `get`.
+        op: &'static str,
+        /// The attribute, e.g. `trusted.nomad-shim.root`.
+        name: &'static str,
+        /// The cgroup directory.
+        path: PathBuf,
+        /// The OS error.
+        cause: io::Error,
+    },
+    /// The task cgroup to create exists and was made for a task of another
+    /// state root: it is left alone, and the start fails.
+    #[error(
+        "cgroup {path} already exists and belongs to a task of another root ({owner}): \
+         not touched; stop that task (nomad-shim --root {owner} rm --force {id}) or use \
+         another task id or cgroup parent"
+    )]
+    ForeignCgroup {
+        /// The existing cgroup directory.
+        path: PathBuf,
+        /// The task id (the directory's name).
+        id: String,
+        /// The state root named by its owner mark.
+        owner: String,
+    },
+    /// The task cgroup to create exists, has no owner mark, and is not empty: it
+    /// was not made by nomad-shim (or by a version before owner marks).
+    #[error(
+        "cgroup {path} already exists, has no owner mark ({name}) and is not empty: \
+         not made by nomad-shim for this root, so not touched; kill its processes and \
+         remove it (rmdir), or use another task id or cgroup parent"
+    )]
+    UnmarkedCgroup {
+        /// The existing cgroup directory.
+        path: PathBuf,
+        /// The attribute looked for.
+        name: &'static str,
+    },
 }
 
 /// The OS error's text without Rust's " (os error N)" suffix: "Device or resource busy".

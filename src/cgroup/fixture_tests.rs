@@ -668,3 +668,127 @@ fn v1_from_paths_round_trips_and_refuses_escapes() {
         TaskCgroup::from_paths(&root, &CgroupPaths::V2(tmp.path().join("freezer/x"))).unwrap_err();
     assert!(matches!(e, Error::LayoutMismatch { .. }), "{e}");
 }
+
+// ------------------------------------------ sub-cgroups and owner marks
+
+/// Sub-cgroups the task made, as cgroupfs would show them.
+fn sub_cgroups(root: &CgroupRoot, task_dir: &Path, rels: &[&str]) -> Vec<PathBuf> {
+    rels.iter()
+        .map(|r| {
+            let mut d = task_dir.to_path_buf();
+            for c in Path::new(r).components() {
+                d.push(c);
+                if !d.exists() {
+                    files::mkdir(root, &d).unwrap();
+                }
+            }
+            d
+        })
+        .collect()
+}
+
+#[test]
+fn v2_pids_and_removal_cover_the_subtree_deepest_first() {
+    let (tmp, root) = v2_fixture(V2_CONTROLLERS);
+    let (cg, _) = TaskCgroup::create(&root, "p", "t", &Resources::default(), false).unwrap();
+    let t = tmp.path().join("p/t");
+    let subs = sub_cgroups(&root, &t, &["foo/bar", "baz"]);
+    // Members of sub-cgroups count (fake pids: never killed here).
+    fs::write(t.join("foo/bar/cgroup.procs"), "999999991\n").unwrap();
+    fs::write(t.join("baz/cgroup.procs"), "999999992\n").unwrap();
+    assert_eq!(cg.pids().unwrap(), vec![999_999_991, 999_999_992]);
+    assert!(!cg.is_empty().unwrap());
+    for s in &subs {
+        fs::write(s.join("cgroup.procs"), "").unwrap();
+    }
+    assert!(cg.is_empty().unwrap());
+    cg.remove().unwrap();
+    assert!(!t.exists(), "the task cgroup and its sub-cgroups are gone");
+    assert!(tmp.path().join("p").is_dir(), "the parent stays");
+    cg.remove().unwrap(); // idempotent
+}
+
+#[test]
+fn v1_removal_covers_sub_cgroups_of_every_hierarchy() {
+    let (tmp, root) = v1_fixture(Comount::Separate, true);
+    let (cg, _) = TaskCgroup::create(&root, "n", "t", &Resources::default(), false).unwrap();
+    let dirs = cg.dirs();
+    for d in &dirs {
+        sub_cgroups(&root, d, &["foo/deeper"]);
+    }
+    fs::write(dirs[1].join("foo/deeper/cgroup.procs"), "999999993\n").unwrap();
+    assert_eq!(cg.pids().unwrap(), vec![999_999_993]);
+    fs::write(dirs[1].join("foo/deeper/cgroup.procs"), "").unwrap();
+    cg.remove().unwrap();
+    for c in ["freezer", "memory", "cpu", "cpuacct", "pids"] {
+        assert!(!tmp.path().join(c).join("n/t").exists(), "{c}");
+    }
+}
+
+/// Whether this file system keeps `user.*` attributes (tmpfs since Linux 6.6).
+fn user_xattrs(dir: &Path) -> bool {
+    let p = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).unwrap();
+    crate::sys::lsetxattr(&p, c"user.nomad-shim.probe", b"1").is_ok()
+}
+
+#[test]
+fn owner_marks_decide_what_a_leftover_is() {
+    let (tmp, root) = v2_fixture(V2_CONTROLLERS);
+    if !user_xattrs(tmp.path()) {
+        eprintln!("SKIPPED: no user xattrs on {}", tmp.path().display());
+        return;
+    }
+    let me = Owner::root(Path::new("/run/root-a"));
+    let other = Owner::root(Path::new("/run/root-b"));
+    let t = tmp.path().join("p/t");
+
+    // Made and marked; made again by the same root: taken, made anew.
+    let (cg, _) =
+        TaskCgroup::create_owned(&root, "p", "t", &Resources::default(), false, &me).unwrap();
+    sub_cgroups(&root, &t, &["foo"]);
+    let (again, _) =
+        TaskCgroup::create_owned(&root, "p", "t", &Resources::default(), false, &me).unwrap();
+    assert_eq!(again, cg);
+    assert!(!t.join("foo").exists(), "the leftover's sub-cgroup went");
+    assert_eq!(cg.marked_by_other(&me).unwrap(), None);
+    assert_eq!(
+        cg.marked_by_other(&other).unwrap(),
+        Some(PathBuf::from("/run/root-a"))
+    );
+
+    // Another root's: refused by name, untouched.
+    sub_cgroups(&root, &t, &["keep"]);
+    let e = TaskCgroup::create_owned(&root, "p", "t", &Resources::default(), false, &other)
+        .unwrap_err();
+    assert!(
+        matches!(&e, Error::ForeignCgroup { path, owner, id }
+        if *path == t && owner == "/run/root-a" && id == "t"),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains("another root (/run/root-a)"), "{e}");
+    assert!(t.join("keep").is_dir());
+
+    // Unmarked: refused when it holds anything, taken when empty.
+    cg.remove().unwrap();
+    files::mkdir(&root, &t).unwrap();
+    sub_cgroups(&root, &t, &["x"]);
+    let e =
+        TaskCgroup::create_owned(&root, "p", "t", &Resources::default(), false, &me).unwrap_err();
+    assert!(
+        matches!(&e, Error::UnmarkedCgroup { path, .. } if *path == t),
+        "{e:?}"
+    );
+    assert!(t.join("x").is_dir());
+    files::rmdir(&root, &t.join("x")).unwrap();
+    fs::write(t.join("cgroup.procs"), "999999994\n").unwrap();
+    assert!(matches!(
+        TaskCgroup::create_owned(&root, "p", "t", &Resources::default(), false, &me),
+        Err(Error::UnmarkedCgroup { .. })
+    ));
+    fs::write(t.join("cgroup.procs"), "").unwrap();
+    TaskCgroup::create_owned(&root, "p", "t", &Resources::default(), false, &me).unwrap();
+    assert_eq!(
+        cg.marked_by_other(&other).unwrap(),
+        Some("/run/root-a".into())
+    );
+}

@@ -9,11 +9,15 @@
 //! stats.rs      usage parsed from cgroup files; CPU % from two samples
 //! paths.rs      safe names; CgroupPaths, the form kept in state.json
 //! files.rs      every read/write/mkdir/rmdir, each failure naming its path
+//! tree.rs       the task's subtree (sub-cgroups it made): walk, pids, removal
+//! owner.rs      owner marks (xattr: the state root); a leftover at <parent>/<id>
 //! ```
 //!
 //! Lifecycle, as the supervisor uses it:
 //!
-//! 1. [`TaskCgroup::create`] before `fork`: directories made, limits written.
+//! 1. [`TaskCgroup::create`] before `fork`: directories made, limits written
+//!    ([`TaskCgroup::create_owned`]: also marked with the state root, after a
+//!    leftover of the same root at that path is killed and removed).
 //! 2. The child joins *without allocating*: the parent opens the descriptors
 //!    ([`TaskCgroup::open_procs_files`], or [`TaskCgroup::dir_fd`] for
 //!    `clone3(CLONE_INTO_CGROUP)` on v2); the child calls [`join_with_fds`].
@@ -48,9 +52,11 @@
 mod detect;
 mod error;
 mod files;
+mod owner;
 mod paths;
 mod resources;
 mod stats;
+mod tree;
 mod v1;
 mod v2;
 
@@ -65,6 +71,7 @@ use std::time::{Duration, Instant};
 
 pub use detect::{CgroupRoot, Layout, DEFAULT_ROOT};
 pub use error::{Error, Result};
+pub use owner::{Owner, OWNER_XATTR};
 pub use paths::CgroupPaths;
 pub use resources::{cpu_quota_us, io_weight_to_blkio, shares_to_weight, Resources, CPU_PERIOD_US};
 pub use stats::{cpu_percent, CpuStats, MemoryStats, PidsStats, Stats};
@@ -207,7 +214,8 @@ impl TaskCgroup {
         Ok(())
     }
 
-    /// The processes in the cgroup (v1: in any of its hierarchies), sorted.
+    /// The processes in the cgroup and its sub-cgroups (v1: in any of its
+    /// hierarchies), sorted.
     /// A cgroup that no longer exists has none.
     pub fn pids(&self) -> Result<Vec<i32>> {
         read_all_pids(&self.procs_files())
@@ -222,6 +230,9 @@ impl TaskCgroup {
     /// [`DEFAULT_KILL_TIMEOUT`]. v2: `cgroup.kill`, or freeze / SIGKILL each / thaw
     /// before Linux 5.14; v1: the same with the freezer. Repeated until
     /// `cgroup.procs` is empty; [`Error::KillTimeout`] lists the survivors.
+    ///
+    /// The whole subtree: the processes of sub-cgroups the task made (in any v1
+    /// hierarchy) are killed too, and "empty" means empty throughout.
     ///
     /// "Empty" means no live process: killed processes leave `cgroup.procs` when
     /// they exit, before their parent reaps them.
@@ -275,8 +286,8 @@ impl TaskCgroup {
     }
 
     /// Kill everything left ([`kill_all`](Self::kill_all)) and remove the task's
-    /// directories (retrying briefly on `EBUSY`). Idempotent: directories already
-    /// gone are fine. The parents stay (see
+    /// directories, each with its sub-cgroups deepest first (retrying briefly on
+    /// `EBUSY`). Idempotent: directories already gone are fine. The parents stay (see
     /// [`remove_parents_if_empty`](Self::remove_parents_if_empty)).
     pub fn remove(&self) -> Result<()> {
         self.kill_all()?;
@@ -334,13 +345,15 @@ fn fail_or_warn(e: Error, tolerate: bool, warnings: &mut Vec<Error>) -> Result<(
     }
 }
 
-/// The union of the pids in `procs` files (a missing file lists none), sorted.
+/// The union of the pids in `procs` files and in those of every sub-cgroup
+/// below them (the task's whole subtree; a cgroup removed meanwhile lists
+/// none), sorted.
 fn read_all_pids(procs: &[PathBuf]) -> Result<Vec<i32>> {
     let mut all = Vec::new();
-    for p in procs {
-        match files::read_pids(p) {
+    for p in tree::expand_procs(procs) {
+        match files::read_pids(&p) {
             Ok(pids) => all.extend(pids),
-            Err(Error::Read { cause, .. }) if cause.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) if tree::gone(&e) => {}
             Err(e) => return Err(e),
         }
     }

@@ -29,10 +29,28 @@ use super::files::{self, has, keyed, read, read_opt, read_u64, read_u64_opt, wri
 use super::paths::relative_to;
 use super::resources::{cpu_quota_us, ctl, io_weight_to_blkio, Resources, CPU_PERIOD_US};
 use super::stats::{self, CpuStats, MemoryStats, PidsStats, Stats};
-use super::{fail_or_warn, kill_loop};
+use super::{fail_or_warn, kill_loop, tree};
 
 /// Controllers joined for accounting even when no limit needs them.
 const ACCOUNTING: [&str; 4] = [ctl::MEMORY, ctl::CPU, ctl::CPUACCT, ctl::PIDS];
+
+/// Every v1 controller a task cgroup may be made in (cgroups(7)), for finding
+/// a leftover wherever it is.
+const ALL_CONTROLLERS: [&str; 13] = [
+    "freezer",
+    "memory",
+    "cpu",
+    "cpuacct",
+    "pids",
+    "cpuset",
+    "blkio",
+    "devices",
+    "net_cls",
+    "net_prio",
+    "perf_event",
+    "hugetlb",
+    "rdma",
+];
 
 /// One hierarchy the task is in.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -258,6 +276,37 @@ impl Cgroup {
         })
     }
 
+    /// `<mount>/<rel>` in every hierarchy of a known controller mounted under
+    /// `root` (whether that directory exists or not), freezer first: where a
+    /// leftover of task cgroup `rel` can be, whatever limits made it.
+    pub(crate) fn everywhere(root: &CgroupRoot, rel: &Path) -> Result<Cgroup> {
+        let mut hierarchies = Vec::new();
+        for c in ALL_CONTROLLERS {
+            if let Some(mount) = find_mount(&root.path, c) {
+                add(&mut hierarchies, c, mount, rel);
+            }
+        }
+        let hierarchies = canonical(hierarchies);
+        if !hierarchies
+            .first()
+            .is_some_and(|h| h.controllers.iter().any(|c| c == ctl::FREEZER))
+        {
+            return Err(Error::ControllerUnavailable {
+                controller: ctl::FREEZER.to_string(),
+                path: root.path.join(ctl::FREEZER),
+            });
+        }
+        Ok(Cgroup {
+            root: root.clone(),
+            hierarchies,
+        })
+    }
+
+    /// The cgroup root this cgroup is under.
+    pub(crate) fn root(&self) -> &CgroupRoot {
+        &self.root
+    }
+
     pub(crate) fn paths(&self) -> BTreeMap<String, PathBuf> {
         let mut map = BTreeMap::new();
         for h in &self.hierarchies {
@@ -368,35 +417,56 @@ impl Cgroup {
     /// Kill every process: freeze, SIGKILL each pid, thaw — repeated until no
     /// hierarchy lists a process (a process forked while we read can only appear
     /// in a later round, never escape: it inherits the cgroups).
+    ///
+    /// The whole subtree: the pids of every sub-cgroup of every hierarchy are
+    /// killed (a process the task moved into `<task>/foo` of the memory
+    /// hierarchy is listed there, not in `<task>/cgroup.procs`). The v1 freezer
+    /// is hierarchical (freezing `<task>` freezes its descendants,
+    /// Documentation/admin-guide/cgroup-v1/freezer-subsystem.rst), but a
+    /// sub-cgroup the task froze itself stays frozen when `<task>` is thawed,
+    /// and a frozen process cannot die: every sub-cgroup is thawed too.
     pub(crate) fn kill_all(&self, timeout: Duration) -> Result<()> {
         let freezer = self.freezer_dir();
-        if !freezer.exists() {
+        let procs = self.procs_files();
+        if !self.dirs().iter().any(|d| d.exists()) {
             return Ok(());
         }
-        let procs = self.procs_files();
         let state = freezer.join("freezer.state");
         kill_loop(&procs, &freezer, timeout, || {
             // FROZEN is reached asynchronously (FREEZING in between). Frozen, no
             // process can fork or exit, so no listed pid can be reused before the
             // kill. If it does not settle within a second (a task in an
-            // uninterruptible sleep), kill what is listed anyway.
-            write(&state, "FROZEN")?;
-            let frozen = || Ok(read(&state)?.trim() == "FROZEN");
-            files::wait_until(Instant::now() + Duration::from_secs(1), frozen)?;
+            // uninterruptible sleep), kill what is listed anyway. A freezer
+            // directory that is gone (a leftover made without one) is not frozen.
+            match write(&state, "FROZEN") {
+                Ok(()) => {
+                    let frozen = || match read(&state) {
+                        Ok(s) => Ok(s.trim() == "FROZEN"),
+                        Err(e) if tree::gone(&e) => Ok(true),
+                        Err(e) => Err(e),
+                    };
+                    files::wait_until(Instant::now() + Duration::from_secs(1), frozen)?;
+                }
+                Err(e) if tree::gone(&e) => {}
+                Err(e) => return Err(e),
+            }
             let mut killed = Ok(());
-            for p in &procs {
-                killed = killed.and_then(|()| match files::read_pids(p) {
+            for p in tree::expand_procs(&procs) {
+                killed = killed.and_then(|()| match files::read_pids(&p) {
                     Ok(pids) => files::kill_pids(&pids, &freezer),
-                    Err(Error::Read { cause, .. })
-                        if cause.kind() == std::io::ErrorKind::NotFound =>
-                    {
-                        Ok(())
-                    }
+                    Err(e) if tree::gone(&e) => Ok(()),
                     Err(e) => Err(e),
                 });
             }
-            // SIGKILL is delivered once thawed.
-            let thawed = write(&state, "THAWED");
+            // SIGKILL is delivered once thawed: the task's cgroup, then each
+            // sub-cgroup (one frozen on its own stays frozen otherwise).
+            let mut thawed = Ok(());
+            for d in tree::subtree(&freezer) {
+                thawed = thawed.and_then(|()| match write(&d.join("freezer.state"), "THAWED") {
+                    Err(e) if tree::gone(&e) => Ok(()),
+                    other => other,
+                });
+            }
             killed.and(thawed)
         })
     }
@@ -467,12 +537,13 @@ impl Cgroup {
         Ok(Stats { cpu, memory, pids })
     }
 
-    /// `rmdir` the task directory of every hierarchy (after the caller killed
-    /// everything); all are attempted, the first error is returned.
+    /// `rmdir` the task directory of every hierarchy, each with its
+    /// sub-cgroups deepest first (after the caller killed everything); all are
+    /// attempted, the first error is returned.
     pub(crate) fn rmdir(&self) -> Result<()> {
         let mut result = Ok(());
         for d in self.dirs() {
-            let r = files::rmdir(&self.root, &d).map(drop);
+            let r = tree::remove_subtree(&self.root, &d).map(drop);
             result = result.and(r);
         }
         result

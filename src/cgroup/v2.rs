@@ -25,7 +25,7 @@ use super::error::{Error, Result};
 use super::files::{self, has, keyed, read, read_opt, read_u64_opt, words, write};
 use super::resources::{cpu_quota_us, ctl, shares_to_weight, Resources, CPU_PERIOD_US};
 use super::stats::{self, MemoryStats, PidsStats, Stats};
-use super::{fail_or_warn, kill_loop};
+use super::{fail_or_warn, kill_loop, tree};
 
 /// Controllers enabled for accounting even when no limit needs them.
 const ACCOUNTING: [&str; 3] = [ctl::MEMORY, ctl::CPU, ctl::PIDS];
@@ -171,6 +171,11 @@ impl Cgroup {
         })
     }
 
+    /// The cgroup root this cgroup is under.
+    pub(crate) fn root(&self) -> &CgroupRoot {
+        &self.root
+    }
+
     /// The task's directory.
     pub(crate) fn dir(&self) -> PathBuf {
         self.root.path.join(&self.rel)
@@ -206,7 +211,10 @@ impl Cgroup {
             // Writing "1" SIGKILLs every process of the cgroup and its descendants,
             // atomically with respect to fork (cgroup-v2(7)).
             kill_loop(&self.procs_files(), &dir, timeout, || {
-                write(&dir.join("cgroup.kill"), "1")
+                match write(&dir.join("cgroup.kill"), "1") {
+                    Err(e) if tree::gone(&e) => Ok(()),
+                    other => other,
+                }
             })
         } else {
             self.kill_by_freezing(timeout)
@@ -220,14 +228,32 @@ impl Cgroup {
         let dir = self.dir();
         let procs = self.procs_files();
         kill_loop(&procs, &dir, timeout, || {
-            write(&dir.join("cgroup.freeze"), "1")?;
+            // A cgroup removed meanwhile (ENOENT/ENODEV) is gone: nothing to do.
+            let ok_if_gone = |r: Result<()>| match r {
+                Err(e) if tree::gone(&e) => Ok(()),
+                other => other,
+            };
+            ok_if_gone(write(&dir.join("cgroup.freeze"), "1"))?;
             // Freezing is asynchronous: `cgroup.events` says `frozen 1` once done.
             // If it never settles (a task stuck in the kernel), kill anyway.
             let events = dir.join("cgroup.events");
-            let frozen = || Ok(keyed(&read(&events)?, "frozen") == Some(1));
+            let frozen = || match read(&events) {
+                Ok(s) => Ok(keyed(&s, "frozen") == Some(1)),
+                Err(e) if tree::gone(&e) => Ok(true),
+                Err(e) => Err(e),
+            };
             files::wait_until(Instant::now() + Duration::from_secs(1), frozen)?;
-            let killed = files::read_pids(&procs[0]).and_then(|p| files::kill_pids(&p, &dir));
-            let thawed = write(&dir.join("cgroup.freeze"), "0");
+            // cgroup.freeze is hierarchical; cgroup.procs is not: every
+            // sub-cgroup's members are killed too.
+            let mut killed = Ok(());
+            for p in tree::expand_procs(&procs) {
+                killed = killed.and_then(|()| match files::read_pids(&p) {
+                    Ok(pids) => files::kill_pids(&pids, &dir),
+                    Err(e) if tree::gone(&e) => Ok(()),
+                    Err(e) => Err(e),
+                });
+            }
+            let thawed = ok_if_gone(write(&dir.join("cgroup.freeze"), "0"));
             killed.and(thawed)
         })
     }
@@ -267,9 +293,10 @@ impl Cgroup {
         Ok(Stats { cpu, memory, pids })
     }
 
-    /// `rmdir` the task cgroup (after the caller killed everything).
+    /// `rmdir` the task cgroup and its sub-cgroups, deepest first (after the
+    /// caller killed everything).
     pub(crate) fn rmdir(&self) -> Result<()> {
-        files::rmdir(&self.root, &self.dir()).map(drop)
+        tree::remove_subtree(&self.root, &self.dir()).map(drop)
     }
 
     /// `rmdir` the parents named at creation, deepest first, stopping at the first

@@ -29,6 +29,8 @@ pub enum Step {
     CloseFds = 6,
     /// `execve(2)`.
     Exec = 7,
+    /// `sched_setaffinity(2)`: every CPU of the task's cpuset.
+    Affinity = 9,
 }
 
 impl Step {
@@ -41,6 +43,7 @@ impl Step {
             Step::Stdio,
             Step::CloseFds,
             Step::Exec,
+            Step::Affinity,
         ]
         .into_iter()
         .find(|s| *s as u32 == n)
@@ -56,6 +59,7 @@ impl Step {
             Step::Stdio => "stdio",
             Step::CloseFds => "close_range",
             Step::Exec => "exec",
+            Step::Affinity => "sched_setaffinity",
         }
     }
 }
@@ -169,6 +173,15 @@ fn steps(plan: &ChildPlan, stdio: ChildStdio<'_>) -> Result<std::convert::Infall
     //    clone already placed us there).
     nomad_shim::cgroup::join_with_fds(&plan.cgroup_procs).map_err(fail(Step::Cgroup))?;
 
+    // Every CPU of our cpuset, not the caller's affinity: an agent pinned to
+    // one CPU must not pin its tasks (runc resets it too). The mask asks for
+    // every CPU; the kernel keeps the part inside the cpuset of our cgroup
+    // (sched_setaffinity(2): "the affinity mask is further restricted to the
+    // CPUs in the cpuset"), and from Linux 6.2 keeps the request across later
+    // cpuset changes. Once in the cgroup: on v1 the join above moved us into
+    // the cpuset. The mask lives on the stack: no allocation after fork.
+    reset_affinity().map_err(fail(Step::Affinity))?;
+
     // fds 0-2: /dev/null and the log pipes.
     // (All three are fds above 2: 0-2 were open when the supervisor made
     // them, so dup2 gives new, inheritable copies.)
@@ -220,4 +233,14 @@ fn reset_oom_score(value: &[u8]) -> nix::Result<()> {
 
 fn close_range_cloexec() -> nix::Result<()> {
     nomad_shim::sys::close_range(3, nomad_shim::sys::CLOSE_RANGE_CLOEXEC)
+}
+
+/// `sched_setaffinity(0, every CPU)`; the kernel intersects the mask with the
+/// cpuset and the online CPUs.
+pub(crate) fn reset_affinity() -> Result<(), Errno> {
+    let mut all = nix::sched::CpuSet::new();
+    for cpu in 0..nix::sched::CpuSet::count() {
+        all.set(cpu)?;
+    }
+    nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &all)
 }

@@ -134,6 +134,10 @@ fn supervise(root: &Path, id: &OsStr) -> Result<(), Failure> {
     // Lower our own OOM score where permitted: killing the supervisor would
     // lose the task's exit. The child puts its own back to 0.
     let _ = std::fs::write("/proc/self/oom_score_adj", b"-999");
+    // The caller's CPU affinity is not ours either: an agent pinned to one
+    // CPU would pin every supervisor to it. Every CPU of our cpuset instead
+    // (the task child resets its own again, inside its cgroup).
+    let _ = child::reset_affinity();
     // The conventional umask, which the task inherits. Every file of the
     // supervisor's own gets an explicit mode (state 0644, spec 0600, logs
     // 0640, control socket 0600, all in a 0700 directory).
@@ -212,12 +216,16 @@ fn prepare_and_start(dir: &TaskDir, lock: File) -> Result<(), Failure> {
         .cgroup_parent
         .as_deref()
         .unwrap_or(cgroup::DEFAULT_PARENT);
-    let (cgroup, skipped) = TaskCgroup::create(
+    // Marked with our state root; a leftover of this root at the same path
+    // is killed and made anew, another root's is refused (docs/cgroups.md).
+    let owner = cgroup::Owner::root(dir.path().parent().unwrap_or(dir.path()));
+    let (cgroup, skipped) = TaskCgroup::create_owned(
         &cg_root,
         parent,
         dir.id().as_str(),
         &spec.resources,
         spec.best_effort_limits,
+        &owner,
     )
     .map_err(|e| Failure::new("cgroup", None, e.to_string()))?;
     state.cgroup = serde_json::to_value(cgroup.paths()).ok();

@@ -1,0 +1,231 @@
+//! Owner marks: which state root a task cgroup was made for, and what a start
+//! does when `<parent>/<id>` is already there.
+//!
+//! Several roots (agents, test runs) may share one cgroup parent, and task ids
+//! are only unique within a root. So each task cgroup directory (every
+//! hierarchy on v1) gets, right after its `mkdir`, the extended attribute
+//! [`OWNER_XATTR`] holding the canonical path of the state root of its task.
+//! `trusted.*` attributes are kept by kernfs for cgroupfs v1 and v2 alike
+//! (xattr(7): settable by `CAP_SYS_ADMIN` only, so no task without it can forge
+//! or erase one; kernel 6.18 checked, and the VM's 6.1).
+//!
+//! A start that finds the task cgroup there already ([`TaskCgroup::create_owned`]):
+//!
+//! | what is there | what happens |
+//! |---|---|
+//! | marked with this root | a leftover of this root (a supervisor killed before its first state write, an earlier run of the same id): every process of its subtree is killed, the subtree removed, the cgroup made anew |
+//! | marked with another root | refused, [`Error::ForeignCgroup`] naming the cgroup and the root; nothing touched |
+//! | unmarked, empty (no process and no sub-cgroup in any hierarchy) | a start that died between `mkdir` and the mark: removed and made anew |
+//! | unmarked, not empty | refused, [`Error::UnmarkedCgroup`]: not made by nomad-shim, or by a version before marks |
+//!
+//! Reconcile and `rm` ([`TaskCgroup::marked_by_other`]) leave a cgroup marked by
+//! another root alone: the path recorded in this root's state was taken over.
+
+use std::ffi::CString;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+
+use super::detect::{CgroupRoot, Layout};
+use super::error::{Error, Result};
+use super::resources::Resources;
+use super::{paths, tree, v1, v2, Backend, TaskCgroup};
+
+/// The extended attribute of a task cgroup that names its state root.
+pub const OWNER_XATTR: &str = "trusted.nomad-shim.root";
+
+/// The same mark on a fixture root (a plain directory of a test, possibly
+/// without root): `user.*` attributes need no privilege.
+const FIXTURE_XATTR: &str = "user.nomad-shim.root";
+
+/// Who a task cgroup is made for: the state root of the task.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Owner(PathBuf);
+
+impl Owner {
+    /// The owner for state root `path`: its canonical path (as given if it
+    /// cannot be resolved), so that two spellings of one root are one owner.
+    pub fn root(path: &Path) -> Owner {
+        Owner(std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf()))
+    }
+
+    /// The state root.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+/// What a cgroup directory's mark says.
+#[derive(Debug, PartialEq, Eq)]
+enum Mark {
+    /// The directory does not exist.
+    Gone,
+    /// It exists without a mark.
+    Unmarked,
+    /// It names this state root.
+    Root(PathBuf),
+}
+
+fn xattr_name(root: &CgroupRoot) -> &'static str {
+    if root.fixture {
+        FIXTURE_XATTR
+    } else {
+        OWNER_XATTR
+    }
+}
+
+fn c_path(path: &Path) -> Result<CString> {
+    CString::new(path.as_os_str().as_bytes()).map_err(|_| Error::InvalidName {
+        name: path.display().to_string(),
+        reason: "contains a NUL byte",
+    })
+}
+
+/// Set the mark of `dir` (lsetxattr(2); cgroupfs has no symlinks).
+fn set_mark(root: &CgroupRoot, dir: &Path, owner: &Owner) -> Result<()> {
+    let name = xattr_name(root);
+    let c_name = CString::new(name).expect("no NUL in a constant");
+    crate::sys::lsetxattr(&c_path(dir)?, &c_name, owner.0.as_os_str().as_bytes()).map_err(|e| {
+        Error::Xattr {
+            op: "set",
+            name,
+            path: dir.to_path_buf(),
+            cause: io::Error::from(e),
+        }
+    })
+}
+
+/// Read the mark of `dir`.
+fn get_mark(root: &CgroupRoot, dir: &Path) -> Result<Mark> {
+    let name = xattr_name(root);
+    let c_name = CString::new(name).expect("no NUL in a constant");
+    // PATH_MAX: a root path longer than that could not have been marked.
+    let mut buf = [0u8; libc::PATH_MAX as usize];
+    match crate::sys::lgetxattr(&c_path(dir)?, &c_name, &mut buf) {
+        Ok(n) => Ok(Mark::Root(PathBuf::from(std::ffi::OsStr::from_bytes(
+            &buf[..n],
+        )))),
+        Err(Errno::ENODATA) => Ok(Mark::Unmarked),
+        Err(Errno::ENOENT | Errno::ENODEV) => Ok(Mark::Gone),
+        Err(e) => Err(Error::Xattr {
+            op: "get",
+            name,
+            path: dir.to_path_buf(),
+            cause: io::Error::from(e),
+        }),
+    }
+}
+
+impl TaskCgroup {
+    /// [`TaskCgroup::create`] for a task of state root `owner`, which marks
+    /// every directory of the task cgroup with it (module docs), after dealing
+    /// with a cgroup already at `<parent>/<id>`: this root's leftover is
+    /// killed (its whole subtree) and removed, then made anew; another root's
+    /// is [`Error::ForeignCgroup`]; an unmarked one that is not empty is
+    /// [`Error::UnmarkedCgroup`]. Only `<parent>/<id>` itself and its subtree
+    /// are ever touched.
+    pub fn create_owned(
+        root: &CgroupRoot,
+        parent: &str,
+        id: &str,
+        res: &Resources,
+        best_effort: bool,
+        owner: &Owner,
+    ) -> Result<(TaskCgroup, Vec<Error>)> {
+        res.validate()?;
+        let rel = paths::parent_name(parent)?.join(paths::task_name(id)?);
+        let leftover = TaskCgroup::everywhere(root, &rel)?;
+        if leftover.claim_leftover(owner)? {
+            leftover.remove()?;
+        }
+        let (cg, warnings) = TaskCgroup::create(root, parent, id, res, best_effort)?;
+        if let Err(e) = cg.mark(owner) {
+            let _ = cg.remove();
+            return Err(e);
+        }
+        Ok((cg, warnings))
+    }
+
+    /// Mark every directory of the task cgroup as made for `owner`.
+    pub fn mark(&self, owner: &Owner) -> Result<()> {
+        let root = self.root();
+        for d in self.dirs() {
+            set_mark(root, &d, owner)?;
+        }
+        Ok(())
+    }
+
+    /// The root named by the mark of one of the task cgroup's directories, if
+    /// that is another than `owner`: the recorded path now belongs to a task of
+    /// that root, and must not be killed or removed for this one. Unmarked or
+    /// missing directories are not another's.
+    pub fn marked_by_other(&self, owner: &Owner) -> Result<Option<PathBuf>> {
+        let root = self.root();
+        for d in self.dirs() {
+            if let Mark::Root(r) = get_mark(root, &d)? {
+                if r != owner.0 {
+                    return Ok(Some(r));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Whether there is a leftover to clean up: `Ok(false)` if no directory of
+    /// it exists; `Ok(true)` if every one that exists is marked by `owner` or,
+    /// unmarked, the whole leftover is empty; else the refusal.
+    fn claim_leftover(&self, owner: &Owner) -> Result<bool> {
+        let root = self.root();
+        let mut found = false;
+        let mut unmarked = None;
+        for d in self.dirs() {
+            match get_mark(root, &d)? {
+                Mark::Gone => {}
+                Mark::Root(r) if r == owner.0 => found = true,
+                Mark::Root(r) => {
+                    return Err(Error::ForeignCgroup {
+                        id: d
+                            .file_name()
+                            .map(|n| n.to_string_lossy().into_owned())
+                            .unwrap_or_default(),
+                        path: d,
+                        owner: r.display().to_string(),
+                    })
+                }
+                Mark::Unmarked => {
+                    found = true;
+                    unmarked.get_or_insert(d);
+                }
+            }
+        }
+        if let Some(path) = unmarked {
+            let has_children = self.dirs().iter().any(|d| tree::subtree(d).len() > 1);
+            if has_children || !self.is_empty()? {
+                return Err(Error::UnmarkedCgroup {
+                    path,
+                    name: xattr_name(root),
+                });
+            }
+        }
+        Ok(found)
+    }
+
+    /// The task cgroup `rel` wherever it may be: v2 its one directory; v1 in
+    /// every hierarchy mounted (not only those a task with given limits uses).
+    fn everywhere(root: &CgroupRoot, rel: &Path) -> Result<TaskCgroup> {
+        let backend = match root.layout {
+            Layout::V2 => Backend::V2(v2::Cgroup::from_path(root, &root.path.join(rel))?),
+            Layout::V1 | Layout::Hybrid => Backend::V1(v1::Cgroup::everywhere(root, rel)?),
+        };
+        Ok(TaskCgroup { backend })
+    }
+
+    fn root(&self) -> &CgroupRoot {
+        match &self.backend {
+            Backend::V1(c) => c.root(),
+            Backend::V2(c) => c.root(),
+        }
+    }
+}
