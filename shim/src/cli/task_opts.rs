@@ -102,6 +102,12 @@ pub struct TaskOpts {
     /// A resource limit, e.g. nofile=1024:4096 (repeatable)
     #[arg(long, value_name = "NAME=SOFT[:HARD]", value_parser = parse_rlimit, help_heading = "Isolation")]
     rlimit: Vec<isolate::RlimitSpec>,
+    /// Run the program under a minimal init that forwards signals and reaps orphans [default: with --ns pid]
+    #[arg(long, conflicts_with = "no_init", help_heading = "Isolation")]
+    init: bool,
+    /// With --ns pid, run the program itself as PID 1 (no init)
+    #[arg(long, help_heading = "Isolation")]
+    no_init: bool,
 
     /// The program and its arguments
     #[arg(last = true, required = true, value_name = "PROGRAM [ARGS]...")]
@@ -157,6 +163,11 @@ impl TaskOpts {
             cap_add: self.cap_add.clone(),
             cap_drop: self.cap_drop.clone(),
             rlimits: self.rlimit.clone(),
+            init: match (self.init, self.no_init) {
+                (true, _) => Some(true),
+                (_, true) => Some(false),
+                _ => None,
+            },
             ..IsolationSpec::default()
         });
         spec
