@@ -206,3 +206,33 @@ pub fn close_raw(fd: libc::c_int) {
         libc::close(fd);
     }
 }
+
+/// Drops every page of malloc's main heap from this process with
+/// `MADV_DONTNEED` (madvise(2): private anonymous pages read back as
+/// zeros): for the init, which is a copy of the supervisor and never
+/// touches the heap again (see `init.rs`). The heap is the main arena,
+/// contiguous up to the program break: `[sbrk(0) - arena, sbrk(0))`
+/// (mallinfo(3)). The thread's TLS and TCB lie below it (a static binary
+/// takes them with sbrk before malloc's first sbrk; a dynamic one from
+/// ld.so), stacks and static data are other mappings, so only malloc's
+/// chunks go.
+pub fn release_heap() {
+    // SAFETY: mallinfo2 only reads malloc's state under its lock, which is
+    // free (the caller is single-threaded and not inside malloc); sbrk(0)
+    // only reads the break.
+    let (arena, end) = unsafe { (libc::mallinfo2().arena, libc::sbrk(0) as usize) };
+    const PAGE: usize = 4096;
+    if end == usize::MAX || arena == 0 || arena > end {
+        return;
+    }
+    let start = (end - arena).next_multiple_of(PAGE);
+    let end = end / PAGE * PAGE;
+    if end > start {
+        // SAFETY: the range lies inside malloc's heap (see above); the
+        // caller reads and writes none of it afterwards, and no other
+        // thread exists to do so. Pages read back as zeros, never fault.
+        unsafe {
+            libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED);
+        }
+    }
+}

@@ -108,12 +108,24 @@ pub fn run(plan: &ChildPlan, init: &InitPlan, error_pipe: &OwnedFd) -> Result<In
         ForkResult::Child => program(plan, error_pipe),
         ForkResult::Parent { child } => child.as_raw(),
     };
+    // What the init needs from here on, copied onto the stack: the heap
+    // goes below.
+    let status_fd = init.status_fd;
     // Our copy of the error pipe goes first (the supervisor must see EOF at
     // the program's exec), then every other descriptor but the status pipe.
     crate::sys::close_raw(error_pipe.as_raw_fd());
-    crate::sys::close_all_but(init.status_fd as libc::c_uint);
+    crate::sys::close_all_but(status_fd as libc::c_uint);
+    // Memory: the init is a copy of the supervisor and shares its pages
+    // until either writes one. Every heap page the supervisor writes or
+    // frees from now on (its own malloc_trim after the start included)
+    // would stay behind as a private page of the init, which never needs
+    // the heap again: from here it only makes system calls on locals of
+    // this stack (sigwaitinfo, waitpid, kill, write, _exit). So the whole
+    // heap is dropped now (MADV_DONTNEED). Measured, static release build:
+    // the init's private memory goes from 104 KiB to 32-36 KiB.
+    crate::sys::release_heap();
     let status = supervise(program);
-    report(init.status_fd, status)
+    report(status_fd, status)
 }
 
 /// The program, forked by the init: it only empties its signal mask (the
