@@ -470,3 +470,38 @@ fn the_init_holds_no_view_of_the_host_and_runs_with_the_tasks_credentials() {
         "mounts left in the host's table"
     );
 }
+
+#[test]
+fn sigstop_and_sigcont_stop_and_resume_the_program_under_the_init() {
+    if !root_or_skip("sigstop_and_sigcont_stop_and_resume_the_program_under_the_init") {
+        return;
+    }
+    let root = TestRoot::new();
+    let mut task = start(&root, &sh("echo ready; exec sleep 60", pid_ns()));
+    wait_for_line(&task, "ready");
+    let init = task.pid().unwrap();
+    let program = children_of(init)[0].0;
+    // SIGSTOP cannot be caught, so the init cannot forward it: it goes to
+    // the process group, and both stop.
+    task.signal(Signal::SIGSTOP).unwrap();
+    assert!(
+        common::eventually(Duration::from_secs(5), || {
+            common::proc_state(program) == Some('T') && common::proc_state(init) == Some('T')
+        }),
+        "program {:?}, init {:?}",
+        common::proc_state(program),
+        common::proc_state(init)
+    );
+    // SIGCONT wakes the init, which forwards it to the program.
+    task.signal(Signal::SIGCONT).unwrap();
+    assert!(
+        common::eventually(Duration::from_secs(5), || {
+            common::proc_state(program) == Some('S') && common::proc_state(init) == Some('S')
+        }),
+        "program {:?}, init {:?}",
+        common::proc_state(program),
+        common::proc_state(init)
+    );
+    let exit = task.stop(None, None).unwrap();
+    assert_eq!(record(&exit).signal, Some(libc::SIGTERM), "{exit:?}");
+}
