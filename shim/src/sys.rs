@@ -227,6 +227,14 @@ pub fn release_heap() {
     }
     let start = (end - arena).next_multiple_of(PAGE);
     let end = end / PAGE * PAGE;
+    // Belt and braces: `arena` counts every arena, and with more than the
+    // main one (never, in the single-threaded supervisor) the range would
+    // reach below the heap. Never drop the page of this thread's TLS.
+    // SAFETY: __errno_location only returns the address of errno.
+    let tls = unsafe { libc::__errno_location() } as usize;
+    if (start..end).contains(&tls) {
+        return;
+    }
     if end > start {
         // SAFETY: the range lies inside malloc's heap (see above); the
         // caller reads and writes none of it afterwards, and no other
