@@ -305,12 +305,13 @@ fn namespaces_hostname_and_rlimits() {
     let (exit, out, err) = run_to_end(&root, &spec);
     assert!(exit.success(), "{exit:?} {err}");
     let lines: Vec<&str> = out.lines().collect();
-    assert_eq!(lines[0], "1", "not pid 1 in its namespace: {out}");
+    // PID 1 is the shim's init (tests/init.rs); the program is its first child.
+    assert_eq!(lines[0], "2", "not the init's first child: {out}");
     assert_eq!(lines[1], "task-host");
-    // Only the task's own processes are visible: the shell and ls/grep.
+    // Only the task's own processes are visible: the init, the shell and ls/grep.
     let visible: u32 = lines[2].parse().unwrap();
     assert!(
-        visible <= 3,
+        visible <= 4,
         "{visible} processes visible: the shim or the host shows through"
     );
     assert_eq!(lines[3], "100");

@@ -1,5 +1,6 @@
 //! The binary's only `unsafe`: `fork(2)` and resetting signal dispositions
-//! in the child.
+//! in the child, and the few raw calls of the task's init
+//! (`supervisor/init.rs`), which must not allocate.
 #![allow(unsafe_code)]
 
 use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
@@ -110,5 +111,136 @@ pub fn clone3(
         pid => Ok(ForkResult::Parent {
             child: nix::unistd::Pid::from_raw(pid as i32),
         }),
+    }
+}
+
+/// Waits for any signal but SIGKILL and SIGSTOP with `sigwaitinfo(2)` and
+/// returns its number (real-time signals included, which `nix`'s `Signal`
+/// cannot name). The caller has blocked them all: a blocked signal is
+/// queued, never ignored, even for PID 1 of a pid namespace, which would
+/// otherwise drop every signal it has no handler for (pid_namespaces(7)).
+/// Allocates nothing: for the init (`supervisor/init.rs`).
+pub fn sigwait_all() -> libc::c_int {
+    // SAFETY: sigset_t is plain old data; all-zero is a valid (empty) set,
+    // and sigfillset only writes into it.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a live local sigset_t.
+    unsafe { libc::sigfillset(&mut set) };
+    loop {
+        // SAFETY: `set` is initialised; a null siginfo pointer is allowed
+        // (sigwaitinfo(2): "If info is not NULL...").
+        let sig = unsafe { libc::sigwaitinfo(&set, std::ptr::null_mut()) };
+        if sig > 0 {
+            return sig;
+        }
+        // EINTR (a stop/continue of the init): wait again.
+    }
+}
+
+/// `kill(2)` with a raw signal number (real-time signals included).
+pub fn kill_raw(pid: libc::pid_t, sig: libc::c_int) -> nix::Result<()> {
+    // SAFETY: kill takes two integers and touches no memory of ours.
+    match unsafe { libc::kill(pid, sig) } {
+        0 => Ok(()),
+        _ => Err(nix::errno::Errno::last()),
+    }
+}
+
+/// `waitpid(-1, &status, WNOHANG)`: one exited child and its raw wait
+/// status, `None` when none has exited (or there is no child at all).
+pub fn reap_any() -> Option<(libc::pid_t, libc::c_int)> {
+    let mut status: libc::c_int = 0;
+    loop {
+        // SAFETY: `status` is a live local the kernel writes into.
+        let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+        match pid {
+            0 => return None,
+            -1 if nix::errno::Errno::last() == nix::errno::Errno::EINTR => {}
+            -1 => return None,
+            pid => return Some((pid, status)),
+        }
+    }
+}
+
+/// Closes every descriptor but `keep` (two `close_range(2)` calls, Linux
+/// 5.9), stdio included: for the init, which keeps only its status pipe.
+pub fn close_all_but(keep: libc::c_uint) {
+    // SAFETY: close_range takes integers only. The init never returns, so
+    // the Rust values that own some of these numbers (copies of the
+    // supervisor's) are never used or dropped again.
+    unsafe {
+        if keep > 0 {
+            libc::syscall(
+                libc::SYS_close_range,
+                0 as libc::c_uint,
+                keep - 1,
+                0 as libc::c_uint,
+            );
+        }
+        libc::syscall(
+            libc::SYS_close_range,
+            keep + 1,
+            libc::c_uint::MAX,
+            0 as libc::c_uint,
+        );
+    }
+}
+
+/// One `write(2)` of `buf` to a raw descriptor, retried on EINTR; errors
+/// are ignored (for the init's status record: no one is left to tell).
+pub fn write_raw(fd: libc::c_int, buf: &[u8]) {
+    loop {
+        // SAFETY: the pointer and length describe `buf`, a live slice.
+        let n = unsafe { libc::write(fd, buf.as_ptr().cast(), buf.len()) };
+        if n >= 0 || nix::errno::Errno::last() != nix::errno::Errno::EINTR {
+            return;
+        }
+    }
+}
+
+/// `close(2)` of a raw descriptor number, for the init (which never
+/// returns, so no Rust owner of the number will ever close it again).
+pub fn close_raw(fd: libc::c_int) {
+    // SAFETY: closing an integer; see above for why no owner is left.
+    unsafe {
+        libc::close(fd);
+    }
+}
+
+/// Drops every page of malloc's main heap from this process with
+/// `MADV_DONTNEED` (madvise(2): private anonymous pages read back as
+/// zeros): for the init, which is a copy of the supervisor and never
+/// touches the heap again (see `init.rs`). The heap is the main arena,
+/// contiguous up to the program break: `[sbrk(0) - arena, sbrk(0))`
+/// (mallinfo(3)). The thread's TLS and TCB lie below it (a static binary
+/// takes them with sbrk before malloc's first sbrk; a dynamic one from
+/// ld.so), stacks and static data are other mappings, so only malloc's
+/// chunks go.
+pub fn release_heap() {
+    // SAFETY: mallinfo2 only reads malloc's state under its lock, which is
+    // free (the caller is single-threaded and not inside malloc); sbrk(0)
+    // only reads the break.
+    let (arena, end) = unsafe { (libc::mallinfo2().arena, libc::sbrk(0) as usize) };
+    const PAGE: usize = 4096;
+    if end == usize::MAX || arena == 0 || arena > end {
+        return;
+    }
+    let start = (end - arena).next_multiple_of(PAGE);
+    let end = end / PAGE * PAGE;
+    // Belt and braces: `arena` counts every arena, and with more than the
+    // main one (never, in the single-threaded supervisor) the range would
+    // reach below the heap. Never drop the page of this thread's TLS.
+    // SAFETY: __errno_location only returns the address of errno.
+    let tls = unsafe { libc::__errno_location() } as usize;
+    if (start..end).contains(&tls) {
+        return;
+    }
+    if end > start {
+        // SAFETY: the range lies inside malloc's heap (see above); the
+        // caller reads and writes none of it afterwards, and no other
+        // thread exists to do so. Pages read back as zeros, never fault.
+        unsafe {
+            libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED);
+        }
     }
 }

@@ -116,6 +116,12 @@ pub struct TaskOpts {
     /// Size of the secrets/ tmpfs, e.g. 4M [default: 1M]
     #[arg(long, value_name = "BYTES", value_parser = parse_size, help_heading = "Isolation")]
     secrets_size: Option<u64>,
+    /// Run the program under a minimal init that forwards signals and reaps orphans [default: with --ns pid]
+    #[arg(long, conflicts_with = "no_init", help_heading = "Isolation")]
+    init: bool,
+    /// With --ns pid, run the program itself as PID 1 (no init)
+    #[arg(long, help_heading = "Isolation")]
+    no_init: bool,
 
     /// The program and its arguments
     #[arg(last = true, required = true, value_name = "PROGRAM [ARGS]...")]
@@ -174,6 +180,11 @@ impl TaskOpts {
             allowed_caps: self.allowed_caps.clone(),
             oom_score_adj: self.oom_score_adj,
             secrets_size: self.secrets_size,
+            init: match (self.init, self.no_init) {
+                (true, _) => Some(true),
+                (_, true) => Some(false),
+                _ => None,
+            },
             ..IsolationSpec::default()
         });
         spec

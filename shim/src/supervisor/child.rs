@@ -31,6 +31,8 @@ pub enum Step {
     Exec = 7,
     /// `sched_setaffinity(2)`: every CPU of the task's cpuset.
     Affinity = 9,
+    /// The init's own steps: becoming a subreaper, forking the program.
+    Init = 10,
 }
 
 impl Step {
@@ -44,6 +46,7 @@ impl Step {
             Step::CloseFds,
             Step::Exec,
             Step::Affinity,
+            Step::Init,
         ]
         .into_iter()
         .find(|s| *s as u32 == n)
@@ -60,6 +63,7 @@ impl Step {
             Step::CloseFds => "close_range",
             Step::Exec => "exec",
             Step::Affinity => "sched_setaffinity",
+            Step::Init => "init",
         }
     }
 }
@@ -107,6 +111,8 @@ pub struct ChildPlan {
     /// `cgroup.procs` of each v1 hierarchy to join; empty on v2, where the
     /// child is born in its cgroup (clone3 with CLONE_INTO_CGROUP).
     pub cgroup_procs: Vec<OwnedFd>,
+    /// Run the shim's init as the parent of the program (`init.rs`).
+    pub init: Option<super::init::InitPlan>,
 }
 
 /// The fds the child takes as its stdio.
@@ -121,10 +127,23 @@ pub struct ChildStdio<'a> {
 
 /// Runs in the child after `fork`; never returns.
 pub fn run(plan: &ChildPlan, stdio: ChildStdio<'_>, error_pipe: &OwnedFd) -> ! {
-    let record = match steps(plan, stdio) {
+    let result = steps(plan, stdio).and_then(|()| match &plan.init {
+        // Every isolation step is done: the init forks the program and
+        // stays its parent (it returns only if it could not fork).
+        Some(init) => super::init::run(plan, init, error_pipe),
+        None => exec(plan),
+    });
+    match result {
         Ok(never) => match never {},
-        Err(Failed::Shim(e)) => e.encode(),
-        Err(Failed::Isolate(e)) => e.encode(),
+        Err(e) => report_and_exit(error_pipe, e),
+    }
+}
+
+/// Writes a failed step's record to the error pipe and exits 127.
+pub(super) fn report_and_exit(error_pipe: &OwnedFd, failed: Failed) -> ! {
+    let record = match failed {
+        Failed::Shim(e) => e.encode(),
+        Failed::Isolate(e) => e.encode(),
     };
     let _ = nix::unistd::write(error_pipe, &record);
     // _exit: no atexit handlers or buffered stdio of the supervisor's.
@@ -135,7 +154,7 @@ pub fn run(plan: &ChildPlan, stdio: ChildStdio<'_>, error_pipe: &OwnedFd) -> ! {
 /// encode to 8 bytes; an isolation record starts with
 /// `nomad_shim::isolate::StepError`'s magic byte, ours with a small step
 /// number, so the supervisor tells them apart.
-enum Failed {
+pub(super) enum Failed {
     Shim(ExecError),
     Isolate(nomad_shim::isolate::StepError),
 }
@@ -146,7 +165,8 @@ impl From<ExecError> for Failed {
     }
 }
 
-fn steps(plan: &ChildPlan, stdio: ChildStdio<'_>) -> Result<std::convert::Infallible, Failed> {
+/// Everything up to the exec: session, signals, cgroup, stdio, isolation.
+fn steps(plan: &ChildPlan, stdio: ChildStdio<'_>) -> Result<(), Failed> {
     let fail = |step| move |errno| ExecError { step, errno };
 
     // 1. A session and process group of its own, so that the whole task can
@@ -155,10 +175,17 @@ fn steps(plan: &ChildPlan, stdio: ChildStdio<'_>) -> Result<std::convert::Infall
     nix::unistd::setsid().map_err(fail(Step::Setsid))?;
 
     // Default dispositions and an empty mask: both survive execve(2), and
-    // the supervisor blocks the signals its signalfd reads.
+    // the supervisor blocks the signals its signalfd reads. An init blocks
+    // every signal instead, from here on: a stop signal sent while it sets
+    // up is then queued for it to forward, not acted on (init.rs); the
+    // program empties its mask after the init's fork.
     crate::sys::reset_signal_dispositions();
-    sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)
-        .map_err(fail(Step::Sigmask))?;
+    let mask = if plan.init.is_some() {
+        SigSet::all()
+    } else {
+        SigSet::empty()
+    };
+    sigprocmask(SigmaskHow::SIG_SETMASK, Some(&mask), None).map_err(fail(Step::Sigmask))?;
 
     // Not dumpable until exec (exec restores it for ordinary binaries): no
     // ptrace or /proc/<pid>/mem of the half-set-up child by others.
@@ -192,7 +219,13 @@ fn steps(plan: &ChildPlan, stdio: ChildStdio<'_>) -> Result<std::convert::Infall
     // 3-7. rlimits, network namespace, the root (bind mounts, /dev, /proc,
     //    pivot_root), hostname, privileges, working directory.
     plan.isolation.apply_in_child().map_err(Failed::Isolate)?;
+    Ok(())
+}
 
+/// The last two steps: close-on-exec above fd 2, then `execve`. Run by the
+/// child itself, or by the program the init forked.
+pub(super) fn exec(plan: &ChildPlan) -> Result<std::convert::Infallible, Failed> {
+    let fail = |step| move |errno| ExecError { step, errno };
     // Only fds 0-2 reach the task: everything above is marked close-on-exec
     // (close_range(2), CLOSE_RANGE_CLOEXEC) rather than closed, so that the
     // error pipe still works if execve fails.

@@ -4,7 +4,7 @@
 
 use std::fs::File;
 use std::io::{ErrorKind, Read, Write};
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::time::Duration;
 
@@ -109,6 +109,8 @@ pub struct Supervisor<'d> {
     logs: [LogSink; 2],
     timer: TimerFd,
     timer_for: Timer,
+    /// With an init: the read end of its status pipe (see `init.rs`).
+    init_status: Option<OwnedFd>,
 }
 
 impl<'d> Supervisor<'d> {
@@ -142,6 +144,40 @@ impl<'d> Supervisor<'d> {
             logs,
             timer,
             timer_for: Timer::Idle,
+            init_status: None,
+        }
+    }
+
+    /// The task's main process is the shim's init: its status pipe carries
+    /// the program's exact wait status, and signals go through it.
+    pub fn set_init_status(&mut self, fd: OwnedFd) {
+        self.init_status = Some(fd);
+    }
+
+    /// The wait status to record: with an init, the program's own, which
+    /// the init wrote just before it exited (so it is in the pipe by the
+    /// time we see the init's exit); else, or when the init died without
+    /// writing it (SIGKILLed by the whole-cgroup kill), what `wait4` saw.
+    fn program_status(&self, seen: libc::c_int) -> libc::c_int {
+        let Some(fd) = &self.init_status else {
+            return seen;
+        };
+        let mut b = [0u8; super::init::STATUS_SIZE];
+        match nix::unistd::read(fd.as_fd(), &mut b) {
+            Ok(n) if n == b.len() => libc::c_int::from_le_bytes(b),
+            _ => seen,
+        }
+    }
+
+    /// `kill(2)` of the task's main process. An init forwards every signal
+    /// it can catch to the program, once; SIGSTOP it cannot catch, so that
+    /// one goes to the process group (init and program stop together; a
+    /// later SIGCONT wakes the init, which forwards it).
+    fn signal_task(&self, sig: Signal) -> nix::Result<()> {
+        if self.init_status.is_some() && sig == Signal::SIGSTOP {
+            killpg(self.task, sig)
+        } else {
+            kill(self.task, sig)
         }
     }
 
@@ -287,7 +323,7 @@ impl<'d> Supervisor<'d> {
     }
 
     fn record(&mut self, r: Reaped) {
-        let status = r.status;
+        let status = self.program_status(r.status);
         let (code, signal, core) = if libc::WIFEXITED(status) {
             (Some(libc::WEXITSTATUS(status)), None, false)
         } else {
@@ -402,7 +438,7 @@ impl<'d> Supervisor<'d> {
             self.kill_all();
             return;
         }
-        let _ = kill(self.task, signal);
+        let _ = self.signal_task(signal);
         let remaining = self.timer.get().ok().flatten().and_then(|e| match e {
             Expiration::OneShot(t) => Some(Duration::from(t)),
             _ => None,
@@ -504,7 +540,7 @@ impl<'d> Supervisor<'d> {
                 _ => Reply::error("not running: the task has exited"),
             },
             Request::Signal { signal } => match Signal::try_from(signal) {
-                Ok(sig) => match kill(self.task, sig) {
+                Ok(sig) => match self.signal_task(sig) {
                     Ok(()) => Reply::ok(),
                     Err(e) => Reply::error(format!("kill {} {}: {}", self.task, sig, e.desc())),
                 },

@@ -12,12 +12,13 @@
 
 mod child;
 mod event_loop;
+mod init;
 mod logs;
 mod lookup;
 
 use std::ffi::{CString, OsStr};
 use std::fs::{File, TryLockError};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::time::Duration;
@@ -318,6 +319,20 @@ fn start_in_cgroup(
     // task dir exists now); a failed start unmounts it (prepare_and_start).
     isolate::mount_secrets(&spec.isolation, dir.id().as_str())
         .map_err(|e| Failure::new("secrets", None, e.to_string()))?;
+    // With an init (init.rs), the pipe on which it hands over the program's
+    // exact wait status. Our read end is non-blocking: it is read once,
+    // after the init has exited, and holds the record or nothing.
+    let init_pipe = if spec.isolation.wants_init() {
+        let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)
+            .map_err(|e| Failure::errno("pipe", "init status pipe", e))?;
+        plan.init = Some(init::InitPlan {
+            status_fd: w.as_raw_fd(),
+            subreaper: !spec.isolation.pid,
+        });
+        Some((r, w))
+    } else {
+        None
+    };
 
     // clone3 rather than fork: the namespaces are made at birth (a pid
     // namespace can only be entered by a new process), and on cgroup v2 the
@@ -350,6 +365,7 @@ fn start_in_cgroup(
     // Our copies of the child's ends: the pipes must see EOF when the task
     // (and whatever inherited them) is gone.
     drop((error_w, out_w, err_w, cgroup_dir));
+    let init_status = init_pipe.map(|(r, _w)| r);
 
     if let Some(f) = read_child_error(&error_r, &spec, &plan) {
         let _ = nix::sys::wait::waitpid(task_pid, None);
@@ -389,6 +405,9 @@ fn start_in_cgroup(
     };
     let mut sup =
         event_loop::Supervisor::new(dir, lock, spec, state, Pid::from_raw(task.pid), cgroup, io);
+    if let Some(fd) = init_status {
+        sup.set_init_status(fd);
+    }
     sup.run();
     Ok(())
 }
@@ -474,5 +493,6 @@ fn child_plan(
         envp,
         isolation,
         cgroup_procs,
+        init: None,
     })
 }
