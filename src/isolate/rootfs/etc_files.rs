@@ -1,0 +1,239 @@
+//! `/etc/resolv.conf` and `/etc/hosts` in the task's root: the host's,
+//! read-only, or, with a `dns` block, a task-private resolv.conf written in
+//! the task dir and bound read-only over `/etc/resolv.conf` (as Nomad's
+//! `GenerateDNSMount` does).
+//!
+//! The host's files usually arrive with the read-only `/etc` bind. Two host
+//! layouts need more, because that bind is not recursive and keeps symlinks:
+//! * the file is itself a mount point (container hosts bind it): the bind of
+//!   `/etc` shows the file under it, so the host's file is bound over it;
+//! * the file is a symlink out of `/etc` (systemd-resolved's
+//!   `/run/systemd/resolve/stub-resolv.conf`, resolvconf's
+//!   `/run/resolvconf/resolv.conf`): the directory of its target is bound
+//!   read-only at the same path, unless the chroot env already shows it,
+//!   so that the link resolves inside the root.
+
+use std::io::Write;
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::fcntl::{open, openat, OFlag};
+use nix::mount::MsFlags;
+use nix::sys::stat::Mode;
+use nix::unistd::{unlinkat, UnlinkatFlags};
+
+use super::{keep_noexec, Builder, Kind, Source};
+use crate::isolate::cstring;
+use crate::isolate::error::IsolateError;
+use crate::isolate::fsview_spec::DnsSpec;
+use crate::isolate::spec::{relative_dst, BindSpec, IsolationSpec, RESERVED};
+
+/// The task-private resolv.conf, in the task dir (outside every task-writable
+/// directory: the task dir itself is root's and read-only in the root).
+pub(crate) const PRIVATE_RESOLV_CONF: &str = "resolv.conf";
+
+/// The files handled here.
+const FILES: &[&str] = &["resolv.conf", "hosts"];
+
+/// Where a file goes.
+enum Target {
+    /// Nothing to bind: the chroot env already shows the host's file.
+    Done,
+    /// Bind onto `rel`; `mountpoint`: create it in the task dir first.
+    At { rel: PathBuf, mountpoint: bool },
+}
+
+impl Builder<'_> {
+    /// Plans the binds of `/etc/resolv.conf` and `/etc/hosts` (after the
+    /// chroot env: they may land on files of its read-only `/etc`).
+    pub(super) fn etc_files(
+        &mut self,
+        spec: &IsolationSpec,
+        env: &[BindSpec],
+    ) -> Result<(), IsolateError> {
+        for name in FILES {
+            let private = *name == "resolv.conf" && spec.dns.is_some();
+            let host = Path::new("/etc").join(name);
+            let Target::At { rel, mountpoint } = self.etc_target(name, env, private)? else {
+                continue;
+            };
+            let src = if private {
+                self.task_dir.join(PRIVATE_RESOLV_CONF)
+            } else {
+                host
+            };
+            let flags = MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+            let flags = flags | keep_noexec(&src);
+            if mountpoint {
+                self.bind(
+                    Source::Host(cstring(&src)?),
+                    &rel,
+                    Kind::File,
+                    flags,
+                    Some(&src),
+                )?;
+            } else {
+                // Onto a file of a chroot env bind: no mount point to make.
+                let n = self.mountpoints.len();
+                self.bind(
+                    Source::Host(cstring(&src)?),
+                    &rel,
+                    Kind::File,
+                    flags,
+                    Some(&src),
+                )?;
+                self.mountpoints.truncate(n);
+            }
+        }
+        Ok(())
+    }
+
+    /// Decides where `/etc/<name>` is bound, if anywhere.
+    fn etc_target(
+        &mut self,
+        name: &str,
+        env: &[BindSpec],
+        private: bool,
+    ) -> Result<Target, IsolateError> {
+        let dst = Path::new("/etc").join(name);
+        let rel = relative_dst(&dst);
+        let unplaceable = |path: PathBuf| Err(IsolateError::ResolvConfUnplaceable { path });
+        // A chroot env entry for the file itself: it is there already.
+        if env.iter().any(|b| b.dst == dst) {
+            return Ok(if private {
+                Target::At {
+                    rel,
+                    mountpoint: false,
+                }
+            } else {
+                Target::Done
+            });
+        }
+        let Some(etc) = env.iter().find(|b| b.dst == Path::new("/etc")) else {
+            // No /etc from the chroot env: an etc/ of the task dir's own.
+            let exists = private || std::fs::metadata(&dst).is_ok_and(|m| m.is_file());
+            return Ok(if exists {
+                Target::At {
+                    rel,
+                    mountpoint: true,
+                }
+            } else {
+                Target::Done
+            });
+        };
+        let inside = etc.src.join(name);
+        let Ok(md) = std::fs::symlink_metadata(&inside) else {
+            return if private {
+                unplaceable(inside)
+            } else {
+                Ok(Target::Done)
+            };
+        };
+        if md.is_file() {
+            // The bind of /etc is not recursive: a file that is a mount of
+            // its own on the host (another device) must be bound itself.
+            let own_mount = std::fs::metadata(&etc.src).is_ok_and(|e| e.dev() != md.dev());
+            return Ok(if private || own_mount {
+                Target::At {
+                    rel,
+                    mountpoint: false,
+                }
+            } else {
+                Target::Done
+            });
+        }
+        if !md.is_symlink() || etc.src != etc.dst {
+            return if private {
+                unplaceable(inside)
+            } else {
+                Ok(Target::Done)
+            };
+        }
+        // A symlink: make its target visible at the same path.
+        let Ok(target) = std::fs::canonicalize(&inside) else {
+            return if private {
+                unplaceable(inside)
+            } else {
+                Ok(Target::Done)
+            };
+        };
+        let visible = env
+            .iter()
+            .any(|b| b.src == b.dst && target.starts_with(&b.src));
+        if !visible {
+            let Some(dir) = target.parent().filter(|d| self.can_bind_dir(d, env)) else {
+                return if private {
+                    unplaceable(inside)
+                } else {
+                    Ok(Target::Done)
+                };
+            };
+            let flags = MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+            let flags = flags | keep_noexec(dir);
+            let src = Source::Host(cstring(dir)?);
+            self.bind(src, &relative_dst(dir), Kind::Dir, flags, Some(dir))?;
+        }
+        Ok(if private {
+            Target::At {
+                rel: relative_dst(&target),
+                mountpoint: false,
+            }
+        } else {
+            Target::Done
+        })
+    }
+
+    /// A host directory can be bound at its own path in the root: not `/`,
+    /// not in the task's own directories, not in or over a chroot env bind,
+    /// not bound already.
+    fn can_bind_dir(&self, dir: &Path, env: &[BindSpec]) -> bool {
+        let rel = relative_dst(dir);
+        let Some(first) = rel.components().next() else {
+            return false;
+        };
+        let reserved = RESERVED.iter().any(|r| first.as_os_str() == *r);
+        let overlaps = env.iter().any(|b| {
+            let b = relative_dst(&b.dst);
+            rel.starts_with(&b) || b.starts_with(&rel)
+        });
+        let planned = self.mountpoints.iter().any(|m| m.rel == rel);
+        !reserved && !overlaps && !planned
+    }
+}
+
+/// Writes the task-private resolv.conf into the task dir: the directory is
+/// opened `O_NOFOLLOW`, whatever is at the name is unlinked (a planted
+/// symlink: the link, never its target), and the file is created with
+/// `O_CREAT|O_EXCL|O_NOFOLLOW`, so no host file is ever written.
+pub(crate) fn write_resolv_conf(task_dir: &Path, dns: &DnsSpec) -> Result<(), IsolateError> {
+    let path = task_dir.join(PRIVATE_RESOLV_CONF);
+    let err = |source| IsolateError::WriteResolvConf {
+        path: path.clone(),
+        source,
+    };
+    let dir_flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let dir = open(task_dir, dir_flags, Mode::empty()).map_err(err)?;
+    match unlinkat(&dir, PRIVATE_RESOLV_CONF, UnlinkatFlags::NoRemoveDir) {
+        Ok(()) | Err(Errno::ENOENT) => {}
+        Err(e) => return Err(err(e)),
+    }
+    let flags =
+        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let fd: OwnedFd = openat(
+        &dir,
+        PRIVATE_RESOLV_CONF,
+        flags,
+        Mode::from_bits_truncate(0o644),
+    )
+    .map_err(err)?;
+    std::fs::File::from(fd)
+        .write_all(dns.render().as_bytes())
+        .map_err(|e| err(Errno::from_raw(e.raw_os_error().unwrap_or(libc_eio()))))
+}
+
+/// `EIO`, for a write error without an errno.
+fn libc_eio() -> i32 {
+    Errno::EIO as i32
+}
