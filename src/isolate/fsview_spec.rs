@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use super::error::IsolateError;
-use super::spec::{check_path, relative_dst, BindSpec};
+use super::spec::{check_path, relative_dst};
 
 /// Nomad's `dns` block: a task-private `/etc/resolv.conf` (resolv.conf(5)).
 /// Without it, a chroot task sees the host's `/etc/resolv.conf`.
@@ -104,7 +104,7 @@ impl DnsSpec {
 pub(crate) fn validate_mounts(
     mounts: &[MountSpec],
     chroot: bool,
-    chroot_env: &[BindSpec],
+    chroot_env: &[PathBuf],
 ) -> Result<(), IsolateError> {
     if mounts.is_empty() {
         return Ok(());
@@ -121,13 +121,10 @@ pub(crate) fn validate_mounts(
         if reserved {
             return Err(IsolateError::ReservedMountDst { dst: m.dst.clone() });
         }
-        if let Some(env) = chroot_env
-            .iter()
-            .find(|b| rel.starts_with(relative_dst(&b.dst)))
-        {
+        if let Some(env) = chroot_env.iter().find(|d| rel.starts_with(relative_dst(d))) {
             return Err(IsolateError::MountDstInChrootEnv {
                 dst: m.dst.clone(),
-                chroot_env: env.dst.clone(),
+                chroot_env: env.clone(),
             });
         }
         for other in mounts {
@@ -146,5 +143,178 @@ pub(crate) fn validate_dns(dns: Option<&DnsSpec>, chroot: bool) -> Result<(), Is
         None => Ok(()),
         Some(_) if !chroot => Err(IsolateError::DnsWithoutChroot),
         Some(d) => d.validate(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::isolate::spec::{existing_binds, IsolationSpec};
+    use std::path::Path;
+
+    fn mount(src: &str, dst: &str) -> MountSpec {
+        MountSpec {
+            src: src.into(),
+            dst: dst.into(),
+            readonly: false,
+        }
+    }
+
+    fn chroot_with(mounts: Vec<MountSpec>, dns: Option<DnsSpec>) -> IsolationSpec {
+        IsolationSpec {
+            chroot: true,
+            task_dir: Some("/srv/t1".into()),
+            mounts,
+            dns,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn dns_renders_resolv_conf_and_rejects_what_would_add_lines() {
+        let dns = DnsSpec {
+            servers: vec!["192.0.2.53".into(), "2001:db8::1".into()],
+            searches: vec!["a.example".into(), "b.example".into()],
+            options: vec!["ndots:2".into(), "edns0".into()],
+        };
+        dns.validate().unwrap();
+        assert_eq!(
+            dns.render(),
+            "# written by nomad-shim for this task\n\
+             nameserver 192.0.2.53\nnameserver 2001:db8::1\n\
+             search a.example b.example\noptions ndots:2 edns0\n"
+        );
+        let bad_server = DnsSpec {
+            servers: vec!["1.1.1".into()],
+            ..Default::default()
+        };
+        assert!(matches!(
+            bad_server.validate(),
+            Err(IsolateError::InvalidDnsServer { value }) if value == "1.1.1"
+        ));
+        for bad in ["a.example\nnameserver 6.6.6.6", "a b", "", "#x"] {
+            let dns = DnsSpec {
+                searches: vec![bad.into()],
+                ..Default::default()
+            };
+            assert!(
+                matches!(
+                    dns.validate(),
+                    Err(IsolateError::InvalidDnsValue {
+                        option: "dns-search",
+                        ..
+                    })
+                ),
+                "{bad:?}"
+            );
+        }
+        let spec = IsolationSpec {
+            dns: Some(dns),
+            ..Default::default()
+        };
+        assert!(matches!(
+            spec.validate(),
+            Err(IsolateError::DnsWithoutChroot)
+        ));
+    }
+
+    #[test]
+    fn mount_destinations_are_checked() {
+        type Case = (Vec<MountSpec>, fn(&IsolateError) -> bool);
+        let cases: Vec<Case> = vec![
+            (vec![mount("/srv", "/data/../etc")], |e| {
+                matches!(
+                    e,
+                    IsolateError::DotDotInPath {
+                        field: "mount dst",
+                        ..
+                    }
+                )
+            }),
+            (vec![mount("/srv", "data")], |e| {
+                matches!(e, IsolateError::RelativePath { .. })
+            }),
+            (vec![mount("srv", "/data")], |e| {
+                matches!(e, IsolateError::RelativePath { .. })
+            }),
+            (vec![mount("/srv", "/")], |e| {
+                matches!(e, IsolateError::ReservedMountDst { .. })
+            }),
+            (vec![mount("/srv", "/proc/x")], |e| {
+                matches!(e, IsolateError::ReservedMountDst { .. })
+            }),
+            (vec![mount("/srv", "/sys")], |e| {
+                matches!(e, IsolateError::ReservedMountDst { .. })
+            }),
+            (
+                vec![mount("/srv", "/usr/share/x")],
+                |e| matches!(e, IsolateError::MountDstInChrootEnv { chroot_env, .. } if chroot_env == Path::new("/usr")),
+            ),
+            (vec![mount("/srv", "/etc")], |e| {
+                matches!(e, IsolateError::MountDstInChrootEnv { .. })
+            }),
+            (vec![mount("/a", "/data"), mount("/b", "/data/")], |e| {
+                matches!(e, IsolateError::DuplicateMountDst { .. })
+            }),
+        ];
+        for (mounts, is_expected) in cases {
+            let spec = chroot_with(mounts, None);
+            let err = spec.validate().unwrap_err();
+            assert!(is_expected(&err), "{:?}: {err}", spec.mounts);
+        }
+        let no_chroot = IsolationSpec {
+            mounts: vec![mount("/srv", "/data")],
+            ..Default::default()
+        };
+        assert!(matches!(
+            no_chroot.validate(),
+            Err(IsolateError::MountWithoutChroot)
+        ));
+        chroot_with(
+            vec![mount("/srv", "/data"), mount("/srv/f", "/local/f")],
+            None,
+        )
+        .validate()
+        .unwrap();
+    }
+
+    #[test]
+    fn spec_round_trips_with_dns_and_mounts_and_old_specs_still_parse() {
+        let spec = chroot_with(
+            vec![MountSpec {
+                readonly: true,
+                ..mount("/srv", "/data")
+            }],
+            Some(DnsSpec {
+                servers: vec!["192.0.2.1".into()],
+                ..Default::default()
+            }),
+        );
+        let json = serde_json::to_string(&spec).unwrap();
+        assert_eq!(serde_json::from_str::<IsolationSpec>(&json).unwrap(), spec);
+        let old: IsolationSpec = serde_json::from_str(r#"{"chroot":true}"#).unwrap();
+        assert!(old.dns.is_none() && old.mounts.is_empty());
+    }
+
+    /// Item 13: the default list skips what this distribution lacks,
+    /// dangling symlinks (`/lib32 -> usr/lib32`) and non-files included.
+    #[test]
+    fn default_chroot_env_skips_missing_and_dangling_entries() {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = |n: &str| tmp.path().join(n);
+        std::fs::create_dir_all(p("usr/lib")).unwrap();
+        std::fs::write(p("file"), b"x").unwrap();
+        std::os::unix::fs::symlink("usr/lib", p("lib")).unwrap();
+        std::os::unix::fs::symlink("usr/lib32", p("lib32")).unwrap();
+        nix::unistd::mkfifo(&p("fifo"), nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let candidates = ["usr", "lib", "lib32", "lib64", "file", "fifo"].map(p);
+        let kept: Vec<PathBuf> = existing_binds(candidates.iter().map(PathBuf::as_path))
+            .into_iter()
+            .map(|b| {
+                assert_eq!(b.src, b.dst);
+                b.src
+            })
+            .collect();
+        assert_eq!(kept, ["usr", "lib", "file"].map(p));
     }
 }

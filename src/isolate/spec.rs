@@ -154,7 +154,7 @@ impl IsolationSpec {
         }
         self.validate_chroot_env()?;
         fsview_spec::validate_dns(self.dns.as_ref(), self.chroot)?;
-        fsview_spec::validate_mounts(&self.mounts, self.chroot, &self.effective_chroot_env())?;
+        fsview_spec::validate_mounts(&self.mounts, self.chroot, &self.chroot_env_dsts())?;
         caps::parse_list(&self.cap_add)?;
         caps::parse_list(&self.cap_drop)?;
         for r in &self.rlimits {
@@ -200,6 +200,16 @@ impl IsolationSpec {
         existing_binds(DEFAULT_CHROOT_ENV.iter().map(Path::new))
     }
 
+    /// The destinations of the `chroot_env`, without looking at the host:
+    /// the spec's, or all of [`DEFAULT_CHROOT_ENV`].
+    fn chroot_env_dsts(&self) -> Vec<PathBuf> {
+        if self.chroot_env.is_empty() {
+            DEFAULT_CHROOT_ENV.iter().map(PathBuf::from).collect()
+        } else {
+            self.chroot_env.iter().map(|b| b.dst.clone()).collect()
+        }
+    }
+
     /// `HOME`, `USER` and `LOGNAME` for the task user, when known.
     pub fn env_defaults(&self) -> Vec<(String, String)> {
         let mut env = Vec::new();
@@ -228,7 +238,7 @@ impl IsolationSpec {
 /// regular file, after symlinks: one default list serves Debian, Ubuntu and
 /// Fedora, whose `/lib32`, `/lib64` and `/run/resolvconf` differ. A dangling
 /// symlink (`/lib32 -> usr/lib32` without `/usr/lib32`) counts as missing.
-fn existing_binds<'a>(candidates: impl Iterator<Item = &'a Path>) -> Vec<BindSpec> {
+pub(crate) fn existing_binds<'a>(candidates: impl Iterator<Item = &'a Path>) -> Vec<BindSpec> {
     candidates
         .filter(|p| std::fs::metadata(p).is_ok_and(|m| m.is_dir() || m.is_file()))
         .map(|p| BindSpec {

@@ -31,3 +31,33 @@ impl Builder<'_> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::source_kind;
+    use crate::isolate::error::IsolateError;
+    use std::path::Path;
+
+    /// Item 13: a path the user names (chroot env or mount source) that
+    /// does not exist is an error naming it, never skipped.
+    #[test]
+    fn a_missing_source_named_by_the_user_is_an_error_naming_it() {
+        let missing = Path::new("/nonexistent/nomad-shim-test");
+        match source_kind(missing) {
+            Err(e @ IsolateError::StatSource { .. }) => {
+                assert!(
+                    e.to_string().contains("/nonexistent/nomad-shim-test"),
+                    "{e}"
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let dangling = tmp.path().join("lib32");
+        std::os::unix::fs::symlink("usr/lib32", &dangling).unwrap();
+        assert!(matches!(
+            source_kind(&dangling),
+            Err(IsolateError::StatSource { .. })
+        ));
+    }
+}
