@@ -13,6 +13,7 @@ use super::{Builder, Kind, MountOp, Source, Step};
 use crate::cgroup::CgroupPaths;
 use crate::isolate::cstring;
 use crate::isolate::error::IsolateError;
+use crate::sys::{MOUNT_ATTR_NODEV, MOUNT_ATTR_NOEXEC, MOUNT_ATTR_NOSUID, MOUNT_ATTR_RDONLY};
 
 /// runc's masked paths: a file gets `/dev/null` bound over it, a directory
 /// an empty read-only tmpfs. Paths this kernel lacks are skipped
@@ -101,11 +102,29 @@ impl Builder<'_> {
             fs_flags,
             Some("mode=0755,size=16k"),
         )?;
+        // The binds keep the host's (read-write) flags until the one
+        // recursive mount_setattr at the end makes the whole tree read-only.
+        let mut fallback = Vec::new();
         for (dir, controllers) in &hierarchies {
             let name = controllers.join(",");
             self.mkdir_in(base, &name, 0o755)?;
             let rel = format!("{base}/{name}");
-            self.bind_op(Source::Host(cstring(dir)?), &rel, Kind::Dir, ro())?;
+            let subject = self.subjects.add(format!(
+                "{} onto {}",
+                dir.display(),
+                self.task_dir.join(&rel).display()
+            ));
+            self.ops.push(MountOp::BindOnly {
+                src: cstring(dir)?,
+                target: cstring(&rel)?,
+                kind: Kind::Dir,
+                subject,
+            });
+            fallback.push(MountOp::RemountBind {
+                target: cstring(&rel)?,
+                flags: ro(),
+                subject,
+            });
             if controllers.len() > 1 {
                 // The plan outlives every use of the link text; leaking a
                 // few bytes once per supervisor keeps MountOp::Symlink's
@@ -126,9 +145,15 @@ impl Builder<'_> {
             }
         }
         let subject = self.subjects.add(self.task_dir.join(base).display());
-        self.ops.push(MountOp::RemountBind {
+        fallback.push(MountOp::RemountBind {
             target: cstring(base)?,
             flags: ro(),
+            subject,
+        });
+        self.ops.push(MountOp::ReadOnlyTree {
+            target: cstring(base)?,
+            attr: MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC,
+            fallback,
             subject,
         });
         Ok(())
