@@ -256,6 +256,22 @@ attempt('write resolv.conf', lambda: write('/etc/resolv.conf'))
     assert_eq!(fs::read_to_string(&decoy).unwrap(), "decoy\n");
     assert_eq!(fs::read("/etc/resolv.conf").unwrap(), host_resolv);
 
+    // Only a search domain: the servers stay the host's (Nomad's rule).
+    spec.isolation.dns = Some(DnsSpec {
+        searches: vec!["svc.example".into()],
+        ..DnsSpec::default()
+    });
+    let out = stdout_of(&root, &spec);
+    let servers = |text: &str| -> Vec<String> {
+        text.lines()
+            .filter(|l| l.starts_with("nameserver"))
+            .map(str::to_owned)
+            .collect()
+    };
+    let host_text = String::from_utf8(host_resolv.clone()).unwrap();
+    assert_eq!(servers(&out), servers(&host_text), "{out}");
+    assert!(out.lines().any(|l| l == "search svc.example"), "{out}");
+
     // A server that is not an IP: a typed error naming it, before any process.
     spec.isolation.dns = Some(DnsSpec {
         servers: vec!["dns.example".into()],

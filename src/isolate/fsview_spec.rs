@@ -75,15 +75,43 @@ impl DnsSpec {
         Ok(())
     }
 
-    /// The file, as resolv.conf(5) reads it.
-    pub fn render(&self) -> String {
+    /// The file, as resolv.conf(5) reads it. As Nomad's
+    /// `GenerateDNSMount`: each of the three parts not given (no server, no
+    /// search domain, no option) is taken from `host`, the host's
+    /// resolv.conf, so that `--dns-search` alone keeps the host's servers.
+    pub fn render(&self, host: &str) -> String {
+        // resolv.conf(5): `nameserver` and `options` lines add up; `search`
+        // and `domain` replace each other, the last one wins.
+        let host_words = |keys: &[&str], last_wins: bool| -> Vec<String> {
+            let mut words = Vec::new();
+            for line in host.lines() {
+                let mut it = line.split_whitespace();
+                if it.next().is_some_and(|k| keys.contains(&k)) {
+                    if last_wins {
+                        words.clear();
+                    }
+                    words.extend(it.map(str::to_owned));
+                }
+            }
+            words
+        };
+        let pick = |mine: &Vec<String>, keys: &[&str], last_wins: bool| {
+            if mine.is_empty() {
+                host_words(keys, last_wins)
+            } else {
+                mine.clone()
+            }
+        };
+        let servers = pick(&self.servers, &["nameserver"], false);
+        let searches = pick(&self.searches, &["search", "domain"], true);
+        let options = pick(&self.options, &["options"], false);
         let mut out = String::from("# written by nomad-shim for this task\n");
-        for s in &self.servers {
+        for s in &servers {
             out.push_str("nameserver ");
             out.push_str(s);
             out.push('\n');
         }
-        for (key, values) in [("search", &self.searches), ("options", &self.options)] {
+        for (key, values) in [("search", &searches), ("options", &options)] {
             if !values.is_empty() {
                 out.push_str(key);
                 for v in values {
@@ -179,10 +207,36 @@ mod tests {
         };
         dns.validate().unwrap();
         assert_eq!(
-            dns.render(),
+            dns.render("nameserver 10.0.0.1\nsearch host.example\n"),
             "# written by nomad-shim for this task\n\
              nameserver 192.0.2.53\nnameserver 2001:db8::1\n\
              search a.example b.example\noptions ndots:2 edns0\n"
+        );
+        // What is not given comes from the host's file (Nomad's rule).
+        let host = "# comment\nnameserver 10.0.0.1\nnameserver 10.0.0.2\n\
+                    domain old.example\nsearch host.example lan\noptions rotate\noptions timeout:1\n";
+        let only_search = DnsSpec {
+            searches: vec!["svc.example".into()],
+            ..Default::default()
+        };
+        assert_eq!(
+            only_search.render(host),
+            "# written by nomad-shim for this task\n\
+             nameserver 10.0.0.1\nnameserver 10.0.0.2\n\
+             search svc.example\noptions rotate timeout:1\n"
+        );
+        let only_server = DnsSpec {
+            servers: vec!["192.0.2.1".into()],
+            ..Default::default()
+        };
+        assert_eq!(
+            only_server.render(host),
+            "# written by nomad-shim for this task\nnameserver 192.0.2.1\n\
+             search host.example lan\noptions rotate timeout:1\n"
+        );
+        assert_eq!(
+            only_server.render(""),
+            "# written by nomad-shim for this task\nnameserver 192.0.2.1\n"
         );
         let bad_server = DnsSpec {
             servers: vec!["1.1.1".into()],

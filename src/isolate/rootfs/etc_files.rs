@@ -203,7 +203,7 @@ impl Builder<'_> {
     }
 }
 
-/// Writes the task-private resolv.conf into the task dir: the directory is
+/// Writes the task-private resolv.conf into the task dir ([`DnsSpec::render`]): the directory is
 /// opened `O_NOFOLLOW`, whatever is at the name is unlinked (a planted
 /// symlink: the link, never its target), and the file is created with
 /// `O_CREAT|O_EXCL|O_NOFOLLOW`, so no host file is ever written.
@@ -228,8 +228,11 @@ pub(crate) fn write_resolv_conf(task_dir: &Path, dns: &DnsSpec) -> Result<(), Is
         Mode::from_bits_truncate(0o644),
     )
     .map_err(err)?;
+    // What the spec leaves out comes from the host's file (following its
+    // symlink: it is the host's own, trusted); none at all is fine.
+    let host = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
     std::fs::File::from(fd)
-        .write_all(dns.render().as_bytes())
+        .write_all(dns.render(&host).as_bytes())
         .map_err(|e| err(Errno::from_raw(e.raw_os_error().unwrap_or(libc_eio()))))
 }
 

@@ -245,3 +245,83 @@ fn host_kind(rel: &str) -> Option<Kind> {
         None
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::isolate::Subjects;
+
+    /// v1 with `cpu,cpuacct` co-mounted (one directory for both, as
+    /// systemd mounts them): one directory named after both, a symlink per
+    /// controller, one bind per hierarchy, and one read-only tree at the end.
+    #[test]
+    fn v1_view_has_one_bind_per_hierarchy_and_links_for_co_mounts() {
+        let mut subjects = Subjects::default();
+        let mut b = Builder {
+            task_dir: Path::new("/srv/t1"),
+            subjects: &mut subjects,
+            ops: Vec::new(),
+            mountpoints: Vec::new(),
+        };
+        let cpu = PathBuf::from("/sys/fs/cgroup/cpu,cpuacct/p/t1");
+        let map = BTreeMap::from([
+            ("cpu".to_string(), cpu.clone()),
+            ("cpuacct".to_string(), cpu),
+            ("memory".to_string(), "/sys/fs/cgroup/memory/p/t1".into()),
+        ]);
+        b.sys(Some(&CgroupPaths::V1(map))).unwrap();
+        assert_eq!(b.mountpoints.len(), 1, "only sys/ in the task dir");
+        let mut dirs = Vec::new();
+        let mut binds = Vec::new();
+        let mut links = Vec::new();
+        let mut tree = None;
+        for op in &b.ops {
+            match op {
+                MountOp::Mkdir { parent, name, .. } => {
+                    assert_eq!(parent.as_c_str(), c"sys/fs/cgroup");
+                    dirs.push(name.to_str().unwrap().to_owned());
+                }
+                MountOp::BindOnly { src, target, .. } => binds.push((
+                    src.to_str().unwrap().to_owned(),
+                    target.to_str().unwrap().to_owned(),
+                )),
+                MountOp::Symlink { name, to, .. } => links.push((
+                    name.to_str().unwrap().to_owned(),
+                    to.to_str().unwrap().to_owned(),
+                )),
+                MountOp::ReadOnlyTree {
+                    target, fallback, ..
+                } => tree = Some((target.clone(), fallback.len())),
+                _ => {}
+            }
+        }
+        assert_eq!(dirs, ["cpu,cpuacct", "memory"]);
+        assert_eq!(
+            binds,
+            [
+                (
+                    "/sys/fs/cgroup/cpu,cpuacct/p/t1".into(),
+                    "sys/fs/cgroup/cpu,cpuacct".into()
+                ),
+                (
+                    "/sys/fs/cgroup/memory/p/t1".to_string(),
+                    "sys/fs/cgroup/memory".to_string()
+                ),
+            ]
+        );
+        assert_eq!(
+            links,
+            [
+                ("cpu".to_string(), "cpu,cpuacct".to_string()),
+                ("cpuacct".to_string(), "cpu,cpuacct".to_string())
+            ]
+        );
+        // One mount_setattr for the tree; its fallback remounts the two
+        // binds and the tmpfs.
+        assert_eq!(tree, Some((CString::from(c"sys/fs/cgroup"), 3)));
+        assert!(
+            matches!(b.ops.last(), Some(MountOp::ReadOnlyTree { .. })),
+            "read-only last"
+        );
+    }
+}
