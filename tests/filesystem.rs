@@ -484,3 +484,76 @@ fn the_default_chroot_env_works_here_and_a_missing_named_path_is_an_error() {
         "{msg}"
     );
 }
+
+/// The host layout of systemd-resolved: `/etc/resolv.conf` is a symlink
+/// out of `/etc`. Played with a fixture `/etc` (the host's own files are
+/// never touched): the link's target directory is bound at the path the
+/// link names inside the root, so the task reads the file through the link;
+/// with `--dns-server`, the private file is bound over that target instead.
+#[test]
+fn a_resolv_conf_symlink_out_of_etc_resolves_inside_the_root() {
+    if !root_or_skip("a_resolv_conf_symlink_out_of_etc_resolves_inside_the_root") {
+        return;
+    }
+    let root = TestRoot::new();
+    let dir = TaskDir::new(&root, "task-dns-link");
+    // Not under /tmp: the link's target directory is bound at the same
+    // path in the root, and /tmp is the task's own.
+    let fixture = tempfile::Builder::new()
+        .prefix("nomad-shim-test.")
+        .tempdir_in("/var/tmp")
+        .unwrap();
+    let etc = fixture.path().join("etc");
+    let resolve = fixture.path().join("resolve");
+    fs::create_dir_all(&etc).unwrap();
+    fs::create_dir_all(&resolve).unwrap();
+    fs::write(etc.join("hosts"), "127.0.0.1 localhost\n").unwrap();
+    fs::write(resolve.join("stub-resolv.conf"), "nameserver 192.0.2.99\n").unwrap();
+    symlink("../resolve/stub-resolv.conf", etc.join("resolv.conf")).unwrap();
+    let mut env: Vec<nomad_shim::isolate::BindSpec> = ["/usr", "/bin", "/lib", "/lib64"]
+        .iter()
+        .filter(|p| Path::new(p).exists())
+        .map(|p| nomad_shim::isolate::BindSpec {
+            src: p.into(),
+            dst: p.into(),
+        })
+        .collect();
+    env.push(nomad_shim::isolate::BindSpec {
+        src: etc.clone(),
+        dst: "/etc".into(),
+    });
+    let mut spec = chrooted(&dir, "/bin/cat", &["/etc/resolv.conf", "/etc/hosts"]);
+    spec.isolation.chroot_env = env.clone();
+    assert_eq!(
+        stdout_of(&root, &spec),
+        "nameserver 192.0.2.99\n127.0.0.1 localhost\n"
+    );
+
+    spec.isolation.dns = Some(DnsSpec {
+        servers: vec!["192.0.2.53".into()],
+        ..DnsSpec::default()
+    });
+    let out = stdout_of(&root, &spec);
+    assert!(
+        out.starts_with("# written by nomad-shim for this task\nnameserver 192.0.2.53\n"),
+        "{out}"
+    );
+    assert_eq!(
+        fs::read_to_string(resolve.join("stub-resolv.conf")).unwrap(),
+        "nameserver 192.0.2.99\n"
+    );
+
+    // A dangling link leaves nothing to bind the private file onto: a start
+    // error that says so, naming the file.
+    fs::remove_file(resolve.join("stub-resolv.conf")).unwrap();
+    let msg = root
+        .exec
+        .start(&spec)
+        .map(|t| t.id().to_string())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("cannot place the task's resolv.conf") && msg.contains("etc/resolv.conf"),
+        "{msg}"
+    );
+}

@@ -9,14 +9,15 @@
 //!   `/etc` shows the file under it, so the host's file is bound over it;
 //! * the file is a symlink out of `/etc` (systemd-resolved's
 //!   `/run/systemd/resolve/stub-resolv.conf`, resolvconf's
-//!   `/run/resolvconf/resolv.conf`): the directory of its target is bound
-//!   read-only at the same path, unless the chroot env already shows it,
-//!   so that the link resolves inside the root.
+//!   `/run/resolvconf/resolv.conf`): the host directory of its target is
+//!   bound read-only where the link leads inside the root (resolved by name
+//!   from the root's `/etc`), unless a chroot env bind already covers that
+//!   path, so that the link resolves inside the root.
 
 use std::io::Write;
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 use nix::errno::Errno;
 use nix::fcntl::{open, openat, OFlag};
@@ -144,40 +145,50 @@ impl Builder<'_> {
                 Target::Done
             });
         }
-        if !md.is_symlink() || etc.src != etc.dst {
-            return if private {
-                unplaceable(inside)
-            } else {
-                Ok(Target::Done)
-            };
-        }
-        // A symlink: make its target visible at the same path.
-        let Ok(target) = std::fs::canonicalize(&inside) else {
+        let link = match std::fs::read_link(&inside) {
+            Ok(link) if md.is_symlink() => link,
+            _ => {
+                return if private {
+                    unplaceable(inside)
+                } else {
+                    Ok(Target::Done)
+                }
+            }
+        };
+        // A symlink. Where it leads inside the root (`lexical`: resolved
+        // from the root's /etc, as the task's open will), and the host
+        // directory of the file it leads to now (what the task must see
+        // there; a dangling link has none).
+        let lexical = lexical_join(&etc.dst, &link);
+        let host_dir = std::fs::canonicalize(&inside)
+            .ok()
+            .and_then(|t| t.parent().map(Path::to_path_buf));
+        let (Some(dir), Some(host_dir)) = (lexical.parent(), host_dir) else {
             return if private {
                 unplaceable(inside)
             } else {
                 Ok(Target::Done)
             };
         };
-        let visible = env
-            .iter()
-            .any(|b| b.src == b.dst && target.starts_with(&b.src));
+        // Already inside a chroot env bind: the link resolves there (or the
+        // root cannot be changed there anyway).
+        let visible = env.iter().any(|b| lexical.starts_with(&b.dst));
         if !visible {
-            let Some(dir) = target.parent().filter(|d| self.can_bind_dir(d, env)) else {
+            if !self.can_bind_dir(dir, env) {
                 return if private {
                     unplaceable(inside)
                 } else {
                     Ok(Target::Done)
                 };
-            };
+            }
             let flags = MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
-            let flags = flags | keep_noexec(dir);
-            let src = Source::Host(cstring(dir)?);
-            self.bind(src, &relative_dst(dir), Kind::Dir, flags, Some(dir))?;
+            let flags = flags | keep_noexec(&host_dir);
+            let src = Source::Host(cstring(&host_dir)?);
+            self.bind(src, &relative_dst(dir), Kind::Dir, flags, Some(&host_dir))?;
         }
         Ok(if private {
             Target::At {
-                rel: relative_dst(&target),
+                rel: relative_dst(&lexical),
                 mountpoint: false,
             }
         } else {
@@ -201,6 +212,23 @@ impl Builder<'_> {
         let planned = self.mountpoints.iter().any(|m| m.rel == rel);
         !reserved && !overlaps && !planned
     }
+}
+
+/// `base.join(link)` with `.` and `..` resolved by name only (no file
+/// system access): where a symlink in `base` leads inside the root.
+fn lexical_join(base: &Path, link: &Path) -> PathBuf {
+    let mut out = PathBuf::from("/");
+    for c in base.join(link).components() {
+        match c {
+            Component::RootDir => out = PathBuf::from("/"),
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::Normal(n) => out.push(n),
+            Component::CurDir | Component::Prefix(_) => {}
+        }
+    }
+    out
 }
 
 /// Writes the task-private resolv.conf into the task dir ([`DnsSpec::render`]): the directory is
