@@ -181,3 +181,25 @@ pub fn mount_setattr_recursive(fd: &OwnedFd, attr_set: u64) -> nix::Result<()> {
     })?;
     Ok(())
 }
+
+/// Whether `path` (not followed if it is a symlink) is the root of a mount:
+/// `statx(2)`'s `STATX_ATTR_MOUNT_ROOT` (Linux 5.8), which, unlike a
+/// comparison of `st_dev`, also sees a bind mount from the same filesystem.
+/// `None` where the kernel does not report the attribute.
+pub fn is_mount_root(path: &std::ffi::CStr) -> Option<bool> {
+    // SAFETY: statx is plain old data; all-zero is a valid value.
+    let mut stx: libc::statx = unsafe { std::mem::zeroed() };
+    // SAFETY: the path is NUL-terminated and `stx` a live local the kernel
+    // fills; both outlive the call.
+    let ret = unsafe {
+        libc::statx(
+            libc::AT_FDCWD,
+            path.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+            0,
+            &mut stx,
+        )
+    };
+    let bit = libc::STATX_ATTR_MOUNT_ROOT as u64;
+    (ret == 0 && stx.stx_attributes_mask & bit != 0).then_some(stx.stx_attributes & bit != 0)
+}

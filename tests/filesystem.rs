@@ -557,3 +557,64 @@ fn a_resolv_conf_symlink_out_of_etc_resolves_inside_the_root() {
         "{msg}"
     );
 }
+
+/// Unmounts (lazily) a mount the test made in the host's namespace, also
+/// when the test fails.
+struct Unmount(PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+/// Container hosts bind a file over `/etc/resolv.conf`. The root's `/etc`
+/// is a non-recursive bind, which would show the file *under* that mount:
+/// the host's mounted file is bound over it. Played with a fixture `/etc`
+/// whose resolv.conf is a bind mount from the same filesystem (a device
+/// comparison would miss it; statx's mount-root attribute does not).
+#[test]
+fn a_resolv_conf_that_is_a_mount_on_the_host_is_the_one_the_task_sees() {
+    if !root_or_skip("a_resolv_conf_that_is_a_mount_on_the_host_is_the_one_the_task_sees") {
+        return;
+    }
+    let root = TestRoot::new();
+    let dir = TaskDir::new(&root, "task-dns-mounted");
+    let fixture = tempfile::Builder::new()
+        .prefix("nomad-shim-test.")
+        .tempdir_in("/var/tmp")
+        .unwrap();
+    let etc = fixture.path().join("etc");
+    fs::create_dir_all(&etc).unwrap();
+    fs::write(
+        etc.join("resolv.conf"),
+        "nameserver 192.0.2.1 # under the mount\n",
+    )
+    .unwrap();
+    fs::write(etc.join("hosts"), "127.0.0.1 localhost\n").unwrap();
+    let real = fixture.path().join("real-resolv.conf");
+    fs::write(&real, "nameserver 192.0.2.77\n").unwrap();
+    nix::mount::mount(
+        Some(&real),
+        &etc.join("resolv.conf"),
+        None::<&str>,
+        nix::mount::MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .unwrap();
+    let _unmount = Unmount(etc.join("resolv.conf"));
+    let mut spec = chrooted(&dir, "/bin/cat", &["/etc/resolv.conf"]);
+    spec.isolation.chroot_env = ["/usr", "/bin", "/lib", "/lib64"]
+        .iter()
+        .filter(|p| Path::new(p).exists())
+        .map(|p| nomad_shim::isolate::BindSpec {
+            src: p.into(),
+            dst: p.into(),
+        })
+        .chain([nomad_shim::isolate::BindSpec {
+            src: etc.clone(),
+            dst: "/etc".into(),
+        }])
+        .collect();
+    assert_eq!(stdout_of(&root, &spec), "nameserver 192.0.2.77\n");
+}

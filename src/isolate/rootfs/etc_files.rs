@@ -56,7 +56,11 @@ impl Builder<'_> {
     ) -> Result<(), IsolateError> {
         for name in FILES {
             let private = *name == "resolv.conf" && spec.dns.is_some();
-            let host = Path::new("/etc").join(name);
+            // The host's file: from the chroot env's /etc, if it has one.
+            let host = match env.iter().find(|b| b.dst == Path::new("/etc")) {
+                Some(etc) => etc.src.join(name),
+                None => Path::new("/etc").join(name),
+            };
             let Target::At { rel, mountpoint } = self.etc_target(name, env, private)? else {
                 continue;
             };
@@ -134,8 +138,12 @@ impl Builder<'_> {
         };
         if md.is_file() {
             // The bind of /etc is not recursive: a file that is a mount of
-            // its own on the host (another device) must be bound itself.
-            let own_mount = std::fs::metadata(&etc.src).is_ok_and(|e| e.dev() != md.dev());
+            // its own on the host must be bound itself (statx's mount-root
+            // attribute; on a kernel without it, a device other than /etc's).
+            let own_mount = match crate::sys::is_mount_root(&cstring(&inside)?) {
+                Some(root) => root,
+                None => std::fs::metadata(&etc.src).is_ok_and(|e| e.dev() != md.dev()),
+            };
             return Ok(if private || own_mount {
                 Target::At {
                     rel,
