@@ -278,6 +278,14 @@ pub enum IsolateError {
         /// The destination.
         dst: PathBuf,
     },
+    /// A mount destination inside another mount's.
+    #[error("mount destination {inner:?} is inside mount destination {outer:?}")]
+    NestedMountDst {
+        /// The enclosing destination.
+        outer: PathBuf,
+        /// The nested destination.
+        inner: PathBuf,
+    },
     /// Writing the task's private resolv.conf failed.
     #[error("write {path:?}: {source}")]
     WriteResolvConf {

@@ -126,9 +126,9 @@ impl DnsSpec {
 }
 
 /// Mounts need a chroot; each destination absolute, free of `..`, not `/`,
-/// not in the isolation's own filesystems, and not inside (or over) a
-/// `chroot_env` destination: those are read-only host directories, where no
-/// mount point can be made.
+/// not in the isolation's own filesystems, not inside (or over) a
+/// `chroot_env` destination or another mount: those are host directories,
+/// where no mount point can be made.
 pub(crate) fn validate_mounts(
     mounts: &[MountSpec],
     chroot: bool,
@@ -155,10 +155,18 @@ pub(crate) fn validate_mounts(
                 chroot_env: env.clone(),
             });
         }
-        for other in mounts {
+        for other in mounts.iter().filter(|o| !std::ptr::eq(*o, m)) {
             let orel = relative_dst(&other.dst);
-            if !std::ptr::eq(other, m) && orel == rel {
+            if orel == rel {
                 return Err(IsolateError::DuplicateMountDst { dst: m.dst.clone() });
+            }
+            // The inner mount point would have to exist in the outer
+            // mount's host directory.
+            if orel.starts_with(&rel) {
+                return Err(IsolateError::NestedMountDst {
+                    outer: m.dst.clone(),
+                    inner: other.dst.clone(),
+                });
             }
         }
     }
@@ -309,6 +317,9 @@ mod tests {
             }),
             (vec![mount("/a", "/data"), mount("/b", "/data/")], |e| {
                 matches!(e, IsolateError::DuplicateMountDst { .. })
+            }),
+            (vec![mount("/a", "/data/sub"), mount("/b", "/data")], |e| {
+                matches!(e, IsolateError::NestedMountDst { .. })
             }),
         ];
         for (mounts, is_expected) in cases {
