@@ -119,7 +119,8 @@ impl Executor {
     /// spare one exec of itself; an agent simply calls [`Executor::start`].
     pub fn prepare_start(&self, spec: &TaskSpec) -> Result<PendingStart> {
         spec.validate()?;
-        // Typed errors before anything is made (the supervisor checks again).
+        // The isolation too, here in the agent: a bad mount or dns value is
+        // a typed error before any process exists.
         spec.isolation.validate()?;
         let dir = match &spec.id {
             Some(id) => self.root.create_task_dir(&TaskId::new(id.as_str())?)?,

@@ -150,10 +150,11 @@ fn only_the_task_dirs_are_writable_and_host_paths_are_absent() {
     }
     let root = TestRoot::new();
     let dir = TaskDir::new(&root, "task-rw");
+    // /sys is there, read-only, since issue 7 (filesystem::sys_is_read_only_…).
     let script =
         "for d in / /etc /usr /bin /lib /sbin; do touch $d/x 2>/dev/null && echo WROTE $d; done
 for d in /local /alloc /secrets /tmp; do touch $d/x && echo ok $d; done
-for p in /root /work /home /var /sys /boot; do [ -e $p ] && echo SEES $p; done
+for p in /root /work /home /var /boot; do [ -e $p ] && echo SEES $p; done
 ls /";
     for user in [Some("nobody"), None] {
         let (exit, out, err) = run_to_end(

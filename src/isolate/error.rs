@@ -281,4 +281,71 @@ pub enum IsolateError {
         #[source]
         source: std::io::Error,
     },
+    /// `--dns-server` that is not an IP address.
+    #[error("dns-server {value:?} is not an IP address")]
+    InvalidDnsServer {
+        /// The value as given.
+        value: String,
+    },
+    /// A `--dns-search` or `--dns-option` value that is empty, too long, or
+    /// would add words or lines to resolv.conf (whitespace, `#`).
+    #[error("{option} {value:?} is empty, too long, or has whitespace or '#'")]
+    InvalidDnsValue {
+        /// `dns-search` or `dns-option`.
+        option: &'static str,
+        /// The value as given.
+        value: String,
+    },
+    /// `dns` without a chroot: the task would use the host's resolv.conf.
+    #[error("dns settings need chroot (they replace /etc/resolv.conf inside the task's root)")]
+    DnsWithoutChroot,
+    /// `mounts` without a chroot: there is no root to mount into.
+    #[error("mount needs chroot (the destination is a path inside the task's root)")]
+    MountWithoutChroot,
+    /// A mount destination that is `/` or inside `/dev`, `/proc`, `/sys` or
+    /// `/secrets`.
+    #[error("mount destination {dst:?} is reserved")]
+    ReservedMountDst {
+        /// The destination.
+        dst: PathBuf,
+    },
+    /// A mount destination inside (or at) a read-only `chroot_env` bind.
+    #[error("mount destination {dst:?} is inside the read-only chroot_env bind {chroot_env:?}")]
+    MountDstInChrootEnv {
+        /// The destination.
+        dst: PathBuf,
+        /// The chroot_env destination it lies in.
+        chroot_env: PathBuf,
+    },
+    /// Two mounts with the same destination.
+    #[error("mount destination {dst:?} is given twice")]
+    DuplicateMountDst {
+        /// The destination.
+        dst: PathBuf,
+    },
+    /// A mount destination inside another mount's.
+    #[error("mount destination {inner:?} is inside mount destination {outer:?}")]
+    NestedMountDst {
+        /// The enclosing destination.
+        outer: PathBuf,
+        /// The nested destination.
+        inner: PathBuf,
+    },
+    /// Writing the task's private resolv.conf failed.
+    #[error("write {path:?}: {source}")]
+    WriteResolvConf {
+        /// The file.
+        path: PathBuf,
+        /// The errno.
+        #[source]
+        source: Errno,
+    },
+    /// With a `dns` block, the chroot's `/etc/resolv.conf` is neither a
+    /// file nor a symlink whose target can be shown in the root, so there is
+    /// nothing to bind the task's resolv.conf onto.
+    #[error("cannot place the task's resolv.conf: {path:?} is missing or a symlink that cannot be resolved inside the root")]
+    ResolvConfUnplaceable {
+        /// The file in the chroot env's /etc source.
+        path: PathBuf,
+    },
 }

@@ -19,6 +19,7 @@
 
 mod caps;
 mod error;
+mod fsview_spec;
 mod mounts;
 mod ns;
 mod rlimit;
@@ -38,6 +39,7 @@ use nix::sched::CloneFlags;
 use nix::sys::stat::stat;
 
 pub use error::IsolateError;
+pub use fsview_spec::{DnsSpec, MountSpec};
 pub use secrets::{mount_secrets, secrets_source, unmount_secrets, DEFAULT_SECRETS_SIZE};
 pub use spec::{BindSpec, IsolationSpec, RlimitSpec, DEFAULT_CHROOT_ENV};
 pub use step::{Step, StepError, SubjectId};
@@ -84,7 +86,13 @@ pub struct Plan {
 ///
 /// `cwd` is the task's working directory: inside the new root with a chroot
 /// (default `/`), else on the host (default: the task dir, else `/`).
-pub fn prepare(spec: &IsolationSpec, cwd: Option<&Path>) -> Result<Plan, IsolateError> {
+/// `cgroup` is the task's cgroup (already created): with a chroot, it is
+/// shown read-only at `/sys/fs/cgroup`.
+pub fn prepare(
+    spec: &IsolationSpec,
+    cwd: Option<&Path>,
+    cgroup: Option<&crate::cgroup::CgroupPaths>,
+) -> Result<Plan, IsolateError> {
     spec.validate()?;
     let mut subjects = Subjects::default();
     // The child refuses mount work in the supervisor's own mount namespace:
@@ -94,8 +102,13 @@ pub fn prepare(spec: &IsolationSpec, cwd: Option<&Path>) -> Result<Plan, Isolate
     let caps = caps::plan(spec, creds.is_root())?;
     let rlimits = rlimit::plan(&spec.rlimits, &mut subjects)?;
     let (root, mountpoints) = if spec.chroot {
-        let (root, mountpoints) =
-            rootfs::plan(spec, creds.owner(), host_mntns.st_ino, &mut subjects)?;
+        let (root, mountpoints) = rootfs::plan(
+            spec,
+            creds.owner(),
+            host_mntns.st_ino,
+            &mut subjects,
+            cgroup,
+        )?;
         (Some(root), mountpoints)
     } else {
         (None, Vec::new())
@@ -103,6 +116,9 @@ pub fn prepare(spec: &IsolationSpec, cwd: Option<&Path>) -> Result<Plan, Isolate
     if let Some(task_dir) = &spec.task_dir {
         let alloc_is_mount = spec.chroot && spec.alloc_dir.is_some();
         taskdir::build(task_dir, creds.owner(), alloc_is_mount, &mountpoints)?;
+        if let (true, Some(dns)) = (spec.chroot, &spec.dns) {
+            rootfs::write_resolv_conf(task_dir, dns)?;
+        }
     }
     let netns = match &spec.netns {
         Some(path) => Some((ns::open_netns(path)?, subjects.add(path.display()))),

@@ -11,6 +11,7 @@ use std::ffi::CStr;
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, OwnedFd};
 
+use nix::errno::Errno;
 use nix::fcntl::{openat, openat2, OFlag, OpenHow, ResolveFlag};
 use nix::mount::{mount, MsFlags};
 use nix::sys::stat::{mkdirat, Mode};
@@ -94,6 +95,47 @@ pub(crate) enum MountOp {
         /// For error messages.
         subject: SubjectId,
     },
+    /// `mount(MS_BIND|MS_REMOUNT|flags)` of a mount made earlier (the v1
+    /// `/sys/fs/cgroup` tmpfs, read-only once its binds are in).
+    RemountBind {
+        /// Relative to the new root.
+        target: CString,
+        /// Per-mount flags.
+        flags: MsFlags,
+        /// For error messages.
+        subject: SubjectId,
+    },
+    /// `mount(MS_BIND)` only: the new mount keeps the source mount's flags
+    /// (runc's `/dev/null` over a masked file), or gets its final ones
+    /// from a [`MountOp::ReadOnlyTree`] that follows.
+    BindOnly {
+        /// Where from (a host path).
+        src: CString,
+        /// Relative to the new root.
+        target: CString,
+        /// Directory or file.
+        kind: Kind,
+        /// For error messages.
+        subject: SubjectId,
+    },
+    /// `mount_setattr(AT_RECURSIVE)` of `flags` on the mount at `target`
+    /// and every mount below it: one call instead of one remount each.
+    /// On a kernel without it (before 5.12: `ENOSYS`), `fallback` (one
+    /// [`MountOp::RemountBind`] per mount) is applied instead.
+    ReadOnlyTree {
+        /// Relative to the new root.
+        target: CString,
+        /// `MOUNT_ATTR_*` bits.
+        attr: u64,
+        /// The same, one remount per mount.
+        fallback: Vec<MountOp>,
+        /// For error messages.
+        subject: SubjectId,
+    },
+    /// The inner operation, skipped when its target does not exist in the
+    /// child (a masked `/proc` entry this kernel lacks: runc skips those
+    /// too).
+    IfExists(Box<MountOp>),
 }
 
 impl MountOp {
@@ -188,6 +230,46 @@ impl MountOp {
                 symlinkat(*to, &dir, name.as_c_str())
                     .map_err(StepError::with_on(Step::Symlink, *subject))
             }
+            MountOp::RemountBind {
+                target,
+                flags,
+                subject,
+            } => {
+                let fd = open_beneath(root, target, Kind::Dir)
+                    .map_err(StepError::with_on(Step::OpenMountPoint, *subject))?;
+                let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | *flags;
+                mount_at(None, FdPath::new(&fd).as_cstr(), None, flags, None)
+                    .map_err(StepError::with_on(Step::Remount, *subject))
+            }
+            MountOp::BindOnly {
+                src,
+                target,
+                kind,
+                subject,
+            } => {
+                let fd = open_beneath(root, target, *kind)
+                    .map_err(StepError::with_on(Step::OpenMountPoint, *subject))?;
+                let path = FdPath::new(&fd);
+                mount_at(Some(src), path.as_cstr(), None, MsFlags::MS_BIND, None)
+                    .map_err(StepError::with_on(Step::BindMount, *subject))
+            }
+            MountOp::ReadOnlyTree {
+                target,
+                attr,
+                fallback,
+                subject,
+            } => {
+                let fd = open_beneath(root, target, Kind::Dir)
+                    .map_err(StepError::with_on(Step::OpenMountPoint, *subject))?;
+                match crate::sys::mount_setattr_recursive(&fd, *attr) {
+                    Err(Errno::ENOSYS) => fallback.iter().try_for_each(|op| op.apply(root)),
+                    other => other.map_err(StepError::with_on(Step::Remount, *subject)),
+                }
+            }
+            MountOp::IfExists(op) => match op.apply(root) {
+                Err(e) if e.step == Step::OpenMountPoint && e.errno == Errno::ENOENT => Ok(()),
+                other => other,
+            },
         }
     }
 }

@@ -18,6 +18,13 @@ use super::spec::{relative_dst, IsolationSpec};
 use super::step::{Step, StepError, SubjectId};
 use super::taskdir::{Kind, MountPoint};
 use super::{cstring, Subjects};
+use crate::cgroup::CgroupPaths;
+
+mod etc_files;
+mod kernel_fs;
+mod volumes;
+
+pub(crate) use etc_files::write_resolv_conf;
 
 /// Device nodes bound from the host's `/dev` (binding works where mknod(2)
 /// is refused, e.g. without CAP_MKNOD or on a nodev filesystem).
@@ -56,6 +63,7 @@ pub(crate) fn plan(
     _owner: (Uid, Gid),
     host_mntns: u64,
     subjects: &mut Subjects,
+    cgroup: Option<&CgroupPaths>,
 ) -> Result<(RootPlan, Vec<MountPoint>), IsolateError> {
     let task_dir = spec
         .task_dir
@@ -68,7 +76,8 @@ pub(crate) fn plan(
         mountpoints: Vec::new(),
     };
     // The chroot environment: read-only, nosuid, nodev binds of host paths.
-    for bind in spec.effective_chroot_env() {
+    let env = spec.effective_chroot_env();
+    for bind in &env {
         let kind = source_kind(&bind.src)?;
         let flags =
             MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | keep_noexec(&bind.src);
@@ -80,6 +89,8 @@ pub(crate) fn plan(
             Some(&bind.src),
         )?;
     }
+    // /etc/resolv.conf and /etc/hosts: the host's, or the task's resolv.conf.
+    b.etc_files(spec, &env)?;
     // The task's writable dirs: their own mounts, so that they stay
     // writable when the root is remounted read-only at the end.
     let rw = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
@@ -115,11 +126,16 @@ pub(crate) fn plan(
             secrets_path.display()
         )),
     );
+    // Host mounts, once the task dirs they may lie in are mounted.
+    b.volumes(spec)?;
     b.dev()?;
     // A fresh proc: of the task's pid namespace when it has one (proc(5):
     // a proc mount shows the pid namespace of the process that mounted it).
     b.mountpoint("proc", Kind::Dir);
     b.fs(c"proc", Step::MountProc, "proc", noexec, None)?;
+    // runc's masked and read-only paths, then a read-only /sys.
+    b.proc_paths()?;
+    b.sys(cgroup)?;
     let subject = b.subjects.add(task_dir.display());
     let (ops, mountpoints) = (b.ops, b.mountpoints);
     Ok((

@@ -5,6 +5,7 @@ use std::path::{Component, Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::error::IsolateError;
+use super::fsview_spec::{self, DnsSpec, MountSpec};
 use super::{caps, rlimit};
 
 /// Nomad's default `chroot_env`: each entry is bound read-only at the same
@@ -22,7 +23,7 @@ pub const DEFAULT_CHROOT_ENV: &[&str] = &[
 
 /// Names under the task root that the isolation itself owns; a `chroot_env`
 /// destination may not use them.
-pub(crate) const RESERVED: &[&str] = &["alloc", "local", "secrets", "tmp", "dev", "proc"];
+pub(crate) const RESERVED: &[&str] = &["alloc", "local", "secrets", "tmp", "dev", "proc", "sys"];
 
 /// The isolation a task asks for. Every field is optional; the default is no
 /// isolation beyond the privilege steps (no capabilities for a non-root user,
@@ -104,6 +105,14 @@ pub struct IsolationSpec {
     /// be PID 1 of its namespace. See [`IsolationSpec::wants_init`].
     #[serde(skip_serializing_if = "Option::is_none")]
     pub init: Option<bool>,
+    /// A task-private `/etc/resolv.conf` (Nomad's `dns` block); `None`
+    /// shows the host's. Needs `chroot`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dns: Option<DnsSpec>,
+    /// Host paths mounted into the root (Nomad's volume mounts), in order.
+    /// Needs `chroot`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub mounts: Vec<MountSpec>,
 }
 
 /// One host path bound read-only into the task's root.
@@ -163,6 +172,8 @@ impl IsolationSpec {
             return Err(IsolateError::UidWithoutGid);
         }
         self.validate_chroot_env()?;
+        fsview_spec::validate_dns(self.dns.as_ref(), self.chroot)?;
+        fsview_spec::validate_mounts(&self.mounts, self.chroot, &self.chroot_env_dsts())?;
         caps::parse_list(&self.cap_add)?;
         caps::parse_list(&self.cap_drop)?;
         caps::check_allowed(self)?;
@@ -214,15 +225,17 @@ impl IsolationSpec {
         if !self.chroot_env.is_empty() {
             return self.chroot_env.clone();
         }
-        DEFAULT_CHROOT_ENV
-            .iter()
-            .map(Path::new)
-            .filter(|p| p.exists())
-            .map(|p| BindSpec {
-                src: p.to_path_buf(),
-                dst: p.to_path_buf(),
-            })
-            .collect()
+        existing_binds(DEFAULT_CHROOT_ENV.iter().map(Path::new))
+    }
+
+    /// The destinations of the `chroot_env`, without looking at the host:
+    /// the spec's, or all of [`DEFAULT_CHROOT_ENV`].
+    fn chroot_env_dsts(&self) -> Vec<PathBuf> {
+        if self.chroot_env.is_empty() {
+            DEFAULT_CHROOT_ENV.iter().map(PathBuf::from).collect()
+        } else {
+            self.chroot_env.iter().map(|b| b.dst.clone()).collect()
+        }
     }
 
     /// Whether the task runs under the shim's init: as asked, else
@@ -257,8 +270,22 @@ impl IsolationSpec {
     }
 }
 
+/// A same-path bind for each candidate that exists here as a directory or a
+/// regular file, after symlinks: one default list serves Debian, Ubuntu and
+/// Fedora, whose `/lib32`, `/lib64` and `/run/resolvconf` differ. A dangling
+/// symlink (`/lib32 -> usr/lib32` without `/usr/lib32`) counts as missing.
+pub(crate) fn existing_binds<'a>(candidates: impl Iterator<Item = &'a Path>) -> Vec<BindSpec> {
+    candidates
+        .filter(|p| std::fs::metadata(p).is_ok_and(|m| m.is_dir() || m.is_file()))
+        .map(|p| BindSpec {
+            src: p.to_path_buf(),
+            dst: p.to_path_buf(),
+        })
+        .collect()
+}
+
 /// Absolute, and no `..` component.
-fn check_path(field: &'static str, path: &Path) -> Result<(), IsolateError> {
+pub(crate) fn check_path(field: &'static str, path: &Path) -> Result<(), IsolateError> {
     if !path.is_absolute() {
         return Err(IsolateError::RelativePath {
             field,

@@ -79,10 +79,12 @@ pub enum Step {
     Getcwd,
     /// The working directory is not under the task's root.
     CwdOutsideRoot,
+    /// `mount` of a read-only sysfs.
+    MountSysfs,
 }
 
 impl Step {
-    const ALL: [Step; 34] = [
+    const ALL: [Step; 35] = [
         Step::SetRlimit,
         Step::JoinNetns,
         Step::CheckMountNamespace,
@@ -117,6 +119,7 @@ impl Step {
         Step::Chdir,
         Step::Getcwd,
         Step::CwdOutsideRoot,
+        Step::MountSysfs,
     ];
 
     fn from_u8(b: u8) -> Option<Step> {
@@ -160,6 +163,7 @@ impl Step {
             Step::Chdir => "chdir",
             Step::Getcwd => "getcwd after chdir",
             Step::CwdOutsideRoot => "check working directory is inside the root",
+            Step::MountSysfs => "mount sysfs on",
         }
     }
 }

@@ -122,6 +122,18 @@ pub struct TaskOpts {
     /// With --ns pid, run the program itself as PID 1 (no init)
     #[arg(long, help_heading = "Isolation")]
     no_init: bool,
+    /// A nameserver of the task's private /etc/resolv.conf (repeatable; needs --chroot) [dns.servers]
+    #[arg(long, value_name = "IP", help_heading = "Isolation")]
+    dns_server: Vec<String>,
+    /// A search domain of the task's private /etc/resolv.conf (repeatable; needs --chroot) [dns.searches]
+    #[arg(long, value_name = "DOMAIN", help_heading = "Isolation")]
+    dns_search: Vec<String>,
+    /// A resolver option of the task's private /etc/resolv.conf, e.g. ndots:2 (repeatable; needs --chroot) [dns.options]
+    #[arg(long, value_name = "OPT", help_heading = "Isolation")]
+    dns_option: Vec<String>,
+    /// Mount a host path into the chroot, read-write unless ro (repeatable; needs --chroot) [volume mounts]
+    #[arg(long = "mount", value_name = "src=HOST,dst=TASK[,ro]", value_parser = parse_mount, help_heading = "Isolation")]
+    mounts: Vec<isolate::MountSpec>,
 
     /// The program and its arguments
     #[arg(last = true, required = true, value_name = "PROGRAM [ARGS]...")]
@@ -185,9 +197,23 @@ impl TaskOpts {
                 (_, true) => Some(false),
                 _ => None,
             },
+            dns: self.dns(),
+            mounts: self.mounts.clone(),
             ..IsolationSpec::default()
         });
         spec
+    }
+}
+
+impl TaskOpts {
+    /// The `dns` block, if any `--dns-*` option is given.
+    fn dns(&self) -> Option<isolate::DnsSpec> {
+        let dns = isolate::DnsSpec {
+            servers: self.dns_server.clone(),
+            searches: self.dns_search.clone(),
+            options: self.dns_option.clone(),
+        };
+        (dns != isolate::DnsSpec::default()).then_some(dns)
     }
 }
 
@@ -205,6 +231,32 @@ fn parse_bind(s: &str) -> Result<isolate::BindSpec, String> {
         src: src.into(),
         dst: dst.into(),
     })
+}
+
+/// `src=HOST,dst=TASK[,ro|rw]`, keys in any order.
+fn parse_mount(s: &str) -> Result<isolate::MountSpec, String> {
+    let (mut src, mut dst, mut readonly) = (None, None, false);
+    for part in s.split(',') {
+        match part.split_once('=') {
+            Some(("src" | "source", v)) if !v.is_empty() => src = Some(v),
+            Some(("dst" | "destination" | "target", v)) if !v.is_empty() => dst = Some(v),
+            None if part == "ro" || part == "readonly" => readonly = true,
+            None if part == "rw" => readonly = false,
+            _ => {
+                return Err(format!(
+                    "{part:?} in {s:?} is not src=HOST, dst=TASK, ro or rw"
+                ))
+            }
+        }
+    }
+    match (src, dst) {
+        (Some(src), Some(dst)) => Ok(isolate::MountSpec {
+            src: src.into(),
+            dst: dst.into(),
+            readonly,
+        }),
+        _ => Err(format!("{s:?} needs both src=HOST and dst=TASK")),
+    }
 }
 
 fn parse_rlimit(s: &str) -> Result<isolate::RlimitSpec, String> {
@@ -282,5 +334,19 @@ mod tests {
         assert_eq!(parse_size("1.5k"), Ok(1536));
         assert!(parse_size("lots").is_err());
         assert!(parse_size("-1M").is_err());
+    }
+
+    #[test]
+    fn mounts() {
+        let m = parse_mount("src=/srv/data,dst=/data,ro").unwrap();
+        assert_eq!(
+            (m.src.to_str(), m.dst.to_str(), m.readonly),
+            (Some("/srv/data"), Some("/data"), true)
+        );
+        let m = parse_mount("dst=/d,src=/s").unwrap();
+        assert!(!m.readonly);
+        assert!(parse_mount("src=/s").is_err());
+        assert!(parse_mount("src=/s,dst=/d,bogus").is_err());
+        assert!(parse_mount("/s:/d").is_err());
     }
 }

@@ -1,0 +1,327 @@
+//! `/proc` and `/sys` as runc's defaults make them: masked and read-only
+//! paths in `/proc`, a read-only sysfs with the task's own cgroup at
+//! `/sys/fs/cgroup` (runc `libcontainer/specconv` `Example()`, OCI
+//! runtime-spec `maskedPaths`/`readonlyPaths`).
+
+use std::collections::BTreeMap;
+use std::ffi::CString;
+use std::path::{Path, PathBuf};
+
+use nix::mount::MsFlags;
+
+use super::{Builder, Kind, MountOp, Source, Step};
+use crate::cgroup::CgroupPaths;
+use crate::isolate::cstring;
+use crate::isolate::error::IsolateError;
+use crate::sys::{MOUNT_ATTR_NODEV, MOUNT_ATTR_NOEXEC, MOUNT_ATTR_NOSUID, MOUNT_ATTR_RDONLY};
+
+/// runc's masked paths: a file gets `/dev/null` bound over it, a directory
+/// an empty read-only tmpfs. Paths this kernel lacks are skipped
+/// (`/proc/kcore` without CONFIG_PROC_KCORE, `/proc/sched_debug` since 5.13).
+const MASKED: &[&str] = &[
+    "proc/kcore",
+    "proc/keys",
+    "proc/timer_list",
+    "proc/sched_debug",
+    "proc/scsi",
+    "proc/acpi",
+    "proc/latency_stats",
+    "sys/firmware",
+];
+
+/// runc's read-only paths: bound onto themselves, then remounted read-only.
+/// A task holding CAP_SYS_ADMIN can still not write `/proc/sys/kernel/...`
+/// (the host's values where the task shares a namespace with the host).
+const READ_ONLY: &[&str] = &[
+    "proc/sys",
+    "proc/sysrq-trigger",
+    "proc/irq",
+    "proc/bus",
+    "proc/fs",
+];
+
+/// Flags of everything read-only here.
+fn ro() -> MsFlags {
+    MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC
+}
+
+impl Builder<'_> {
+    /// After the proc mount: the read-only and masked paths of `/proc`.
+    /// Which exist, and whether each is a file or a directory, is read from
+    /// the supervisor's own `/proc` (the same kernel); the child still skips
+    /// one that is absent in its own proc mount.
+    pub(super) fn proc_paths(&mut self) -> Result<(), IsolateError> {
+        for rel in READ_ONLY {
+            let Some(kind) = host_kind(rel) else { continue };
+            self.optional(|b| b.bind_op(Source::Itself, rel, kind, ro()))?;
+        }
+        for rel in MASKED.iter().filter(|r| r.starts_with("proc/")) {
+            self.mask(rel)?;
+        }
+        Ok(())
+    }
+
+    /// A read-only sysfs at `/sys` (after the netns join, so it shows the
+    /// task's network devices), `/sys/firmware` masked, and the task's own
+    /// cgroup, read-only, at `/sys/fs/cgroup`.
+    pub(super) fn sys(&mut self, cgroup: Option<&CgroupPaths>) -> Result<(), IsolateError> {
+        self.mountpoint("sys", Kind::Dir);
+        self.fs(c"sysfs", Step::MountSysfs, "sys", ro(), None)?;
+        for rel in MASKED.iter().filter(|r| r.starts_with("sys/")) {
+            self.mask(rel)?;
+        }
+        match cgroup {
+            None => Ok(()),
+            // v2: the task's cgroup directory is the whole view.
+            Some(CgroupPaths::V2(dir)) => self.bind_op(
+                Source::Host(cstring(dir)?),
+                "sys/fs/cgroup",
+                Kind::Dir,
+                ro(),
+            ),
+            Some(CgroupPaths::V1(map)) => self.cgroup_v1(map),
+        }
+    }
+
+    /// v1: a small tmpfs at `/sys/fs/cgroup`, in it one directory per
+    /// hierarchy (co-mounted controllers share one, `cpu,cpuacct`, with a
+    /// symlink per controller, as systemd lays them out) with the task's
+    /// directory of that hierarchy bound read-only on it; then the tmpfs
+    /// itself becomes read-only.
+    fn cgroup_v1(&mut self, map: &BTreeMap<String, PathBuf>) -> Result<(), IsolateError> {
+        let base = "sys/fs/cgroup";
+        let mut hierarchies: BTreeMap<&Path, Vec<&str>> = BTreeMap::new();
+        for (controller, dir) in map {
+            hierarchies.entry(dir).or_default().push(controller);
+        }
+        let fs_flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+        self.fs(
+            c"tmpfs",
+            Step::MountTmpfs,
+            base,
+            fs_flags,
+            Some("mode=0755,size=16k"),
+        )?;
+        // The binds keep the host's (read-write) flags until the one
+        // recursive mount_setattr at the end makes the whole tree read-only.
+        let mut fallback = Vec::new();
+        for (dir, controllers) in &hierarchies {
+            let name = controllers.join(",");
+            self.mkdir_in(base, &name, 0o755)?;
+            let rel = format!("{base}/{name}");
+            let subject = self.subjects.add(format!(
+                "{} onto {}",
+                dir.display(),
+                self.task_dir.join(&rel).display()
+            ));
+            self.ops.push(MountOp::BindOnly {
+                src: cstring(dir)?,
+                target: cstring(&rel)?,
+                kind: Kind::Dir,
+                subject,
+            });
+            fallback.push(MountOp::RemountBind {
+                target: cstring(&rel)?,
+                flags: ro(),
+                subject,
+            });
+            if controllers.len() > 1 {
+                // The plan outlives every use of the link text; leaking a
+                // few bytes once per supervisor keeps MountOp::Symlink's
+                // `&'static CStr` (the child must not allocate).
+                let to: &'static std::ffi::CStr = Box::leak(cstring(&name)?.into_boxed_c_str());
+                for c in controllers {
+                    let subject = self.subjects.add(format!(
+                        "{} -> {name}",
+                        self.task_dir.join(base).join(c).display()
+                    ));
+                    self.ops.push(MountOp::Symlink {
+                        parent: cstring(base)?,
+                        name: cstring(c)?,
+                        to,
+                        subject,
+                    });
+                }
+            }
+        }
+        let subject = self.subjects.add(self.task_dir.join(base).display());
+        fallback.push(MountOp::RemountBind {
+            target: cstring(base)?,
+            flags: ro(),
+            subject,
+        });
+        self.ops.push(MountOp::ReadOnlyTree {
+            target: cstring(base)?,
+            attr: MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC,
+            fallback,
+            subject,
+        });
+        Ok(())
+    }
+
+    /// `/dev/null` over a file, an empty read-only tmpfs over a directory.
+    fn mask(&mut self, rel: &str) -> Result<(), IsolateError> {
+        match host_kind(rel) {
+            None => Ok(()),
+            Some(Kind::File) => self.optional(|b| {
+                // Not nodev: reads of the masked file must reach /dev/null
+                // and return nothing.
+                let flags = MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC;
+                b.bind_op(
+                    Source::Host(CString::from(c"/dev/null")),
+                    rel,
+                    Kind::File,
+                    flags,
+                )
+            }),
+            Some(Kind::Dir) => self.optional(|b| b.fs(c"tmpfs", Step::MountTmpfs, rel, ro(), None)),
+        }
+    }
+
+    /// A bind inside a filesystem the child mounts (no task dir mount
+    /// point), described by its target.
+    fn bind_op(
+        &mut self,
+        src: Source,
+        rel: &str,
+        kind: Kind,
+        flags: MsFlags,
+    ) -> Result<(), IsolateError> {
+        let subject = match &src {
+            Source::Host(h) => self.subjects.add(format!(
+                "{} onto {}",
+                h.to_string_lossy(),
+                self.task_dir.join(rel).display()
+            )),
+            Source::Itself => self.subjects.add(self.task_dir.join(rel).display()),
+        };
+        self.ops.push(MountOp::Bind {
+            src,
+            target: cstring(rel)?,
+            kind,
+            flags,
+            subject,
+        });
+        Ok(())
+    }
+
+    /// `mkdirat(parent, name)` inside a filesystem the child mounted.
+    fn mkdir_in(&mut self, parent: &str, name: &str, mode: u32) -> Result<(), IsolateError> {
+        let subject = self
+            .subjects
+            .add(self.task_dir.join(parent).join(name).display());
+        self.ops.push(MountOp::Mkdir {
+            parent: cstring(parent)?,
+            name: cstring(name)?,
+            mode: nix::sys::stat::Mode::from_bits_truncate(mode),
+            subject,
+        });
+        Ok(())
+    }
+
+    /// Runs `add`, then wraps the operation it pushed in
+    /// [`MountOp::IfExists`].
+    fn optional(
+        &mut self,
+        add: impl FnOnce(&mut Self) -> Result<(), IsolateError>,
+    ) -> Result<(), IsolateError> {
+        let n = self.ops.len();
+        add(self)?;
+        if let (Some(op), true) = (self.ops.pop(), self.ops.len() == n) {
+            self.ops.push(MountOp::IfExists(Box::new(op)));
+        }
+        Ok(())
+    }
+}
+
+/// What `/<rel>` is on the host (symlinks not followed), if it exists.
+fn host_kind(rel: &str) -> Option<Kind> {
+    let md = std::fs::symlink_metadata(Path::new("/").join(rel)).ok()?;
+    if md.is_dir() {
+        Some(Kind::Dir)
+    } else if md.is_file() {
+        Some(Kind::File)
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::isolate::Subjects;
+
+    /// v1 with `cpu,cpuacct` co-mounted (one directory for both, as
+    /// systemd mounts them): one directory named after both, a symlink per
+    /// controller, one bind per hierarchy, and one read-only tree at the end.
+    #[test]
+    fn v1_view_has_one_bind_per_hierarchy_and_links_for_co_mounts() {
+        let mut subjects = Subjects::default();
+        let mut b = Builder {
+            task_dir: Path::new("/srv/t1"),
+            subjects: &mut subjects,
+            ops: Vec::new(),
+            mountpoints: Vec::new(),
+        };
+        let cpu = PathBuf::from("/sys/fs/cgroup/cpu,cpuacct/p/t1");
+        let map = BTreeMap::from([
+            ("cpu".to_string(), cpu.clone()),
+            ("cpuacct".to_string(), cpu),
+            ("memory".to_string(), "/sys/fs/cgroup/memory/p/t1".into()),
+        ]);
+        b.sys(Some(&CgroupPaths::V1(map))).unwrap();
+        assert_eq!(b.mountpoints.len(), 1, "only sys/ in the task dir");
+        let mut dirs = Vec::new();
+        let mut binds = Vec::new();
+        let mut links = Vec::new();
+        let mut tree = None;
+        for op in &b.ops {
+            match op {
+                MountOp::Mkdir { parent, name, .. } => {
+                    assert_eq!(parent.as_c_str(), c"sys/fs/cgroup");
+                    dirs.push(name.to_str().unwrap().to_owned());
+                }
+                MountOp::BindOnly { src, target, .. } => binds.push((
+                    src.to_str().unwrap().to_owned(),
+                    target.to_str().unwrap().to_owned(),
+                )),
+                MountOp::Symlink { name, to, .. } => links.push((
+                    name.to_str().unwrap().to_owned(),
+                    to.to_str().unwrap().to_owned(),
+                )),
+                MountOp::ReadOnlyTree {
+                    target, fallback, ..
+                } => tree = Some((target.clone(), fallback.len())),
+                _ => {}
+            }
+        }
+        assert_eq!(dirs, ["cpu,cpuacct", "memory"]);
+        assert_eq!(
+            binds,
+            [
+                (
+                    "/sys/fs/cgroup/cpu,cpuacct/p/t1".into(),
+                    "sys/fs/cgroup/cpu,cpuacct".into()
+                ),
+                (
+                    "/sys/fs/cgroup/memory/p/t1".to_string(),
+                    "sys/fs/cgroup/memory".to_string()
+                ),
+            ]
+        );
+        assert_eq!(
+            links,
+            [
+                ("cpu".to_string(), "cpu,cpuacct".to_string()),
+                ("cpuacct".to_string(), "cpu,cpuacct".to_string())
+            ]
+        );
+        // One mount_setattr for the tree; its fallback remounts the two
+        // binds and the tmpfs.
+        assert_eq!(tree, Some((CString::from(c"sys/fs/cgroup"), 3)));
+        assert!(
+            matches!(b.ops.last(), Some(MountOp::ReadOnlyTree { .. })),
+            "read-only last"
+        );
+    }
+}
