@@ -7,13 +7,17 @@
 //! v2.rs         unified hierarchy: one directory per task
 //! v1.rs         one directory per task in each controller hierarchy
 //! stats.rs      usage parsed from cgroup files; CPU % from two samples
+//! devices.rs    the device rules (DeviceRule): v1 devices.allow/deny lines
+//! bpf.rs        the same rules as a v2 BPF_PROG_TYPE_CGROUP_DEVICE program
 //! paths.rs      safe names; CgroupPaths, the form kept in state.json
 //! files.rs      every read/write/mkdir/rmdir, each failure naming its path
 //! ```
 //!
 //! Lifecycle, as the supervisor uses it:
 //!
-//! 1. [`TaskCgroup::create`] before `fork`: directories made, limits written.
+//! 1. [`TaskCgroup::create`] before `fork`: directories made, limits written;
+//!    then [`TaskCgroup::restrict_devices`]: the device rules, before any
+//!    process of the task is in the cgroup.
 //! 2. The child joins *without allocating*: the parent opens the descriptors
 //!    ([`TaskCgroup::open_procs_files`], or [`TaskCgroup::dir_fd`] for
 //!    `clone3(CLONE_INTO_CGROUP)` on v2); the child calls [`join_with_fds`].
@@ -45,7 +49,9 @@
 //! `cpuset.cpus`/`cpuset.mems` copied *into* it). It signals only processes listed
 //! in the task cgroup's `cgroup.procs`.
 
+mod bpf;
 mod detect;
+mod devices;
 mod error;
 mod files;
 mod paths;
@@ -63,7 +69,9 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+pub use bpf::{device_program, Insn, Program};
 pub use detect::{CgroupRoot, Layout, DEFAULT_ROOT};
+pub use devices::{default_rules, v1_writes, Access, DeviceKind, DeviceRule};
 pub use error::{Error, Result};
 pub use paths::CgroupPaths;
 pub use resources::{cpu_quota_us, io_weight_to_blkio, shares_to_weight, Resources, CPU_PERIOD_US};

@@ -224,7 +224,12 @@ fn prepare_and_start(dir: &TaskDir, lock: File) -> Result<(), Failure> {
         .iter()
         .map(|e| format!("limit skipped (best effort): {e}"))
         .collect();
-    match start_in_cgroup(dir, lock, spec, state, me, &cgroup) {
+    // The device rules, before any process of the task is in the cgroup
+    // (v1 devices.deny/allow; v2 the BPF device program).
+    let restricted = cgroup
+        .restrict_devices(&cgroup::default_rules())
+        .map_err(|e| Failure::new("devices", None, e.to_string()));
+    match restricted.and_then(|()| start_in_cgroup(dir, lock, spec, state, me, &cgroup)) {
         Ok(()) => Ok(()),
         Err(f) => {
             let _ = cgroup.remove();
