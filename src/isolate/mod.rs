@@ -18,6 +18,7 @@
 //!   supervisor renders with [`Plan::describe`].
 
 mod caps;
+mod devices;
 mod error;
 mod mounts;
 mod ns;
@@ -36,6 +37,7 @@ use nix::errno::Errno;
 use nix::sched::CloneFlags;
 use nix::sys::stat::stat;
 
+pub use devices::{device_rules, DeviceSpec};
 pub use error::IsolateError;
 pub use spec::{BindSpec, IsolationSpec, RlimitSpec, DEFAULT_CHROOT_ENV};
 pub use step::{Step, StepError, SubjectId};

@@ -85,6 +85,9 @@ pub struct IsolationSpec {
     /// Resource limits.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub rlimits: Vec<RlimitSpec>,
+    /// Host device nodes passed through to the task (`devices.rs`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub devices: Vec<super::DeviceSpec>,
 }
 
 /// One host path bound read-only into the task's root.
@@ -148,6 +151,9 @@ impl IsolationSpec {
         caps::parse_list(&self.cap_drop)?;
         for r in &self.rlimits {
             rlimit::parse(r)?;
+        }
+        for d in &self.devices {
+            d.validate(self.chroot)?;
         }
         Ok(())
     }

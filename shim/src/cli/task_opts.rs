@@ -103,6 +103,10 @@ pub struct TaskOpts {
     #[arg(long, value_name = "NAME=SOFT[:HARD]", value_parser = parse_rlimit, help_heading = "Isolation")]
     rlimit: Vec<isolate::RlimitSpec>,
 
+    /// Pass a host device node to the task, e.g. /dev/nvidia0 (repeatable)
+    #[arg(long, value_name = "HOST_PATH[:TASK_PATH][:rwm]", value_parser = parse_device, help_heading = "Isolation")]
+    device: Vec<isolate::DeviceSpec>,
+
     /// The program and its arguments
     #[arg(last = true, required = true, value_name = "PROGRAM [ARGS]...")]
     command: Vec<String>,
@@ -157,6 +161,7 @@ impl TaskOpts {
             cap_add: self.cap_add.clone(),
             cap_drop: self.cap_drop.clone(),
             rlimits: self.rlimit.clone(),
+            devices: self.device.clone(),
             ..IsolationSpec::default()
         });
         spec
@@ -177,6 +182,10 @@ fn parse_bind(s: &str) -> Result<isolate::BindSpec, String> {
         src: src.into(),
         dst: dst.into(),
     })
+}
+
+fn parse_device(s: &str) -> Result<isolate::DeviceSpec, String> {
+    isolate::DeviceSpec::parse(s).map_err(|e| e.to_string())
 }
 
 fn parse_rlimit(s: &str) -> Result<isolate::RlimitSpec, String> {
