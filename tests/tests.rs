@@ -6,6 +6,7 @@ mod common;
 
 mod bad_input;
 mod cli;
+mod devices;
 mod isolation;
 mod lifecycle;
 mod limits;
