@@ -225,6 +225,18 @@ mod tests {
     }
 
     #[test]
+    fn old_spec_files_load_and_defaults_fill_in() {
+        let old: IsolationSpec = serde_json::from_str(r#"{"chroot":true}"#).unwrap();
+        assert!(old.devices.is_empty());
+        let d: DeviceSpec = serde_json::from_str(r#"{"host_path":"/dev/kmsg"}"#).unwrap();
+        assert_eq!(d, dev("/dev/kmsg", None, "rwm"));
+        assert_eq!(
+            serde_json::to_string(&d).unwrap(),
+            r#"{"host_path":"/dev/kmsg","access":"rwm"}"#
+        );
+    }
+
+    #[test]
     fn validates_task_paths() {
         assert!(dev("/dev/kmsg", None, "r").validate(true).is_ok());
         assert!(dev("/dev/zero", Some("/dev/dri/card9"), "r")
