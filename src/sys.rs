@@ -243,3 +243,111 @@ pub fn is_mount_root(path: &std::ffi::CStr) -> Option<bool> {
     let bit = libc::STATX_ATTR_MOUNT_ROOT as u64;
     (ret == 0 && stx.stx_attributes_mask & bit != 0).then_some(stx.stx_attributes & bit != 0)
 }
+
+// bpf(2) commands, program and attach types, and flags (linux/bpf.h).
+const BPF_PROG_LOAD: libc::c_int = 5;
+const BPF_PROG_ATTACH: libc::c_int = 8;
+const BPF_PROG_TYPE_CGROUP_DEVICE: u32 = 15;
+const BPF_CGROUP_DEVICE: u32 = 6;
+const BPF_F_ALLOW_MULTI: u32 = 1 << 1;
+
+/// The `BPF_PROG_LOAD` part of `union bpf_attr`, up to
+/// `expected_attach_type` (the kernel takes a shorter attr and treats the
+/// fields it does not get as zero).
+#[repr(C)]
+#[derive(Default)]
+struct BpfProgLoadAttr {
+    prog_type: u32,
+    insn_cnt: u32,
+    insns: u64,
+    license: u64,
+    log_level: u32,
+    log_size: u32,
+    log_buf: u64,
+    kern_version: u32,
+    prog_flags: u32,
+    prog_name: [u8; 16],
+    prog_ifindex: u32,
+    expected_attach_type: u32,
+}
+
+/// The `BPF_PROG_ATTACH` part of `union bpf_attr`.
+#[repr(C)]
+#[derive(Default)]
+struct BpfProgAttachAttr {
+    target_fd: u32,
+    attach_bpf_fd: u32,
+    attach_type: u32,
+    attach_flags: u32,
+    replace_bpf_fd: u32,
+}
+
+/// `bpf(BPF_PROG_LOAD)` of a `BPF_PROG_TYPE_CGROUP_DEVICE` program: `insns`
+/// is the instructions, 8 bytes each (`struct bpf_insn`). With `log`, the
+/// verifier writes its log there (level 1). Returns the program's
+/// descriptor (close-on-exec: the kernel always sets it for bpf fds).
+pub fn bpf_prog_load_cgroup_device(insns: &[u8], log: Option<&mut [u8]>) -> nix::Result<OwnedFd> {
+    if !insns.len().is_multiple_of(8) {
+        return Err(Errno::EINVAL);
+    }
+    static LICENSE: &[u8] = b"MPL-2.0\0";
+    let mut attr = BpfProgLoadAttr {
+        prog_type: BPF_PROG_TYPE_CGROUP_DEVICE,
+        insn_cnt: u32::try_from(insns.len() / 8).map_err(|_| Errno::E2BIG)?,
+        insns: insns.as_ptr() as u64,
+        license: LICENSE.as_ptr() as u64,
+        expected_attach_type: BPF_CGROUP_DEVICE,
+        ..BpfProgLoadAttr::default()
+    };
+    attr.prog_name[..10].copy_from_slice(b"nomad_devs");
+    if let Some(log) = log {
+        attr.log_level = 1;
+        attr.log_size = u32::try_from(log.len()).map_err(|_| Errno::E2BIG)?;
+        attr.log_buf = log.as_mut_ptr() as u64;
+    }
+    // SAFETY: `attr` is a live, fully initialized struct whose layout is the
+    // kernel's union bpf_attr prefix (repr(C), size passed); the pointers in
+    // it (instructions, NUL-terminated license, optional log buffer with its
+    // length) point at memory that outlives the call; the kernel reads the
+    // instructions and license and writes at most `log_size` bytes of log.
+    let ret = check(unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_PROG_LOAD,
+            &attr as *const BpfProgLoadAttr,
+            std::mem::size_of::<BpfProgLoadAttr>() as libc::c_uint,
+        )
+    })?;
+    // SAFETY: on success the kernel returned a new descriptor that nothing
+    // else owns; wrapping it transfers that ownership to the OwnedFd.
+    Ok(unsafe { OwnedFd::from_raw_fd(ret as RawFd) })
+}
+
+/// `bpf(BPF_PROG_ATTACH)` of a device program to a cgroup directory (an
+/// `O_PATH` or ordinary directory descriptor), as `BPF_CGROUP_DEVICE` with
+/// `BPF_F_ALLOW_MULTI`: programs of ancestors keep applying, and every one
+/// must allow an access.
+pub fn bpf_prog_attach_cgroup_device(
+    cgroup: &impl std::os::fd::AsRawFd,
+    prog: &impl std::os::fd::AsRawFd,
+) -> nix::Result<()> {
+    let attr = BpfProgAttachAttr {
+        target_fd: cgroup.as_raw_fd() as u32,
+        attach_bpf_fd: prog.as_raw_fd() as u32,
+        attach_type: BPF_CGROUP_DEVICE,
+        attach_flags: BPF_F_ALLOW_MULTI,
+        replace_bpf_fd: 0,
+    };
+    // SAFETY: `attr` is a live, initialized repr(C) struct laid out as the
+    // kernel's BPF_PROG_ATTACH attr, its size passed; it holds integers only
+    // and the kernel only reads it.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_PROG_ATTACH,
+            &attr as *const BpfProgAttachAttr,
+            std::mem::size_of::<BpfProgAttachAttr>() as libc::c_uint,
+        )
+    })?;
+    Ok(())
+}

@@ -7,6 +7,7 @@ mod common;
 mod bad_input;
 mod cgroup_tree;
 mod cli;
+mod devices;
 mod filesystem;
 mod init;
 mod isolation;

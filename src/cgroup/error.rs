@@ -196,6 +196,30 @@ pub enum Error {
         /// The attribute looked for.
         name: &'static str,
     },
+    /// A device rule list that cannot be applied the same way on v1 and v2.
+    #[error("invalid device rules: {reason}")]
+    InvalidDeviceRules {
+        /// What is wrong with the list.
+        reason: &'static str,
+    },
+    /// `bpf(BPF_PROG_LOAD)` of the v2 device program failed.
+    #[error("load the device program for {path}: {}{}{log}", os(cause), if log.is_empty() { "" } else { ": verifier: " })]
+    BpfLoad {
+        /// The cgroup the program was for.
+        path: PathBuf,
+        /// The OS error.
+        cause: io::Error,
+        /// The last line of the verifier's log, if any.
+        log: String,
+    },
+    /// `bpf(BPF_PROG_ATTACH)` of the device program to the cgroup failed.
+    #[error("attach the device program to {path}: {}", os(cause))]
+    BpfAttach {
+        /// The cgroup directory.
+        path: PathBuf,
+        /// The OS error.
+        cause: io::Error,
+    },
 }
 
 /// The OS error's text without Rust's " (os error N)" suffix: "Device or resource busy".

@@ -383,6 +383,10 @@ fn v1_fixture(comount: Comount, memsw: bool) -> (TempDir, CgroupRoot) {
         &r.join("blkio"),
         &[procs, ("blkio.bfq.weight", "default 100\n")],
     );
+    put(
+        &r.join("devices"),
+        &[procs, ("devices.allow", ""), ("devices.deny", "")],
+    );
     put(&r.join("unified"), &[procs]);
     let root = CgroupRoot::fixture(r, Layout::Hybrid);
     (tmp, root)
@@ -429,8 +433,8 @@ fn v1_create_writes_limits_in_each_hierarchy() {
 
     let dirs = cg.dirs();
     assert_eq!(dirs[0], d("freezer"), "freezer first");
-    assert_eq!(dirs.len(), 7);
-    assert_eq!(cg.open_procs_files().unwrap().len(), 7);
+    assert_eq!(dirs.len(), 8, "+ devices");
+    assert_eq!(cg.open_procs_files().unwrap().len(), 8);
     assert!(cg.dir_fd().unwrap().is_none());
     cg.add_pid(0).unwrap();
     assert_eq!(get(d("pids").join("cgroup.procs")), "0");
@@ -457,7 +461,11 @@ fn v1_cpuset_is_copied_from_the_parent_chain() {
 fn v1_without_cpuset_or_io_limits_joins_only_the_base_hierarchies() {
     let (tmp, root) = v1_fixture(Comount::Separate, true);
     let (cg, _) = TaskCgroup::create(&root, "p", "t", &Resources::default(), false).unwrap();
-    assert_eq!(cg.dirs().len(), 5);
+    assert_eq!(
+        cg.dirs().len(),
+        6,
+        "freezer devices memory cpu cpuacct pids"
+    );
     assert!(!tmp.path().join("cpuset/p").exists() && !tmp.path().join("blkio/p").exists());
 }
 
@@ -541,7 +549,11 @@ fn v1_comounted_cpu_cpuacct_share_one_directory() {
         };
         assert_eq!(map["cpu"], shared);
         assert_eq!(map["cpuacct"], shared);
-        assert_eq!(cg.dirs().len(), 4, "freezer, memory, cpu+cpuacct, pids");
+        assert_eq!(
+            cg.dirs().len(),
+            5,
+            "freezer, devices, memory, cpu+cpuacct, pids"
+        );
         let s = cg.stats().unwrap();
         assert_eq!(s.cpu.unwrap().usage_ns, 174_670_000_000);
         assert_eq!(
@@ -549,7 +561,7 @@ fn v1_comounted_cpu_cpuacct_share_one_directory() {
                 .unwrap()
                 .dirs()
                 .len(),
-            4
+            5
         );
     }
 }
@@ -791,4 +803,36 @@ fn owner_marks_decide_what_a_leftover_is() {
         cg.marked_by_other(&other).unwrap(),
         Some("/run/root-a".into())
     );
+}
+// ------------------------------------------------------------ device rules
+
+#[test]
+fn v1_devices_hierarchy_is_required_and_gets_the_rules() {
+    let (tmp, root) = v1_fixture(Comount::Separate, true);
+    let (cg, _) = TaskCgroup::create(&root, "p", "t", &Resources::default(), false).unwrap();
+    let dir = tmp.path().join("devices/p/t");
+    let CgroupPaths::V1(map) = cg.paths() else {
+        panic!("v1 paths")
+    };
+    assert_eq!(map["devices"], dir, "state.json lists the devices path");
+    cg.restrict_devices(&default_rules()).unwrap();
+    // A fixture file keeps the last write: "a" denied, the pts rule last.
+    assert_eq!(get(dir.join("devices.deny")), "a");
+    assert_eq!(get(dir.join("devices.allow")), "c 136:* rwm");
+    // A list without "deny all" first is refused before anything is written.
+    let e = cg.restrict_devices(&default_rules()[1..]).unwrap_err();
+    assert!(matches!(e, Error::InvalidDeviceRules { .. }), "{e}");
+    cg.remove().unwrap();
+    assert!(!dir.exists());
+
+    // Without the devices hierarchy, no task starts: not even best effort.
+    fs::remove_dir_all(tmp.path().join("devices")).unwrap();
+    for best_effort in [false, true] {
+        let e =
+            TaskCgroup::create(&root, "p", "t2", &Resources::default(), best_effort).unwrap_err();
+        assert!(
+            matches!(e, Error::ControllerUnavailable { ref controller, .. } if controller == "devices"),
+            "{e}"
+        );
+    }
 }

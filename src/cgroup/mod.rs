@@ -7,6 +7,8 @@
 //! v2.rs         unified hierarchy: one directory per task
 //! v1.rs         one directory per task in each controller hierarchy
 //! stats.rs      usage parsed from cgroup files; CPU % from two samples
+//! devices.rs    the device rules (DeviceRule): v1 devices.allow/deny lines
+//! bpf.rs        the same rules as a v2 BPF_PROG_TYPE_CGROUP_DEVICE program
 //! paths.rs      safe names; CgroupPaths, the form kept in state.json
 //! files.rs      every read/write/mkdir/rmdir, each failure naming its path
 //! tree.rs       the task's subtree (sub-cgroups it made): walk, pids, removal
@@ -17,7 +19,9 @@
 //!
 //! 1. [`TaskCgroup::create`] before `fork`: directories made, limits written
 //!    ([`TaskCgroup::create_owned`]: also marked with the state root, after a
-//!    leftover of the same root at that path is killed and removed).
+//!    leftover of the same root at that path is killed and removed); then
+//!    [`TaskCgroup::restrict_devices`]: the device rules, before any process
+//!    of the task is in the cgroup.
 //! 2. The child joins *without allocating*: the parent opens the descriptors
 //!    ([`TaskCgroup::open_procs_files`], or [`TaskCgroup::dir_fd`] for
 //!    `clone3(CLONE_INTO_CGROUP)` on v2); the child calls [`join_with_fds`].
@@ -49,7 +53,9 @@
 //! `cpuset.cpus`/`cpuset.mems` copied *into* it). It signals only processes listed
 //! in the task cgroup's `cgroup.procs`.
 
+mod bpf;
 mod detect;
+mod devices;
 mod error;
 mod files;
 mod owner;
@@ -69,7 +75,9 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+pub use bpf::{device_program, Insn, Program};
 pub use detect::{CgroupRoot, Layout, DEFAULT_ROOT};
+pub use devices::{default_rules, v1_writes, Access, DeviceKind, DeviceRule};
 pub use error::{Error, Result};
 pub use owner::{Owner, OWNER_XATTR};
 pub use paths::CgroupPaths;

@@ -91,6 +91,7 @@ pub(crate) mod ctl {
     pub const IO: &str = "io";
     pub const BLKIO: &str = "blkio";
     pub const FREEZER: &str = "freezer";
+    pub const DEVICES: &str = "devices";
 }
 
 impl Resources {

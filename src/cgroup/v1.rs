@@ -4,6 +4,8 @@
 //! Hierarchies used (cgroups(7), Documentation/admin-guide/cgroup-v1/):
 //! * `freezer` — always, and required even with `best_effort`: killing a task
 //!   without racing its forks needs it;
+//! * `devices` — always, required likewise: the device rules (`devices.rs`)
+//!   are what keeps a root task from opening the host's devices;
 //! * `memory`, `cpu`, `cpuacct`, `pids` — always when mounted (OOM detection and
 //!   [`Stats`]); required when a limit needs them;
 //! * `cpuset` and `blkio` — only when a limit needs them.
@@ -138,7 +140,9 @@ impl Cgroup {
         warnings: &mut Vec<Error>,
     ) -> Result<Cgroup> {
         let rel = parent.join(id);
-        let mut wanted: Vec<(&str, bool)> = vec![(ctl::FREEZER, true)]; // (name, required)
+        // (name, required). The device controller always: it is what keeps a
+        // root task from opening host devices (devices.rs).
+        let mut wanted: Vec<(&str, bool)> = vec![(ctl::FREEZER, true), (ctl::DEVICES, true)];
         for c in ACCOUNTING {
             let needed = match c {
                 ctl::MEMORY => res.wants_memory(),
@@ -167,7 +171,8 @@ impl Cgroup {
                         controller: c.to_string(),
                         path: root.path.join(c),
                     };
-                    let tolerate = c != ctl::FREEZER && (best_effort || !required);
+                    let always = c == ctl::FREEZER || c == ctl::DEVICES;
+                    let tolerate = !always && (best_effort || !required);
                     fail_or_warn(e, tolerate, warnings)?;
                     drop_limits(&mut res, c);
                 }
@@ -326,6 +331,15 @@ impl Cgroup {
     /// The task directory in `controller`'s hierarchy, if the task is in it.
     fn dir_of(&self, controller: &str) -> Option<PathBuf> {
         self.hierarchy(controller).map(Hierarchy::dir)
+    }
+
+    /// The task directory in the `devices` hierarchy (the device rules go there).
+    pub(crate) fn devices_dir(&self) -> Result<PathBuf> {
+        self.dir_of(ctl::DEVICES)
+            .ok_or_else(|| Error::ControllerUnavailable {
+                controller: ctl::DEVICES.to_string(),
+                path: self.root.path.join(ctl::DEVICES),
+            })
     }
 
     /// One task directory per hierarchy.

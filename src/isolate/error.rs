@@ -348,4 +348,27 @@ pub enum IsolateError {
         /// The file in the chroot env's /etc source.
         path: PathBuf,
     },
+    /// A passed-through device that cannot be used as given.
+    #[error("device {device}: {reason}")]
+    InvalidDevice {
+        /// The device as given (its host path).
+        device: String,
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// `stat` of a passed-through device's host path failed.
+    #[error("stat device {}: {source}", path.display())]
+    StatDevice {
+        /// The host path.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A passed-through host path that is not a char or block device.
+    #[error("device {}: not a character or block device", path.display())]
+    NotADevice {
+        /// The host path.
+        path: PathBuf,
+    },
 }

@@ -18,6 +18,7 @@
 //!   supervisor renders with [`Plan::describe`].
 
 mod caps;
+mod devices;
 mod error;
 mod fsview_spec;
 mod mounts;
@@ -38,6 +39,7 @@ use nix::errno::Errno;
 use nix::sched::CloneFlags;
 use nix::sys::stat::stat;
 
+pub use devices::{device_rules, DeviceSpec};
 pub use error::IsolateError;
 pub use fsview_spec::{DnsSpec, MountSpec};
 pub use secrets::{mount_secrets, secrets_source, unmount_secrets, DEFAULT_SECRETS_SIZE};

@@ -17,6 +17,7 @@ use super::mounts::{mount_at, open_beneath, FdPath, MountOp, Source};
 use super::spec::{relative_dst, IsolationSpec};
 use super::step::{Step, StepError, SubjectId};
 use super::taskdir::{Kind, MountPoint};
+use super::DeviceSpec;
 use super::{cstring, Subjects};
 use crate::cgroup::CgroupPaths;
 
@@ -128,7 +129,7 @@ pub(crate) fn plan(
     );
     // Host mounts, once the task dirs they may lie in are mounted.
     b.volumes(spec)?;
-    b.dev()?;
+    b.dev(&spec.devices)?;
     // A fresh proc: of the task's pid namespace when it has one (proc(5):
     // a proc mount shows the pid namespace of the process that mounted it).
     b.mountpoint("proc", Kind::Dir);
@@ -222,7 +223,7 @@ impl Builder<'_> {
 
     /// A minimal `/dev`: tmpfs, device binds, a new devpts instance, shm,
     /// and the usual symlinks.
-    fn dev(&mut self) -> Result<(), IsolateError> {
+    fn dev(&mut self, passed: &[DeviceSpec]) -> Result<(), IsolateError> {
         self.mountpoint("dev", Kind::Dir);
         let devfs = MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC;
         self.fs(
@@ -254,6 +255,7 @@ impl Builder<'_> {
                 Some(&host),
             )?;
         }
+        self.passed_devices(passed, devfs)?;
         // A new devpts instance: the task's ptys are its own, invisible to
         // the host's (devpts "newinstance", Documentation/filesystems/devpts).
         self.mkdir("pts", 0o755)?;
@@ -284,6 +286,57 @@ impl Builder<'_> {
                 to,
                 subject,
             });
+        }
+        Ok(())
+    }
+
+    /// Devices passed through: each host node bound onto an empty file at
+    /// its task path, directories on the way made in the new `/dev` (once).
+    fn passed_devices(
+        &mut self,
+        passed: &[DeviceSpec],
+        flags: MsFlags,
+    ) -> Result<(), IsolateError> {
+        let mut made: Vec<PathBuf> = Vec::new();
+        for d in passed {
+            let rel = d
+                .dev_relative()
+                .ok_or_else(|| IsolateError::InvalidDevice {
+                    device: d.host_path.display().to_string(),
+                    reason: "the task path must be under /dev",
+                })?;
+            let dir = Path::new("dev").join(rel.parent().unwrap_or(Path::new("")));
+            let mut at = PathBuf::from("dev");
+            for c in dir.components().skip(1) {
+                let next = at.join(c);
+                if !made.contains(&next) {
+                    let subject = self.subjects.add(self.task_dir.join(&next).display());
+                    self.ops.push(MountOp::Mkdir {
+                        parent: cstring(&at)?,
+                        name: cstring(c)?,
+                        mode: Mode::from_bits_truncate(0o755),
+                        subject,
+                    });
+                    made.push(next.clone());
+                }
+                at = next;
+            }
+            let name = rel.file_name().unwrap_or_default();
+            let subject = self
+                .subjects
+                .add(self.task_dir.join(&dir).join(name).display());
+            self.ops.push(MountOp::Touch {
+                parent: cstring(&dir)?,
+                name: cstring(name)?,
+                subject,
+            });
+            self.bind(
+                Source::Host(cstring(&d.host_path)?),
+                &dir.join(name),
+                Kind::File,
+                flags,
+                Some(&d.host_path),
+            )?;
         }
         Ok(())
     }

@@ -113,6 +113,9 @@ pub struct IsolationSpec {
     /// Needs `chroot`.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub mounts: Vec<MountSpec>,
+    /// Host device nodes passed through to the task (`devices.rs`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub devices: Vec<super::DeviceSpec>,
 }
 
 /// One host path bound read-only into the task's root.
@@ -187,6 +190,9 @@ impl IsolationSpec {
         }
         for r in &self.rlimits {
             rlimit::parse(r)?;
+        }
+        for d in &self.devices {
+            d.validate(self.chroot)?;
         }
         Ok(())
     }

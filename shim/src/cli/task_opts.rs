@@ -135,6 +135,10 @@ pub struct TaskOpts {
     #[arg(long = "mount", value_name = "src=HOST,dst=TASK[,ro]", value_parser = parse_mount, help_heading = "Isolation")]
     mounts: Vec<isolate::MountSpec>,
 
+    /// Pass a host device node to the task, e.g. /dev/nvidia0 (repeatable)
+    #[arg(long, value_name = "HOST_PATH[:TASK_PATH][:rwm]", value_parser = parse_device, help_heading = "Isolation")]
+    device: Vec<isolate::DeviceSpec>,
+
     /// The program and its arguments
     #[arg(last = true, required = true, value_name = "PROGRAM [ARGS]...")]
     command: Vec<String>,
@@ -199,6 +203,7 @@ impl TaskOpts {
             },
             dns: self.dns(),
             mounts: self.mounts.clone(),
+            devices: self.device.clone(),
             ..IsolationSpec::default()
         });
         spec
@@ -257,6 +262,10 @@ fn parse_mount(s: &str) -> Result<isolate::MountSpec, String> {
         }),
         _ => Err(format!("{s:?} needs both src=HOST and dst=TASK")),
     }
+}
+
+fn parse_device(s: &str) -> Result<isolate::DeviceSpec, String> {
+    isolate::DeviceSpec::parse(s).map_err(|e| e.to_string())
 }
 
 fn parse_rlimit(s: &str) -> Result<isolate::RlimitSpec, String> {

@@ -212,6 +212,10 @@ fn prepare_and_start(dir: &TaskDir, lock: File) -> Result<(), Failure> {
     // The task's cgroup, with its limits, before anything of the task exists
     // (DESIGN §5). The supervisor itself stays outside it: its memory does
     // not count against the task, and it survives the task's OOM.
+    // The device rules first: a passed-through device that is not one fails
+    // the start before anything is created.
+    let device_rules = isolate::device_rules(&spec.isolation)
+        .map_err(|e| Failure::new("devices", None, e.to_string()))?;
     let cg_root = CgroupRoot::detect().map_err(|e| Failure::new("cgroup", None, e.to_string()))?;
     let parent = spec
         .cgroup_parent
@@ -235,7 +239,12 @@ fn prepare_and_start(dir: &TaskDir, lock: File) -> Result<(), Failure> {
         .map(|e| format!("limit skipped (best effort): {e}"))
         .collect();
     let task_dir = spec.isolation.task_dir.clone();
-    match start_in_cgroup(dir, lock, spec, state, me, &cgroup) {
+    // The device rules, before any process of the task is in the cgroup
+    // (v1 devices.deny/allow; v2 the BPF device program).
+    let restricted = cgroup
+        .restrict_devices(&device_rules)
+        .map_err(|e| Failure::new("devices", None, e.to_string()));
+    match restricted.and_then(|()| start_in_cgroup(dir, lock, spec, state, me, &cgroup)) {
         Ok(()) => Ok(()),
         Err(f) => {
             let _ = cgroup.remove();
