@@ -24,14 +24,14 @@ fn is_v2() -> bool {
 }
 
 /// The hierarchies a task with no limits is in: v2 the root; v1 the
-/// freezer and the accounting controllers that are mounted (as
+/// freezer, devices and the accounting controllers that are mounted (as
 /// `src/cgroup/v1.rs` picks them), by the path the kernel shows.
 fn task_hierarchies() -> Vec<PathBuf> {
     if is_v2() {
         return vec![PathBuf::from(CG)];
     }
     let mut out: Vec<PathBuf> = Vec::new();
-    for c in ["freezer", "memory", "cpu", "cpuacct", "pids"] {
+    for c in ["freezer", "devices", "memory", "cpu", "cpuacct", "pids"] {
         let p = Path::new(CG).join(c);
         let Ok(real) = std::fs::canonicalize(&p) else {
             continue;
