@@ -348,3 +348,110 @@ fn a_leftover_cgroup_killed_at_start_is_an_event() {
     let (text, _) = inspect(&root, "left.1");
     assert!(text.contains("leftover_cgroup_killed"), "{text}");
 }
+
+/// A state root on a tmpfs of its own, small enough for a task's output to
+/// fill; unmounted on drop (after its tasks are stopped).
+struct SmallRoot {
+    mount: tempfile::TempDir,
+    exec: nomad_shim::Executor,
+}
+
+impl SmallRoot {
+    fn new(test: &TestRoot, size: &str) -> SmallRoot {
+        let mount = tempfile::Builder::new()
+            .prefix("nomad-shim-small.")
+            .tempdir()
+            .unwrap();
+        nix::mount::mount(
+            Some("none"),
+            mount.path(),
+            Some("tmpfs"),
+            nix::mount::MsFlags::empty(),
+            Some(format!("size={size},mode=0700").as_str()),
+        )
+        .unwrap();
+        let exec = nomad_shim::Executor::with_root(mount.path().join("root"))
+            .shim_path(common::shim())
+            .cgroup_parent(&test.cgroup_parent);
+        SmallRoot { mount, exec }
+    }
+}
+
+impl Drop for SmallRoot {
+    fn drop(&mut self) {
+        if let Ok(list) = self.exec.list() {
+            for (id, _) in list {
+                if let Ok(mut t) = self.exec.open(id.as_str()) {
+                    let _ = t.force_stop();
+                }
+                let _ = self.exec.remove(id.as_str(), true);
+            }
+        }
+        // Only our own mount, by its exact path.
+        let _ = nix::mount::umount2(self.mount.path(), nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+#[test]
+fn output_dropped_on_a_full_disk_is_an_event_with_the_bytes_counted() {
+    if !root_or_skip("output_dropped_on_a_full_disk_is_an_event_with_the_bytes_counted") {
+        return;
+    }
+    let test = TestRoot::new();
+    let small = SmallRoot::new(&test, "512k");
+    // 4 MiB of output into 512 KiB: most of it cannot be written.
+    let mut spec = TaskSpec::new("/bin/sh");
+    spec.args(["-c", "head -c 4194304 /dev/zero; echo done >&2"]);
+    let mut task = small.exec.start(&spec).unwrap();
+    let exit = task.wait().unwrap();
+    // The exit is recorded exactly despite the full disk (the reserved space).
+    assert_eq!(exit.code(), Some(0), "{exit:?}");
+    let state = task.state().unwrap();
+    let dropped: Vec<_> = state
+        .events
+        .iter()
+        .filter(|e| e.kind == kind::LOG_DROPPED)
+        .collect();
+    assert!(
+        dropped.len() >= 2,
+        "an event when dropping starts and one with the count: {:?}",
+        state.events
+    );
+    assert!(
+        dropped[0].message.contains("stdout.log")
+            && dropped[0].message.contains("No space left on device"),
+        "{:?}",
+        dropped[0]
+    );
+    let written = std::fs::metadata(task.dir().join("stdout.log"))
+        .unwrap()
+        .len();
+    let counted: u64 = dropped
+        .iter()
+        .filter(|e| e.message.contains("stdout.log"))
+        .filter_map(|e| {
+            e.message
+                .split(" bytes of output dropped")
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum();
+    assert_eq!(
+        counted + written,
+        4 << 20,
+        "dropped {counted} + written {written}: {:?}",
+        state.events
+    );
+    let out = common::output(
+        std::process::Command::new(common::shim())
+            .arg("--root")
+            .arg(small.exec.root())
+            .args(["inspect", task.id().as_str()]),
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("log_dropped") && text.contains("bytes of output dropped"),
+        "{out:?}"
+    );
+}
