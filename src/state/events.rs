@@ -102,6 +102,30 @@ mod tests {
         );
     }
 
+    /// A file of a version before `events` parses (empty list, and the
+    /// field is not written back); a kind this version does not know parses
+    /// too, and round-trips unchanged.
+    #[test]
+    fn state_files_with_and_without_events_parse() {
+        let id = crate::state::TaskId::new("web.1").unwrap();
+        let path = std::path::Path::new("state.json");
+        let old = br#"{"version":1,"id":"web.1","status":"starting","supervisor":null,
+            "task":null,"boot_id":"b","cgroup":null,"created_at":"2026-11-27T21:00:00.123456Z",
+            "started_at":null,"finished_at":null,"exit":null}"#;
+        let state = crate::state::TaskState::parse(old, path, &id).unwrap();
+        assert!(state.events.is_empty());
+        assert!(!serde_json::to_string(&state).unwrap().contains("events"));
+
+        let newer = String::from_utf8_lossy(old).replace(
+            r#""exit":null}"#,
+            r#""exit":null,"events":[{"time":"2026-11-27T21:00:01Z","kind":"from_the_future","message":"m"}]}"#,
+        );
+        let state = crate::state::TaskState::parse(newer.as_bytes(), path, &id).unwrap();
+        assert_eq!(state.events[0].kind, "from_the_future");
+        let again = serde_json::to_string(&state).unwrap();
+        assert!(again.contains(r#""kind":"from_the_future""#), "{again}");
+    }
+
     #[test]
     fn long_message_cut_at_a_char_boundary() {
         let e = Event::now(kind::WARNING, "é".repeat(MAX_MESSAGE));

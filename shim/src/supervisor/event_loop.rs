@@ -375,25 +375,24 @@ impl<'d> Supervisor<'d> {
             (None, Some(libc::WTERMSIG(status)), libc::WCOREDUMP(status))
         };
         let oom_kills = self.cgroup.oom_kills().unwrap_or(0);
-        if oom_kills > 0 {
+        let oom_event = (oom_kills > 0).then(|| {
             let limit = self
                 .spec
                 .resources
                 .memory_max
-                .map_or_else(String::new, |m| format!(" (memory limit {m} bytes)"));
-            self.event(
-                kind::OOM_KILL,
-                format!(
-                    "the OOM killer killed {oom_kills} process(es) of the task{limit}; \
+                .map_or_else(String::new, |m| {
+                    format!(" (started with memory limit {m} bytes)")
+                });
+            format!(
+                "the OOM killer killed {oom_kills} process(es) of the task{limit}; \
                      the task ended with {}",
-                    match (code, signal) {
-                        (Some(c), _) => format!("code {c}"),
-                        (_, Some(s)) => format!("signal {s}"),
-                        _ => "an unknown status".into(),
-                    }
-                ),
-            );
-        }
+                match (code, signal) {
+                    (Some(c), _) => format!("code {c}"),
+                    (_, Some(s)) => format!("signal {s}"),
+                    _ => "an unknown status".into(),
+                }
+            )
+        });
         self.state.exit = Some(ExitRecord {
             code,
             signal,
@@ -405,6 +404,10 @@ impl<'d> Supervisor<'d> {
             error: None,
         });
         self.state.finished_at = Some(now_rfc3339());
+        // Recorded now that the exit is: it goes with the final write.
+        if let Some(message) = oom_event {
+            self.event(kind::OOM_KILL, message);
+        }
         // Whatever the pipes still hold is read now; a writer that left the
         // task's process group gets DRAIN_DEADLINE to close them.
         for i in 0..2 {
