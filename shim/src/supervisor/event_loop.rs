@@ -737,12 +737,17 @@ impl<'d> Supervisor<'d> {
                     }
                     std::thread::sleep(Duration::from_secs(1));
                 }
-                // Nowhere left to record it: the state on disk is the one
-                // before (`running`, which readers then report `lost`).
-                Err(e) => self.event(
-                    kind::STATE_WRITE_FAILED,
-                    format!("{e}; gave up after {attempts} attempts"),
-                ),
+                // The state on disk is the one before (`running`, which
+                // readers then report `lost`): the kernel log is the one
+                // place left to say why.
+                Err(e) => {
+                    let message = format!("{e}; gave up after {attempts} attempts");
+                    super::events::to_kernel_log(
+                        self.dir.id().as_str(),
+                        &format!("{}: {message}", kind::STATE_WRITE_FAILED),
+                    );
+                    self.event(kind::STATE_WRITE_FAILED, message);
+                }
             }
         }
     }

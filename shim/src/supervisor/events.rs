@@ -67,3 +67,19 @@ pub fn flush_into(state: &mut nomad_shim::TaskState) {
         nomad_shim::state::events::push(&mut state.events, e);
     }
 }
+
+/// One line in the kernel log (`dmesg`, the journal), for what cannot be
+/// recorded in the state because writing the state is what failed:
+/// `nomad-shim[PID]: task ID: MESSAGE` at priority 4 (warning). Best effort:
+/// without `/dev/kmsg` (a container) there is nowhere left.
+pub fn to_kernel_log(id: &str, message: &str) {
+    use std::io::Write;
+    let line = format!(
+        "<4>nomad-shim[{}]: task {id}: {message}\n",
+        std::process::id()
+    );
+    if let Ok(mut kmsg) = std::fs::OpenOptions::new().write(true).open("/dev/kmsg") {
+        // A record is at most about 1 KiB; a longer one is cut by the kernel.
+        let _ = kmsg.write_all(line.as_bytes());
+    }
+}
