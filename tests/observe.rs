@@ -175,6 +175,15 @@ fn the_library_logs_start_open_stop_and_a_reconcile_that_finds_a_task_lost() {
     );
     assert_eq!(events.len(), 1, "{events:?}");
     assert_eq!(events[0]["kind"], "lost");
+
+    // A single task's error in list is a warning naming it.
+    std::fs::create_dir(root.path().join("broken.1")).unwrap();
+    let list = root.exec.list().unwrap();
+    assert!(list
+        .iter()
+        .any(|(i, s)| i.as_str() == "broken.1" && s.is_err()));
+    let broken = expect_record("broken.1", log::Level::Warn, "list: task broken.1: ");
+    assert!(broken.contains("state.json"), "{broken}");
 }
 
 #[test]
@@ -268,6 +277,7 @@ fn a_cgroup_that_cannot_be_removed_is_an_event_and_rm_removes_it_later() {
     if !root_or_skip("a_cgroup_that_cannot_be_removed_is_an_event_and_rm_removes_it_later") {
         return;
     }
+    capture();
     let root = TestRoot::new();
     let mut task = root.sh("exec sleep 1000");
     let id = task.id().to_string();
@@ -292,6 +302,15 @@ fn a_cgroup_that_cannot_be_removed_is_an_event_and_rm_removes_it_later() {
     let (text, events) = inspect(&root, &id);
     assert!(text.contains("cgroup_cleanup_failed"), "{text}");
     assert_eq!(events[0]["kind"], "cgroup_cleanup_failed");
+
+    // rm (the library) retries the removal: it fails again, and says so.
+    assert!(root.exec.remove(&id, false).is_err());
+    let failed = expect_record(
+        &id,
+        log::Level::Warn,
+        &format!("rm {id}: clean-up failed: "),
+    );
+    assert!(failed.contains("held"), "{failed}");
 
     // Once the obstacle is gone, rm finishes the job.
     held.release();
