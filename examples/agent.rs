@@ -9,13 +9,54 @@
 //! agent ROOT concurrent N T      start N tasks from T threads (`exit K`), wait for all, and print
 //!                                a JSON report: wrong exits, zombies and fds left in this process
 //! ```
+//!
+//! The library's `log` events (start, reattach, reconcile, lost, clean-up
+//! failures) go to stderr, one line each, at the level `AGENT_LOG` names
+//! (`error`, `warn`, `info` — the default —, `debug`, `off`).
 
 use std::time::Instant;
+
+/// A logger of a dozen lines: what an agent needs to see the library's
+/// events, without a logging crate. (`env_logger` does the same with
+/// filters and colours; not worth a dependency here.)
+struct StderrLog;
+
+impl log::Log for StderrLog {
+    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+        metadata.level() <= log::max_level()
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        if self.enabled(record.metadata()) {
+            eprintln!(
+                "{} {:<5} {}: {}",
+                nomad_shim::state::now_rfc3339(),
+                record.level(),
+                record.target(),
+                record.args()
+            );
+        }
+    }
+
+    fn flush(&self) {}
+}
+
+fn init_log() {
+    static LOGGER: StderrLog = StderrLog;
+    let level = std::env::var("AGENT_LOG")
+        .ok()
+        .and_then(|l| l.parse().ok())
+        .unwrap_or(log::LevelFilter::Info);
+    if log::set_logger(&LOGGER).is_ok() {
+        log::set_max_level(level);
+    }
+}
 
 use nomad_shim::identity::{children, state};
 use nomad_shim::{Executor, TaskExit, TaskSpec};
 
 fn main() {
+    init_log();
     let mut args: Vec<String> = std::env::args().skip(1).collect();
     let mut parent = None;
     if args.first().is_some_and(|a| a == "--cgroup-parent") && args.len() > 1 {
@@ -97,7 +138,9 @@ fn concurrent(exec: &Executor, n: usize, threads: usize) {
                 for (code, mut task) in tasks {
                     match task.wait() {
                         Ok(exit) if exit.code() == Some(code) => {
-                            let _ = exec.remove(task.id().as_str(), false);
+                            if let Err(e) = exec.remove(task.id().as_str(), false) {
+                                log::warn!("rm {}: {e}", task.id());
+                            }
                         }
                         Ok(exit) => wrong
                             .lock()

@@ -4,6 +4,7 @@ use std::io::Read;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::time::Instant;
 
 use nix::fcntl::OFlag;
 
@@ -118,6 +119,7 @@ impl Executor {
     /// result to [`Executor::finish_start`]. The `nomad-shim` CLI does so to
     /// spare one exec of itself; an agent simply calls [`Executor::start`].
     pub fn prepare_start(&self, spec: &TaskSpec) -> Result<PendingStart> {
+        let began = Instant::now();
         spec.validate()?;
         // The isolation too, here in the agent: a bad mount or dns value is
         // a typed error before any process exists.
@@ -139,19 +141,19 @@ impl Executor {
             match crate::isolate::resolve_user(user, spec.group.as_deref()) {
                 Ok(resolved) => stored.isolation.set_user(&resolved),
                 Err(e) => {
-                    let _ = dir.remove();
+                    remove_or_warn(dir, "user resolution failed");
                     return Err(e.into());
                 }
             }
         }
         if let Err(e) = write_json(dir.fd(), dir.path(), names::SPEC, &stored, 0o600, true) {
-            let _ = dir.remove();
+            remove_or_warn(dir, "spec.json not written");
             return Err(e.into());
         }
         let (read_end, write_end) = match nix::unistd::pipe2(OFlag::O_CLOEXEC) {
             Ok(ends) => ends,
             Err(e) => {
-                let _ = dir.remove();
+                remove_or_warn(dir, "sync pipe not made");
                 return Err(Error::Io {
                     op: "create sync pipe for",
                     what: id.to_string(),
@@ -159,10 +161,12 @@ impl Executor {
                 });
             }
         };
+        log::debug!("task {id}: directory and spec.json made, launching its supervisor");
         Ok(PendingStart {
             dir,
             read_end,
             write_end: Some(write_end),
+            began,
         })
     }
 
@@ -177,7 +181,12 @@ impl Executor {
     ) -> Result<Task> {
         // Our copy of the write end must be gone, or EOF never comes.
         drop(pending.write_end.take());
-        let PendingStart { dir, read_end, .. } = pending;
+        let PendingStart {
+            dir,
+            read_end,
+            began,
+            ..
+        } = pending;
         let id = dir.id().clone();
         let reply = read_reply(read_end);
         let intermediate_status = intermediate();
@@ -186,29 +195,49 @@ impl Executor {
                 supervisor,
                 task,
                 warnings,
-            })) => Ok(Task::started(dir, supervisor, task, warnings)),
+            })) => {
+                log::info!(
+                    "task {id} started: pid {}, supervisor pid {}, in {:?}",
+                    task.pid,
+                    supervisor.pid,
+                    began.elapsed()
+                );
+                for w in &warnings {
+                    log::warn!("task {id}: {w}");
+                }
+                Ok(Task::started(dir, supervisor, task, warnings))
+            }
             // The supervisor removed the task directory before replying.
             Ok(Some(StartReply::Failed {
                 step,
                 errno,
                 message,
-            })) => Err(Error::Start {
-                id,
-                step,
-                errno,
-                message,
-            }),
+            })) => {
+                log::info!(
+                    "task {id} failed to start at step {step} after {:?}: {message}",
+                    began.elapsed()
+                );
+                Err(Error::Start {
+                    id,
+                    step,
+                    errno,
+                    message,
+                })
+            }
             Ok(None) | Err(_) => {
                 let detail = match reply {
                     Err(e) => format!("{e}; {intermediate_status}"),
                     _ => intermediate_status,
                 };
+                log::warn!("task {id}: its supervisor vanished during the start: {detail}");
                 if !dir.lock_is_held().unwrap_or(true) {
                     // The supervisor may have died after the task was forked:
                     // reconcile kills whatever its state names (the cgroup)
                     // before the directory goes.
-                    let _ = crate::task::reconcile(&dir);
-                    let _ = dir.remove();
+                    if let Err(e) = crate::task::reconcile(&dir) {
+                        log::warn!("task {id}: clean-up after the vanished supervisor: {e}");
+                    }
+                    remove_or_warn(dir, "its supervisor vanished");
                 }
                 Err(Error::SupervisorVanished { id, detail })
             }
@@ -233,6 +262,13 @@ impl Executor {
         let id = TaskId::new(id)?;
         let dir = self.root.open_task_dir(&id)?;
         let state = reconcile(&dir)?;
+        log::info!(
+            "task {id} opened: {}{}",
+            state.status,
+            state
+                .supervisor
+                .map_or_else(String::new, |s| format!(", supervisor pid {}", s.pid))
+        );
         Ok(Task::opened(dir, state))
     }
 
@@ -249,6 +285,9 @@ impl Executor {
                     .open_task_dir(&id)
                     .map_err(Error::from)
                     .and_then(|dir| reconcile(&dir));
+                if let Err(e) = &state {
+                    log::warn!("list: task {id}: {e}");
+                }
                 (id, state)
             })
             .collect())
@@ -282,12 +321,18 @@ impl Executor {
                 .and_then(|()| crate::task::unmount_secrets(&dir).map(drop))
             {
                 Ok(()) => {}
-                Err(_) if force => {}
-                Err(e) => return Err(e),
+                Err(e) if force => {
+                    log::warn!("rm --force {id}: clean-up failed, removing anyway: {e}")
+                }
+                Err(e) => {
+                    log::warn!("rm {id}: clean-up failed: {e}");
+                    return Err(e);
+                }
             },
             // A broken task directory can only be removed on purpose.
             Err(e) if !force => return Err(e),
-            Err(_) => {
+            Err(e) => {
+                log::warn!("rm --force {id}: removing a broken task directory: {e}");
                 if dir.lock_is_held()? {
                     return Err(Error::StillRunning {
                         id,
@@ -296,7 +341,18 @@ impl Executor {
                 }
             }
         }
-        Ok(dir.remove()?)
+        dir.remove().inspect_err(|e| log::warn!("rm {id}: {e}"))?;
+        log::info!("task {id} removed");
+        Ok(())
+    }
+}
+
+/// Removes the directory of a start that failed; a failure is only logged
+/// (the start's own error is what the caller gets).
+fn remove_or_warn(dir: crate::state::TaskDir, why: &str) {
+    let id = dir.id().clone();
+    if let Err(e) = dir.remove() {
+        log::warn!("task {id}: {why}, and its directory could not be removed: {e}");
     }
 }
 
@@ -324,6 +380,8 @@ pub struct PendingStart {
     dir: crate::state::TaskDir,
     read_end: OwnedFd,
     write_end: Option<OwnedFd>,
+    /// When the start began, for the duration logged.
+    began: Instant,
 }
 
 impl PendingStart {
@@ -345,7 +403,7 @@ impl PendingStart {
 
     /// Gives up before a supervisor ran: removes the task directory.
     pub fn abandon(self) {
-        let _ = self.dir.remove();
+        remove_or_warn(self.dir, "the start was abandoned");
     }
 }
 

@@ -14,6 +14,7 @@ use nix::unistd::Pid;
 use crate::error::{Error, Result};
 use crate::identity::{boot_id, Identity, Pidfd};
 use crate::protocol::{Reply, Request, MAX_LINE};
+use crate::state::events::kind;
 use crate::state::{names, now_rfc3339, ExitRecord, Status, TaskDir, TaskId, TaskState};
 
 /// How long a control request may take before the supervisor is considered
@@ -60,6 +61,25 @@ impl TaskExit {
         match self {
             TaskExit::Exited(r) => Some(r),
             TaskExit::Lost { .. } => None,
+        }
+    }
+
+    /// One line for a log: `code 0`, `signal 9 (OOM killed)`, `lost: ...`.
+    fn summary(&self) -> String {
+        match self {
+            TaskExit::Exited(r) => {
+                let how = match (r.code, r.signal) {
+                    (Some(c), _) => format!("code {c}"),
+                    (None, Some(s)) => format!("signal {s}"),
+                    (None, None) => "unknown".into(),
+                };
+                if r.oom_killed == Some(true) {
+                    format!("{how} (OOM killed)")
+                } else {
+                    how
+                }
+            }
+            TaskExit::Lost { reason } => format!("lost: {reason}"),
         }
     }
 
@@ -243,10 +263,19 @@ impl Task {
             signal: signal.map(|s| s as i32),
             timeout_ms: timeout.map(|t| t.as_millis().min(u64::MAX as u128) as u64),
         };
-        match self.request(&req, "shutdown") {
+        log::debug!(
+            "task {}: stop requested (signal {signal:?}, timeout {timeout:?})",
+            self.id()
+        );
+        let exit = match self.request(&req, "shutdown") {
             Ok(_) | Err(Error::NotRunning { .. }) => self.wait(),
             Err(e) => Err(e),
+        };
+        match &exit {
+            Ok(e) => log::info!("task {} stopped: {}", self.id(), e.summary()),
+            Err(e) => log::warn!("task {}: stop failed: {e}", self.id()),
         }
+        exit
     }
 
     /// CPU, memory and pids usage of the task, read by its supervisor from
@@ -419,7 +448,9 @@ impl Task {
 /// acted on only through a pidfd whose start time matched.
 pub(crate) fn reconcile(dir: &TaskDir) -> Result<TaskState> {
     let state = dir.read_state()?;
+    let id = dir.id();
     if matches!(state.status, Status::Exited | Status::Lost) {
+        log::debug!("reconcile {id}: {}, final", state.status);
         return Ok(state);
     }
     let this_boot = boot_id().map_err(|e| Error::Io {
@@ -431,7 +462,10 @@ pub(crate) fn reconcile(dir: &TaskDir) -> Result<TaskState> {
     if !rebooted && dir.lock_is_held()? {
         match state.supervisor {
             // The supervisor has not recorded its pid yet, but holds the lock.
-            None => return Ok(state),
+            None => {
+                log::debug!("reconcile {id}: {}, supervisor starting", state.status);
+                return Ok(state);
+            }
             Some(sup) => {
                 if sup
                     .open()
@@ -442,6 +476,11 @@ pub(crate) fn reconcile(dir: &TaskDir) -> Result<TaskState> {
                     })?
                     .is_some()
                 {
+                    log::debug!(
+                        "reconcile {id}: {}, supervisor pid {} alive",
+                        state.status,
+                        sup.pid
+                    );
                     return Ok(state);
                 }
                 // Another reader may be marking it lost right now.
@@ -449,6 +488,10 @@ pub(crate) fn reconcile(dir: &TaskDir) -> Result<TaskState> {
                 if !matches!(again.status, Status::Starting | Status::Running) {
                     return Ok(again);
                 }
+                log::warn!(
+                    "reconcile {id}: the lock is held, but not by its supervisor pid {} (gone)",
+                    sup.pid
+                );
                 return Err(Error::LockHeldByOther {
                     id: dir.id().clone(),
                     path: dir.path().join(names::LOCK),
@@ -483,32 +526,49 @@ pub(crate) fn reconcile(dir: &TaskDir) -> Result<TaskState> {
     }
     let mut state = dir.read_state()?;
     if matches!(state.status, Status::Exited | Status::Lost) {
+        log::debug!("reconcile {id}: {} (recorded meanwhile)", state.status);
         return Ok(state);
     }
+    log::info!(
+        "reconcile {id}: {} but its supervisor is gone{}; cleaning up",
+        state.status,
+        if rebooted { " (rebooted)" } else { "" }
+    );
     let reason = if rebooted {
         "the machine rebooted while the task ran; its exit is unknown".to_owned()
     } else {
-        let killed = kill_leftovers(dir, &state);
+        let killed = kill_leftovers(dir, &mut state);
         let killed = match unmount_secrets(dir) {
             Ok(true) => format!("{killed}; its secrets/ tmpfs was unmounted"),
             Ok(false) => killed,
-            Err(e) => format!("{killed}; {e}"),
+            Err(e) => {
+                log::warn!("reconcile {id}: secrets/ not unmounted: {e}");
+                state.record_event(kind::SECRETS_UNMOUNT_FAILED, e.to_string());
+                format!("{killed}; {e}")
+            }
         };
         let sup = state
             .supervisor
             .map_or_else(|| "during start".to_owned(), |s| format!("(pid {})", s.pid));
         format!("the supervisor {sup} died before recording the task's exit; {killed}")
     };
-    // Nobody listens on it any more.
-    let _ = nix::unistd::unlinkat(
+    // Nobody listens on it any more. Left behind, it only refuses
+    // connections (which readers take as "not running").
+    match nix::unistd::unlinkat(
         dir.fd(),
         names::CONTROL,
         nix::unistd::UnlinkatFlags::NoRemoveDir,
-    );
+    ) {
+        Ok(()) | Err(nix::errno::Errno::ENOENT) => {}
+        Err(e) => log::debug!("reconcile {id}: unlink {}: {}", names::CONTROL, e.desc()),
+    }
+    log::warn!("task {id} lost: {reason}");
     state.status = Status::Lost;
     state.finished_at = Some(now_rfc3339());
+    state.record_event(kind::LOST, reason.clone());
     state.exit = Some(ExitRecord::lost(reason));
-    dir.write_state(&state, true)?;
+    dir.write_state(&state, true)
+        .inspect_err(|e| log::warn!("reconcile {id}: the lost state was not written: {e}"))?;
     Ok(state)
 }
 
@@ -531,11 +591,15 @@ pub(crate) fn unmount_secrets(dir: &TaskDir) -> Result<bool> {
 /// cgroup. Without a recorded cgroup, the task's process group, killed only
 /// while its leader is verifiably the task (so the group id cannot have
 /// been reused).
-fn kill_leftovers(dir: &TaskDir, state: &TaskState) -> String {
+fn kill_leftovers(dir: &TaskDir, state: &mut TaskState) -> String {
     if state.cgroup.is_some() {
         match remove_cgroup(dir, state) {
             Ok(()) => return "what was left of the task was killed and its cgroup removed".into(),
-            Err(e) => return format!("its cgroup could not be cleaned up: {e}"),
+            Err(e) => {
+                log::warn!("reconcile {}: cgroup not cleaned up: {e}", dir.id());
+                state.record_event(kind::CGROUP_CLEANUP_FAILED, e.to_string());
+                return format!("its cgroup could not be cleaned up: {e}");
+            }
         }
     }
     let Some(task) = state.task else {
@@ -543,8 +607,14 @@ fn kill_leftovers(dir: &TaskDir, state: &TaskState) -> String {
     };
     match task.open() {
         Ok(Some(pidfd)) => {
-            let _ = killpg(Pid::from_raw(task.pid), Signal::SIGKILL);
-            let _ = pidfd.signal(Signal::SIGKILL as i32);
+            // Either may find nothing (ESRCH): the group or the process is
+            // already gone, which is what is wanted.
+            if let Err(e) = killpg(Pid::from_raw(task.pid), Signal::SIGKILL) {
+                log::debug!("reconcile {}: killpg {}: {}", dir.id(), task.pid, e.desc());
+            }
+            if let Err(e) = pidfd.signal(Signal::SIGKILL as i32) {
+                log::debug!("reconcile {}: pidfd kill {}: {e}", dir.id(), task.pid);
+            }
             format!(
                 "what was left of the task (process group {}) was killed",
                 task.pid

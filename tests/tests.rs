@@ -13,5 +13,6 @@ mod init;
 mod isolation;
 mod lifecycle;
 mod limits;
+mod observe;
 mod recovery;
 mod taskdir_misc;

@@ -249,6 +249,8 @@ pub fn attach_device_program(dir: &Path, program: &Program) -> Result<()> {
         Ok(fd) => fd,
         Err(errno) => {
             let mut log = vec![0u8; 64 * 1024];
+            // Loaded again only for the verifier's log: the first errno is
+            // the error; this result adds nothing (the log buffer does).
             let _ = crate::sys::bpf_prog_load_cgroup_device(&bytes, Some(&mut log));
             let text = String::from_utf8_lossy(&log);
             let last = text

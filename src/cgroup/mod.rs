@@ -79,6 +79,7 @@ pub use bpf::{device_program, Insn, Program};
 pub use detect::{CgroupRoot, Layout, DEFAULT_ROOT};
 pub use devices::{default_rules, v1_writes, Access, DeviceKind, DeviceRule};
 pub use error::{Error, Result};
+pub use owner::LEFTOVER_TARGET;
 pub use owner::{Owner, OWNER_XATTR};
 pub use paths::CgroupPaths;
 pub use resources::{cpu_quota_us, io_weight_to_blkio, shares_to_weight, Resources, CPU_PERIOD_US};

@@ -118,6 +118,10 @@ fn get_mark(root: &CgroupRoot, dir: &Path) -> Result<Mark> {
     }
 }
 
+/// The `log` target of the warning that a leftover cgroup was killed: the
+/// supervisor turns it into a `leftover_cgroup_killed` event.
+pub const LEFTOVER_TARGET: &str = "nomad_shim::cgroup::leftover_cgroup_killed";
+
 impl TaskCgroup {
     /// [`TaskCgroup::create`] for a task of state root `owner`, which marks
     /// every directory of the task cgroup with it (module docs), after dealing
@@ -138,11 +142,19 @@ impl TaskCgroup {
         let rel = paths::parent_name(parent)?.join(paths::task_name(id)?);
         let leftover = TaskCgroup::everywhere(root, &rel)?;
         if leftover.claim_leftover(owner)? {
+            // The supervisor records this as an event (target = its kind).
+            log::warn!(
+                target: LEFTOVER_TARGET,
+                "a leftover cgroup {} of this root was killed and removed before the task's own was made",
+                rel.display()
+            );
             leftover.remove()?;
         }
         let (cg, warnings) = TaskCgroup::create(root, parent, id, res, best_effort)?;
         if let Err(e) = cg.mark(owner) {
-            let _ = cg.remove();
+            if let Err(rm) = cg.remove() {
+                log::warn!("cgroup {} not marked, and not removed: {rm}", rel.display());
+            }
             return Err(e);
         }
         Ok((cg, warnings))

@@ -204,7 +204,12 @@ impl Cgroup {
             .and_then(|()| cg.apply(&res, best_effort, warnings));
         if let Err(e) = result {
             for dir in created.iter().rev() {
-                let _ = files::rmdir(root, dir);
+                // The creation's error is what the caller gets; a directory
+                // left behind is logged (a later start of the id kills and
+                // removes it as a leftover).
+                if let Err(rm) = files::rmdir(root, dir) {
+                    log::warn!("cgroup creation rolled back, but {rm}");
+                }
             }
             return Err(e);
         }

@@ -5,6 +5,7 @@
 //! names here are fixed (fields may be added, never renamed). See
 //! `docs/state-format.md`.
 
+pub mod events;
 mod file;
 mod id;
 
@@ -19,6 +20,7 @@ use nix::fcntl::{open, openat, OFlag};
 use nix::sys::stat::Mode;
 use serde::{Deserialize, Serialize};
 
+pub use events::Event;
 pub use file::{read_json, read_limited, reserve, write_atomic, write_json, MAX_FILE_SIZE};
 pub use id::{TaskId, MAX_LEN as MAX_ID_LEN};
 
@@ -257,6 +259,11 @@ pub struct TaskState {
     /// `best_effort_limits`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// Notable events of the task's life, oldest first, bounded (see
+    /// [`events`]): OOM kills, clean-up failures, state writes retried,
+    /// output dropped, a leftover cgroup killed, the task found lost.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub events: Vec<Event>,
 }
 
 #[derive(Deserialize)]
@@ -280,7 +287,14 @@ impl TaskState {
             finished_at: None,
             exit: None,
             warnings: Vec::new(),
+            events: Vec::new(),
         }
+    }
+
+    /// Records an event (bounded: the oldest goes beyond
+    /// [`events::MAX_EVENTS`]).
+    pub fn record_event(&mut self, kind: &str, message: impl Into<String>) {
+        events::push(&mut self.events, Event::now(kind, message));
     }
 
     /// Parses and validates a state file's bytes. `expected_id` is the id of
@@ -421,8 +435,11 @@ impl Root {
             }
             Err(e) => return Err(StateError::io("create task directory", path, e)),
         }
-        // The umask may have narrowed the mode; 0700 is the contract.
-        let _ = fs::set_permissions(&path, fs::Permissions::from_mode(0o700));
+        // The umask may have narrowed the mode; 0700 is the contract. A
+        // failure leaves it narrower (never wider), so only a debug line.
+        if let Err(e) = fs::set_permissions(&path, fs::Permissions::from_mode(0o700)) {
+            log::debug!("chmod 0700 {}: {e}", path.display());
+        }
         TaskDir::open(self, id)
     }
 

@@ -238,6 +238,7 @@ fn follow(
         for ((sig, pipe), _) in signals.iter().zip(&signalled).filter(|(_, &hit)| hit) {
             let mut b = [0u8; 16];
             while matches!((&*pipe).read(&mut b), Ok(n) if n > 0) {}
+            // Fails only once the task has ended, which this loop sees next.
             let _ = task.signal(*sig);
         }
         if nudged {

@@ -35,6 +35,8 @@ pub fn start(executor: &Executor, spec: &TaskSpec) -> Result<Task, Error> {
         Ok(ForkResult::Child) => {
             // The intermediate: stdout becomes the sync pipe, stdin and
             // stderr /dev/null, as the library arranges for the exec'd shim.
+            // dup2 of valid fds does not fail; were it to, the reply would
+            // not arrive and the start reports the supervisor vanished.
             let _ = nix::unistd::dup2_stdout(write_end.as_fd());
             if let Ok(null) = nix::fcntl::open(
                 c"/dev/null",

@@ -164,6 +164,7 @@ fn usage_error(e: clap::Error) -> i32 {
     use clap::error::ErrorKind;
     match e.kind() {
         ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+            // Help on a closed stdout (`| head`): nothing to say it on.
             let _ = e.print();
             0
         }

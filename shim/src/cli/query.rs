@@ -135,7 +135,21 @@ pub fn inspect(executor: &Executor, id: &str, json: bool) -> Result<i32, Error> 
         }
     }
     println!("directory:   {}", task.dir().display());
+    print_events(&state);
     Ok(0)
+}
+
+/// `inspect`'s warnings and events: one line each, oldest first.
+fn print_events(state: &TaskState) {
+    for w in &state.warnings {
+        println!("warning:     {w}");
+    }
+    if !state.events.is_empty() {
+        println!("events:");
+        for e in &state.events {
+            println!("  {}  {:<24} {}", e.time, e.kind, e.message);
+        }
+    }
 }
 
 /// `kill ID [SIGNAL]`.

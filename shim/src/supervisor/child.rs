@@ -145,6 +145,8 @@ pub(super) fn report_and_exit(error_pipe: &OwnedFd, failed: Failed) -> ! {
         Failed::Shim(e) => e.encode(),
         Failed::Isolate(e) => e.encode(),
     };
+    // Nothing is left to report a failed report to: the supervisor then
+    // sees the pipe close as at an exec, and records the exit 127 instead.
     let _ = nix::unistd::write(error_pipe, &record);
     // _exit: no atexit handlers or buffered stdio of the supervisor's.
     crate::sys::exit_now(127)
@@ -189,6 +191,7 @@ fn steps(plan: &ChildPlan, stdio: ChildStdio<'_>) -> Result<(), Failed> {
 
     // Not dumpable until exec (exec restores it for ordinary binaries): no
     // ptrace or /proc/<pid>/mem of the half-set-up child by others.
+    // PR_SET_DUMPABLE with 0 cannot fail (prctl(2)).
     let _ = nix::sys::prctl::set_dumpable(false);
 
     // The supervisor lowered its own oom_score_adj; the child inherited it.

@@ -18,6 +18,7 @@ use nix::sys::wait::{waitid, Id, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use nomad_shim::cgroup::TaskCgroup;
 use nomad_shim::protocol::{Reply, Request, MAX_LINE};
+use nomad_shim::state::events::kind;
 use nomad_shim::state::{names, now_rfc3339, TaskDir, TaskState};
 use nomad_shim::sys::{wait4_nohang, Reaped};
 use nomad_shim::{ExitRecord, Status, TaskSpec};
@@ -37,6 +38,8 @@ const DRAIN_DEADLINE: Duration = Duration::from_secs(2);
 /// Through `/proc/self/fd/N/`: a `sun_path` holds 108 bytes, less than a
 /// root plus a 128-byte id.
 pub fn bind_control(dir: &TaskDir) -> nix::Result<UnixListener> {
+    // A stale socket of an earlier supervisor goes; ENOENT is the rule, and
+    // any other failure shows in the bind below.
     let _ = nix::unistd::unlinkat(
         dir.fd(),
         names::CONTROL,
@@ -111,6 +114,9 @@ pub struct Supervisor<'d> {
     timer_for: Timer,
     /// With an init: the read end of its status pipe (see `init.rs`).
     init_status: Option<OwnedFd>,
+    /// Per stream: bytes of output dropped (the log file could not be
+    /// written), and the error of the episode under way, if one is.
+    dropped: [(u64, Option<String>); 2],
 }
 
 impl<'d> Supervisor<'d> {
@@ -145,6 +151,7 @@ impl<'d> Supervisor<'d> {
             timer,
             timer_for: Timer::Idle,
             init_status: None,
+            dropped: [(0, None), (0, None)],
         }
     }
 
@@ -304,7 +311,7 @@ impl<'d> Supervisor<'d> {
                     // It exited between the look above and this reap: its
                     // pid no longer pins the group, so only the cgroup is
                     // killed (it holds nothing but the task's processes).
-                    let _ = self.cgroup.kill_all();
+                    self.kill_cgroup();
                     self.record(r);
                 }
                 Ok(Some(_)) => {}
@@ -318,8 +325,46 @@ impl<'d> Supervisor<'d> {
     /// the task's session; the process group too, in case the cgroup cannot
     /// be written.
     fn kill_all(&mut self) {
+        // ESRCH: the group is empty already. The cgroup kill below is the
+        // one that must work; its failure is recorded.
         let _ = killpg(self.task, Signal::SIGKILL);
-        let _ = self.cgroup.kill_all();
+        self.kill_cgroup();
+    }
+
+    /// Kills every process of the cgroup; a failure (a survivor, a cgroup
+    /// file that cannot be written) is an event.
+    fn kill_cgroup(&mut self) {
+        if let Err(e) = self.cgroup.kill_all() {
+            self.event(
+                kind::CGROUP_CLEANUP_FAILED,
+                format!("killing the task's cgroup: {e}"),
+            );
+        }
+    }
+
+    /// Records an event in the state. While the task runs it is written at
+    /// once (not durably), when the disk has room to spare: the 64 KiB
+    /// reserved for the final write are used by this write and taken again
+    /// after, which a nearly full disk could refuse. Otherwise, and after
+    /// the exit, it goes with the next (final) write.
+    fn event(&mut self, kind: &str, message: String) {
+        super::events::flush_into(&mut self.state);
+        self.state.record_event(kind, message);
+        if self.exited() {
+            return;
+        }
+        let room = nix::sys::statvfs::fstatvfs(self.dir.fd())
+            .map(|s| s.blocks_available().saturating_mul(s.fragment_size()))
+            .unwrap_or(0);
+        if room >= 1 << 20
+            && self.dir.write_state(&self.state, false).is_ok()
+            && self.dir.reserve_state_write().is_err()
+        {
+            self.state.record_event(
+                kind::WARNING,
+                "space for the final state.json not reserved again",
+            );
+        }
     }
 
     fn record(&mut self, r: Reaped) {
@@ -329,17 +374,40 @@ impl<'d> Supervisor<'d> {
         } else {
             (None, Some(libc::WTERMSIG(status)), libc::WCOREDUMP(status))
         };
+        let oom_kills = self.cgroup.oom_kills().unwrap_or(0);
+        let oom_event = (oom_kills > 0).then(|| {
+            let limit = self
+                .spec
+                .resources
+                .memory_max
+                .map_or_else(String::new, |m| {
+                    format!(" (started with memory limit {m} bytes)")
+                });
+            format!(
+                "the OOM killer killed {oom_kills} process(es) of the task{limit}; \
+                     the task ended with {}",
+                match (code, signal) {
+                    (Some(c), _) => format!("code {c}"),
+                    (_, Some(s)) => format!("signal {s}"),
+                    _ => "an unknown status".into(),
+                }
+            )
+        });
         self.state.exit = Some(ExitRecord {
             code,
             signal,
             core_dumped: Some(core),
-            oom_killed: Some(self.cgroup.oom_killed()),
+            oom_killed: Some(oom_kills > 0),
             user_cpu_ns: Some(r.user_cpu_ns),
             system_cpu_ns: Some(r.system_cpu_ns),
             max_rss_kib: Some(r.max_rss_kib),
             error: None,
         });
         self.state.finished_at = Some(now_rfc3339());
+        // Recorded now that the exit is: it goes with the final write.
+        if let Some(message) = oom_event {
+            self.event(kind::OOM_KILL, message);
+        }
         // Whatever the pipes still hold is read now; a writer that left the
         // task's process group gets DRAIN_DEADLINE to close them.
         for i in 0..2 {
@@ -355,11 +423,22 @@ impl<'d> Supervisor<'d> {
     fn drain(&mut self, i: usize) {
         let before = self.logs[i].total();
         match self.logs[i].drain(self.dir.fd()) {
-            Ok(Drained::Open) => {}
-            Ok(Drained::Eof) => {}
+            Ok(Drained::Open) | Ok(Drained::Eof) => self.drop_episode_ended(i),
             // The disk is full or the file is gone: keep the task running and
             // its pipe drained, dropping output rather than blocking it.
-            Err(_) => self.discard(i),
+            Err((op, e)) => {
+                if self.dropped[i].1.is_none() {
+                    let name = self.log_name(i);
+                    let why = format!("{op} {name}: {}", e.desc());
+                    self.event(
+                        kind::LOG_DROPPED,
+                        format!("{why}: the task's output is dropped until it can be written"),
+                    );
+                    self.dropped[i].1 = Some(why);
+                }
+                let n = self.discard(i);
+                self.dropped[i].0 += n;
+            }
         }
         if self.logs[i].total() != before {
             self.nudge_followers();
@@ -376,24 +455,49 @@ impl<'d> Supervisor<'d> {
         });
     }
 
-    fn discard(&mut self, i: usize) {
+    fn log_name(&self, i: usize) -> &'static str {
+        if i == 0 {
+            names::STDOUT
+        } else {
+            names::STDERR
+        }
+    }
+
+    /// Output could be written again (or the stream ended): the bytes
+    /// dropped in the episode become one event.
+    fn drop_episode_ended(&mut self, i: usize) {
+        if let (n, Some(why)) = std::mem::take(&mut self.dropped[i]) {
+            let name = self.log_name(i);
+            self.event(
+                kind::LOG_DROPPED,
+                format!("{n} bytes of output dropped from {name} ({why})"),
+            );
+        }
+    }
+
+    /// Reads and throws away what the pipe holds; returns how many bytes.
+    fn discard(&mut self, i: usize) -> u64 {
         let Some(pipe) = self.logs[i].pipe() else {
-            return;
+            return 0;
         };
         let mut sink = [0u8; 4096];
+        let mut n = 0;
         loop {
             match nix::unistd::read(pipe, &mut sink) {
                 Ok(0) => {
                     self.logs[i].close();
-                    return;
+                    return n;
                 }
-                Ok(_) | Err(Errno::EINTR) => {}
-                Err(_) => return,
+                Ok(got) => n += got as u64,
+                Err(Errno::EINTR) => {}
+                Err(_) => return n,
             }
         }
     }
 
     fn on_timer(&mut self) {
+        // Reads the expiry count, which is not needed (EAGAIN: a spurious
+        // wake-up, then timer_for says what to do, possibly nothing).
         let _ = self.timer.wait();
         match std::mem::replace(&mut self.timer_for, Timer::Idle) {
             Timer::KillTimeout if !self.exited() => {
@@ -424,6 +528,8 @@ impl<'d> Supervisor<'d> {
     }
 
     fn disarm(&mut self) {
+        // Disarming a valid timerfd cannot fail; a stray expiry is harmless
+        // (timer_for is Idle).
         let _ = self.timer.unset();
         self.timer_for = Timer::Idle;
     }
@@ -438,6 +544,7 @@ impl<'d> Supervisor<'d> {
             self.kill_all();
             return;
         }
+        // ESRCH only: the task is exiting, and its exit is being reaped.
         let _ = self.signal_task(signal);
         let remaining = self.timer.get().ok().flatten().and_then(|e| match e {
             Expiration::OneShot(t) => Some(Duration::from(t)),
@@ -455,6 +562,7 @@ impl<'d> Supervisor<'d> {
         while self.clients.len() < MAX_CLIENTS {
             match listener.accept() {
                 Ok((stream, _)) => {
+                    // fcntl(F_SETFL) on a fresh socket cannot fail.
                     let _ = stream.set_nonblocking(true);
                     self.clients.push(Client {
                         stream,
@@ -498,7 +606,9 @@ impl<'d> Supervisor<'d> {
         };
         let mut line = serde_json::to_vec(&reply).unwrap_or_default();
         line.push(b'\n');
-        // A reply is a few hundred bytes into an empty socket buffer.
+        // A reply is a few hundred bytes into an empty socket buffer. A
+        // client that went away does not get it: its loss, not the task's,
+        // and nothing an operator of the task needs to know.
         let _ = client.stream.set_nonblocking(false);
         let _ = client
             .stream
@@ -574,21 +684,22 @@ impl<'d> Supervisor<'d> {
                 self.state
                     .warnings
                     .push(format!("secrets not unmounted: {e}"));
+                self.event(kind::SECRETS_UNMOUNT_FAILED, e.to_string());
             }
+        }
+        for i in 0..2 {
+            self.drop_episode_ended(i);
         }
         self.state.status = Status::Exited;
         // A full disk must not lose the exit: retry for a while, then give
         // up (the state stays `running`; readers then report it `lost`).
-        for attempt in 0..60 {
-            match self.dir.write_state(&self.state, true) {
-                Ok(()) => break,
-                Err(_) if attempt < 59 => std::thread::sleep(Duration::from_secs(1)),
-                Err(_) => {}
-            }
-        }
+        // The first failure is an event, written by the write that works.
+        self.write_final_state(60);
         // Only now does the socket go: a client refused from here on (or
         // reset, from the backlog) reads a final state.
         self.control = None;
+        // Best effort: a socket left behind only refuses connections, which
+        // readers take as "not running" (reconcile unlinks it too).
         let _ = nix::unistd::unlinkat(
             self.dir.fd(),
             names::CONTROL,
@@ -598,8 +709,47 @@ impl<'d> Supervisor<'d> {
         // Followers see EOF now: the final state is durable.
         self.attached.clear();
         // The exit is durable; now the cgroup goes. Should that fail, the
-        // state names the cgroup, and `rm` removes it.
-        let _ = self.cgroup.remove();
+        // state names the cgroup, and `rm` removes it; the failure is an
+        // event, written at once (the exit is already durable: a failed
+        // write here loses only the event).
+        if let Err(e) = self.cgroup.remove() {
+            self.event(
+                kind::CGROUP_CLEANUP_FAILED,
+                format!("the task's cgroup was not removed (nomad-shim rm removes it): {e}"),
+            );
+            self.write_final_state(1);
+        }
+    }
+
+    /// Writes the state durably, up to `attempts` times a second apart; the
+    /// first failure and a final give-up are events.
+    fn write_final_state(&mut self, attempts: u32) {
+        super::events::flush_into(&mut self.state);
+        for attempt in 1..=attempts {
+            match self.dir.write_state(&self.state, true) {
+                Ok(()) => return,
+                Err(e) if attempt < attempts => {
+                    if attempt == 1 {
+                        self.event(
+                            kind::STATE_WRITE_RETRY,
+                            format!("{e}; retrying every second, {attempts} times at most"),
+                        );
+                    }
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+                // The state on disk is the one before (`running`, which
+                // readers then report `lost`): the kernel log is the one
+                // place left to say why.
+                Err(e) => {
+                    let message = format!("{e}; gave up after {attempts} attempts");
+                    super::events::to_kernel_log(
+                        self.dir.id().as_str(),
+                        &format!("{}: {message}", kind::STATE_WRITE_FAILED),
+                    );
+                    self.event(kind::STATE_WRITE_FAILED, message);
+                }
+            }
+        }
     }
 }
 

@@ -101,6 +101,7 @@ pub fn run(plan: &ChildPlan, init: &InitPlan, error_pipe: &OwnedFd) -> Result<In
     }
     // The credential switch may have reset "dumpable" (to suid_dumpable):
     // keep the task out of the init's memory, /proc/1/mem and /proc/1/fd.
+    // PR_SET_DUMPABLE with 0 cannot fail (prctl(2)).
     let _ = nix::sys::prctl::set_dumpable(false);
     // fork(2) here is sound for the same reason as the supervisor's clone3:
     // one thread, so no lock can be held by a thread missing in the copy.

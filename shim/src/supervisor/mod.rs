@@ -12,6 +12,7 @@
 
 mod child;
 mod event_loop;
+mod events;
 mod init;
 mod logs;
 mod lookup;
@@ -70,7 +71,9 @@ impl Failure {
 /// Entry point of `__supervise`. Never returns.
 pub fn main(root: &OsStr, id: &OsStr) -> ! {
     // Before anything opens a descriptor of its own: close every fd the
-    // agent let us inherit (only 0-2 are ours).
+    // agent let us inherit (only 0-2 are ours). close_range(2) fails only
+    // on a kernel older than 5.9, where nothing can be done about it here
+    // (and nothing could say so: no state, no reply channel beyond fd 1).
     let _ = nomad_shim::sys::close_range(3, 0);
 
     // Fork once more and let the intermediate exit: the supervisor is then
@@ -129,16 +132,22 @@ fn supervise(root: &Path, id: &OsStr) -> Result<(), Failure> {
     // supervisor are root's and need CAP_SYS_PTRACE — which no task holds —
     // so a task cannot reach the shim binary through us (runc's
     // CVE-2019-5736). The child is not dumpable either, until its exec.
+    // PR_SET_DUMPABLE with 0 cannot fail (prctl(2): EINVAL is for values
+    // other than 0 and 1).
     let _ = nix::sys::prctl::set_dumpable(false);
     nix::sys::prctl::set_child_subreaper(true)
         .map_err(|e| Failure::errno("prctl", "PR_SET_CHILD_SUBREAPER", e))?;
     // Lower our own OOM score where permitted: killing the supervisor would
-    // lose the task's exit. The child puts its own back to 0.
+    // lose the task's exit. The child puts its own back to 0. Refused
+    // without CAP_SYS_RESOURCE, which is expected and not worth an event.
     let _ = std::fs::write("/proc/self/oom_score_adj", b"-999");
     // The caller's CPU affinity is not ours either: an agent pinned to one
     // CPU would pin every supervisor to it. Every CPU of our cpuset instead
-    // (the task child resets its own again, inside its cgroup).
+    // (the task child resets its own again, inside its cgroup). A failure
+    // only leaves the caller's affinity, which is harmless.
     let _ = child::reset_affinity();
+    // From here the library's warnings in this process become events.
+    events::install();
     // The conventional umask, which the task inherits. Every file of the
     // supervisor's own gets an explicit mode (state 0644, spec 0600, logs
     // 0640, control socket 0600, all in a 0700 directory).
@@ -158,8 +167,15 @@ fn supervise(root: &Path, id: &OsStr) -> Result<(), Failure> {
     // nothing half-made is left for `ps` (the error goes back to the caller).
     match prepare_and_start(&dir, lock) {
         Ok(()) => Ok(()),
-        Err(f) => {
-            let _ = std::fs::remove_dir_all(dir.path());
+        Err(mut f) => {
+            // The caller gets the start's error; a directory left behind is
+            // said in it (ps would show it broken).
+            if let Err(e) = std::fs::remove_dir_all(dir.path()) {
+                f.message.push_str(&format!(
+                    "; and {} was not removed: {e}",
+                    dir.path().display()
+                ));
+            }
             Err(f)
         }
     }
@@ -238,6 +254,8 @@ fn prepare_and_start(dir: &TaskDir, lock: File) -> Result<(), Failure> {
         .iter()
         .map(|e| format!("limit skipped (best effort): {e}"))
         .collect();
+    // A leftover cgroup killed, say (logged by the library, kept here).
+    events::flush_into(&mut state);
     let task_dir = spec.isolation.task_dir.clone();
     // The device rules, before any process of the task is in the cgroup
     // (v1 devices.deny/allow; v2 the BPF device program).
@@ -246,11 +264,19 @@ fn prepare_and_start(dir: &TaskDir, lock: File) -> Result<(), Failure> {
         .map_err(|e| Failure::new("devices", None, e.to_string()));
     match restricted.and_then(|()| start_in_cgroup(dir, lock, spec, state, me, &cgroup)) {
         Ok(()) => Ok(()),
-        Err(f) => {
-            let _ = cgroup.remove();
+        Err(mut f) => {
+            // The directory goes with the failed start, so a clean-up that
+            // fails is said in the start's error.
+            if let Err(e) = cgroup.remove() {
+                f.message
+                    .push_str(&format!("; and the task's cgroup was not removed: {e}"));
+            }
             // The child is dead (reaped): nothing holds secrets/ any more.
             if let Some(task_dir) = &task_dir {
-                let _ = isolate::unmount_secrets(task_dir, dir.id().as_str());
+                if let Err(e) = isolate::unmount_secrets(task_dir, dir.id().as_str()) {
+                    f.message
+                        .push_str(&format!("; and secrets/ was not unmounted: {e}"));
+                }
             }
             Err(f)
         }
@@ -377,6 +403,9 @@ fn start_in_cgroup(
     let init_status = init_pipe.map(|(r, _w)| r);
 
     if let Some(f) = read_child_error(&error_r, &spec, &plan) {
+        // Reaps the child, which exits right after its error record; it is
+        // ours, so waitpid cannot fail (no ECHILD), and its status adds
+        // nothing to the record.
         let _ = nix::sys::wait::waitpid(task_pid, None);
         return Err(f);
     }
@@ -388,9 +417,14 @@ fn start_in_cgroup(
     state.task = Some(task);
     state.started_at = Some(now_rfc3339());
     if let Err(e) = dir.write_state(&state, true) {
-        let _ = cgroup.kill_all();
+        let mut f = Failure::new("state", None, e.to_string());
+        if let Err(e) = cgroup.kill_all() {
+            f.message
+                .push_str(&format!("; and the task was not killed: {e}"));
+        }
+        // Our child, killed above: reaped here (see the waitpid above).
         let _ = nix::sys::wait::waitpid(task_pid, None);
-        return Err(Failure::new("state", None, e.to_string()));
+        return Err(f);
     }
     report(&StartReply::Started {
         supervisor: me,
@@ -398,12 +432,19 @@ fn start_in_cgroup(
         warnings: state.warnings.clone(),
     });
     // The reply is sent: fd 1 becomes /dev/null, so the caller's read ends.
+    // dup2 onto an open fd from a valid one cannot fail but for EINTR/EBUSY,
+    // and then the caller's read ends when we exit instead.
     let _ = nix::unistd::dup2_stdout(devnull.as_fd());
     drop(devnull);
     // The space the final state needs, taken now (after the reply: off the
     // start's latency): a task that fills the disk with output must not
-    // cost us its exit record.
-    let _ = dir.reserve_state_write();
+    // cost us its exit record. Without it, the final write may need retries.
+    if let Err(e) = dir.reserve_state_write() {
+        state.record_event(
+            nomad_shim::state::events::kind::WARNING,
+            format!("space for the final state.json not reserved: {e}"),
+        );
+    }
     crate::sys::trim_heap();
 
     let io = event_loop::LoopFds {
