@@ -42,6 +42,7 @@ impl Identity {
     ///
     /// `Ok(None)` means the process is gone: it exited, or its pid now names
     /// another process.
+    #[doc(hidden)]
     pub fn open(&self) -> io::Result<Option<Pidfd>> {
         if self.pid <= 0 {
             return Ok(None);

@@ -17,7 +17,7 @@ const CPU_QUOTA_MIN_US: u64 = 1_000;
 /// Units are the caller's, the same for both cgroup versions; each field says which
 /// file it lands in and how it is converted.
 ///
-/// [`update`]: super::TaskCgroup::update
+/// [`update`]: crate::Task::update_resources
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Resources {

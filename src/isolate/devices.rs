@@ -83,6 +83,7 @@ impl DeviceSpec {
     }
 
     /// The access bits.
+    #[doc(hidden)]
     pub fn access(&self) -> Result<Access, IsolateError> {
         Access::parse(&self.access).ok_or_else(|| IsolateError::InvalidDevice {
             device: self.host_path.display().to_string(),
@@ -136,6 +137,7 @@ impl DeviceSpec {
 
     /// `stat` the host node (following symlinks, as `/dev/dri/by-path/...`
     /// are) and return the rule that allows exactly it.
+    #[doc(hidden)]
     pub fn resolve(&self) -> Result<DeviceRule, IsolateError> {
         let md = std::fs::metadata(&self.host_path).map_err(|source| IsolateError::StatDevice {
             path: self.host_path.clone(),

@@ -79,6 +79,7 @@ impl DnsSpec {
     /// `GenerateDNSMount`: each of the three parts not given (no server, no
     /// search domain, no option) is taken from `host`, the host's
     /// resolv.conf, so that `--dns-search` alone keeps the host's servers.
+    #[doc(hidden)]
     pub fn render(&self, host: &str) -> String {
         // resolv.conf(5): `nameserver` and `options` lines add up; `search`
         // and `domain` replace each other, the last one wins.

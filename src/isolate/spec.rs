@@ -227,6 +227,7 @@ impl IsolationSpec {
 
     /// The `chroot_env` in effect: the spec's, or [`DEFAULT_CHROOT_ENV`]
     /// restricted to what exists on this host.
+    #[doc(hidden)]
     pub fn effective_chroot_env(&self) -> Vec<BindSpec> {
         if !self.chroot_env.is_empty() {
             return self.chroot_env.clone();
@@ -253,6 +254,7 @@ impl IsolationSpec {
     }
 
     /// `HOME`, `USER` and `LOGNAME` for the task user, when known.
+    #[doc(hidden)]
     pub fn env_defaults(&self) -> Vec<(String, String)> {
         let mut env = Vec::new();
         if !self.home.is_empty() {
@@ -267,6 +269,7 @@ impl IsolationSpec {
 
     /// Fills `uid`, `gid`, `groups`, `user_name` and `home` from a resolved
     /// user (see [`super::resolve_user`]).
+    #[doc(hidden)]
     pub fn set_user(&mut self, user: &super::ResolvedUser) {
         self.uid = Some(user.uid);
         self.gid = Some(user.gid);

@@ -204,6 +204,7 @@ pub struct ExitRecord {
 
 impl ExitRecord {
     /// The record of a task whose exit is unknown.
+    #[doc(hidden)]
     pub fn lost(error: impl Into<String>) -> ExitRecord {
         ExitRecord {
             code: None,
@@ -266,6 +267,7 @@ struct VersionProbe {
 
 impl TaskState {
     /// A new `starting` state.
+    #[doc(hidden)]
     pub fn starting(id: TaskId, boot_id: &str) -> TaskState {
         TaskState {
             version: STATE_VERSION,
@@ -285,6 +287,7 @@ impl TaskState {
 
     /// Parses and validates a state file's bytes. `expected_id` is the id of
     /// the directory the file was found in.
+    #[doc(hidden)]
     pub fn parse(bytes: &[u8], path: &Path, expected_id: &TaskId) -> Result<TaskState, StateError> {
         // Check the version before the shape: a future version may change the
         // shape, and "unknown version" is the truthful error then.
