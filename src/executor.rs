@@ -24,6 +24,29 @@ pub const SUPERVISE_SUBCOMMAND: &str = "__supervise";
 /// Each task runs under its own `nomad-shim` supervisor, which is not a child
 /// of the calling process: the agent may exit, crash or restart, and the
 /// tasks (and the record of how they ended) stay.
+///
+/// # Examples
+///
+/// ```no_run
+/// use nomad_shim::{Executor, TaskSpec};
+///
+/// # fn main() -> nomad_shim::Result<()> {
+/// let executor = Executor::with_root("/run/my-agent/tasks")
+///     .shim_path("/usr/libexec/nomad-shim")
+///     .cgroup_parent("my-agent");
+/// let mut task = executor.start(TaskSpec::new("/bin/true").id("job-1"))?;
+/// task.wait()?;
+/// // Every task under the root, also those of an earlier run of the agent.
+/// for (id, state) in executor.list()? {
+///     match state {
+///         Ok(state) => println!("{id}: {}", state.status),
+///         Err(e) => eprintln!("{id}: {e}"),
+///     }
+/// }
+/// executor.remove("job-1", false)?;
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone)]
 pub struct Executor {
     root: Root,
@@ -362,6 +385,16 @@ impl PendingStart {
 /// Finds the binary: `explicit`, then `$NOMAD_SHIM`, then next to the current
 /// executable (and, for test binaries and examples under `target/<profile>/deps`
 /// or `examples`, one level up), then `$PATH`.
+///
+/// # Examples
+///
+/// ```
+/// // What `Executor::new()` would run, or where it looked.
+/// match nomad_shim::find_shim(None) {
+///     Ok(path) => println!("supervisor binary: {}", path.display()),
+///     Err(e) => println!("{e}"),
+/// }
+/// ```
 pub fn find_shim(explicit: Option<&Path>) -> Result<PathBuf> {
     let mut tried = Vec::new();
     let mut candidates: Vec<PathBuf> = Vec::new();

@@ -21,6 +21,17 @@ use serde::{Deserialize, Serialize};
 use crate::sys;
 
 /// A process named by pid and start time, as written in `state.json`.
+///
+/// # Examples
+///
+/// ```
+/// use nomad_shim::Identity;
+///
+/// let me = Identity::of(std::process::id() as i32).unwrap();
+/// assert_eq!(me.pid, std::process::id() as i32);
+/// // The start time tells this process from a later one given the same pid.
+/// assert_eq!(Identity::of(me.pid).unwrap(), me);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Identity {
     /// The process id.

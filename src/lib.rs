@@ -126,6 +126,18 @@ pub use isolate::IsolateError;
 pub use isolate::IsolationSpec;
 pub use isolate::MountSpec;
 pub use isolate::RlimitSpec;
+/// A signal, for [`Task::signal`], [`Task::stop`] and
+/// [`TaskSpec::kill_signal`]: `nix`'s `Signal`, re-exported so that an agent
+/// needs no `nix` of its own, of the same version.
+///
+/// ```
+/// use nomad_shim::{Signal, TaskSpec};
+///
+/// let signal: Signal = "SIGQUIT".parse().unwrap();
+/// let mut spec = TaskSpec::new("/usr/sbin/nginx");
+/// spec.kill_signal(signal);
+/// assert_eq!(spec.kill_signal, Signal::SIGQUIT);
+/// ```
 pub use nix::sys::signal::Signal;
 pub use spec::LogPolicy;
 pub use spec::SpecError;

@@ -32,6 +32,21 @@ const DEV_RESERVED: &[&str] = &[
 
 /// A host device node passed through to the task
 /// (`--device HOST_PATH[:TASK_PATH][:rwm]`).
+///
+/// # Examples
+///
+/// ```
+/// use nomad_shim::{DeviceSpec, IsolationSpec};
+///
+/// # fn main() -> Result<(), nomad_shim::IsolateError> {
+/// // As the CLI's --device takes it: HOST_PATH[:TASK_PATH][:rwm].
+/// let fuse = DeviceSpec::parse("/dev/fuse:rw")?;
+/// assert_eq!(fuse.task_path(), std::path::Path::new("/dev/fuse"));
+/// let isolation = IsolationSpec { devices: vec![fuse], ..IsolationSpec::default() };
+/// # let _ = isolation;
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeviceSpec {
     /// The host's node, e.g. `/dev/nvidia0`: a char or block device.
