@@ -174,3 +174,40 @@ fn the_agent_names_only_the_crate_root() {
         "the check found the agent"
     );
 }
+
+/// Misuse with extreme or wrong values is an error or plain behaviour,
+/// never a panic: a kill timeout past `Instant`'s range (in the spec and in
+/// `stop`), ids that are no ids, a task that does not exist.
+#[test]
+fn extreme_values_and_bad_ids_do_not_panic() {
+    if !root_or_skip("extreme_values_and_bad_ids_do_not_panic") {
+        return;
+    }
+    let root = TestRoot::new();
+    let mut spec = nomad_shim::TaskSpec::new("/bin/sh");
+    spec.args(["-c", "trap 'exit 4' TERM; while :; do sleep 0.05; done"])
+        .kill_timeout(std::time::Duration::MAX);
+    let mut task = root.exec.start(&spec).unwrap();
+    let exit = task
+        .stop(
+            Some(nomad_shim::Signal::SIGTERM),
+            Some(std::time::Duration::MAX),
+        )
+        .unwrap();
+    assert_eq!(exit.code(), Some(4), "{exit:?}");
+    let long = "a".repeat(10_000);
+    for bad in ["", "../etc", "-rf", "a/b", long.as_str()] {
+        assert!(
+            matches!(
+                root.exec.open(bad),
+                Err(nomad_shim::Error::State(
+                    nomad_shim::StateError::InvalidId { .. }
+                ))
+            ),
+            "open({bad:.20?})"
+        );
+        assert!(root.exec.remove(bad, true).is_err(), "remove({bad:.20?})");
+    }
+    assert!(root.exec.open("no-such-task").is_err());
+    root.exec.remove(task.id().as_str(), false).unwrap();
+}

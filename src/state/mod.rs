@@ -256,7 +256,8 @@ impl ExitRecord {
     pub fn shell_code(&self) -> Option<i32> {
         match (self.code, self.signal) {
             (Some(c), _) => Some(c),
-            (None, Some(s)) => Some(128 + s),
+            // Saturating: a hand-edited state.json must not make this panic.
+            (None, Some(s)) => Some(s.saturating_add(128)),
             (None, None) => None,
         }
     }
