@@ -143,7 +143,7 @@ fn fields_after_comm(stat: &[u8]) -> Option<std::str::SplitAsciiWhitespace<'_>> 
 }
 
 /// Parses the start time (field 22) out of a `/proc/<pid>/stat` line.
-pub fn parse_start_time(stat: &[u8]) -> Option<u64> {
+pub(crate) fn parse_start_time(stat: &[u8]) -> Option<u64> {
     fields_after_comm(stat)?.nth(22 - 3)?.parse().ok()
 }
 

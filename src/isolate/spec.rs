@@ -322,8 +322,7 @@ impl IsolationSpec {
 
     /// Fills `uid`, `gid`, `groups`, `user_name` and `home` from a resolved
     /// user (see [`super::resolve_user`]).
-    #[doc(hidden)]
-    pub fn set_user(&mut self, user: &super::ResolvedUser) {
+    pub(crate) fn set_user(&mut self, user: &super::ResolvedUser) {
         self.uid = Some(user.uid);
         self.gid = Some(user.gid);
         self.groups = user.groups.clone();
