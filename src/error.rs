@@ -154,4 +154,15 @@ impl Error {
 }
 
 /// The library's result type.
+///
+/// # Examples
+///
+/// ```no_run
+/// use nomad_shim::{Executor, Result, TaskExit};
+///
+/// fn exit_of(id: &str) -> Result<TaskExit> {
+///     Executor::new()?.open(id)?.wait()
+/// }
+/// # let _ = exit_of("web.1");
+/// ```
 pub type Result<T, E = Error> = std::result::Result<T, E>;
