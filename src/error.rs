@@ -8,6 +8,27 @@ use crate::state::{StateError, TaskId};
 
 /// Everything that can go wrong in [`Executor`](crate::Executor) and
 /// [`Task`](crate::Task), each variant naming the task, path or pid.
+///
+/// # Examples
+///
+/// ```
+/// use nomad_shim::{Error, Executor, TaskSpec};
+///
+/// fn start(executor: &Executor, spec: &TaskSpec) -> Result<(), String> {
+///     match executor.start(spec) {
+///         Ok(task) => Ok(println!("started {}", task.id())),
+///         // The CLI's exit codes 127 and 126.
+///         Err(e) if e.is_not_found() => Err(format!("no such program: {e}")),
+///         Err(e) if e.is_not_executable() => Err(format!("cannot execute: {e}")),
+///         Err(Error::Spec(e)) => Err(format!("fix the spec's {}: {}", e.field, e.reason)),
+///         Err(e) => Err(e.to_string()),
+///     }
+/// }
+///
+/// let executor = Executor::with_root(std::env::temp_dir().join("nomad-shim-doc")).shim_path("/bin/true");
+/// // Refused before anything is created or run.
+/// assert_eq!(start(&executor, &TaskSpec::new("")).unwrap_err(), "fix the spec's program: is empty");
+/// ```
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The spec cannot be run.
@@ -133,4 +154,15 @@ impl Error {
 }
 
 /// The library's result type.
+///
+/// # Examples
+///
+/// ```no_run
+/// use nomad_shim::{Executor, Result, TaskExit};
+///
+/// fn exit_of(id: &str) -> Result<TaskExit> {
+///     Executor::new()?.open(id)?.wait()
+/// }
+/// # let _ = exit_of("web.1");
+/// ```
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -25,6 +25,29 @@ pub const SUPERVISE_SUBCOMMAND: &str = "__supervise";
 /// Each task runs under its own `nomad-shim` supervisor, which is not a child
 /// of the calling process: the agent may exit, crash or restart, and the
 /// tasks (and the record of how they ended) stay.
+///
+/// # Examples
+///
+/// ```no_run
+/// use nomad_shim::{Executor, TaskSpec};
+///
+/// # fn main() -> nomad_shim::Result<()> {
+/// let executor = Executor::with_root("/run/my-agent/tasks")
+///     .shim_path("/usr/libexec/nomad-shim")
+///     .cgroup_parent("my-agent");
+/// let mut task = executor.start(TaskSpec::new("/bin/true").id("job-1"))?;
+/// task.wait()?;
+/// // Every task under the root, also those of an earlier run of the agent.
+/// for (id, state) in executor.list()? {
+///     match state {
+///         Ok(state) => println!("{id}: {}", state.status),
+///         Err(e) => eprintln!("{id}: {e}"),
+///     }
+/// }
+/// executor.remove("job-1", false)?;
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone)]
 pub struct Executor {
     root: Root,
@@ -56,7 +79,7 @@ impl Executor {
     }
 
     /// Makes the cgroups of tasks whose spec names no parent under `parent`
-    /// (default [`crate::cgroup::DEFAULT_PARENT`]).
+    /// (default `nomad-shim`), relative to the root of each hierarchy.
     pub fn cgroup_parent(mut self, parent: impl Into<String>) -> Executor {
         self.cgroup_parent = Some(parent.into());
         self
@@ -83,13 +106,20 @@ impl Executor {
         // can never inherit it (and hold it open: the read would then wait
         // for that task). std dup2()s the write end onto the child's fd 1,
         // which clears close-on-exec there only.
+        let write_end = match pending.take_write_end() {
+            Ok(fd) => fd,
+            Err(e) => {
+                pending.abandon();
+                return Err(e);
+            }
+        };
         let mut cmd = Command::new(&shim);
         cmd.arg(SUPERVISE_SUBCOMMAND)
             .arg(self.root.path())
             .arg(pending.id().as_str())
             .env_clear()
             .stdin(Stdio::null())
-            .stdout(Stdio::from(pending.take_write_end()))
+            .stdout(Stdio::from(write_end))
             .stderr(Stdio::null());
         let spawned = cmd.spawn();
         // `cmd` owns our copy of the write end: drop it, or EOF never comes.
@@ -118,6 +148,7 @@ impl Executor {
     /// [`PendingStart::take_write_end`] as its stdout, and passes the
     /// result to [`Executor::finish_start`]. The `nomad-shim` CLI does so to
     /// spare one exec of itself; an agent simply calls [`Executor::start`].
+    #[doc(hidden)]
     pub fn prepare_start(&self, spec: &TaskSpec) -> Result<PendingStart> {
         let began = Instant::now();
         spec.validate()?;
@@ -174,6 +205,7 @@ impl Executor {
     /// reply line and returns the running task, or the start error.
     /// `intermediate` reaps the launched process (it exits at once) and says
     /// how it ended, for the error when the supervisor vanished.
+    #[doc(hidden)]
     pub fn finish_start(
         &self,
         mut pending: PendingStart,
@@ -392,13 +424,14 @@ impl PendingStart {
 
     /// The sync pipe's write end, to become the supervisor's stdout
     /// (close-on-exec; `dup2` it onto fd 1 in the launched process).
-    ///
-    /// # Panics
-    /// If taken twice.
-    pub fn take_write_end(&mut self) -> OwnedFd {
-        self.write_end
-            .take()
-            .expect("the sync pipe's write end is taken once")
+    /// There is one: a second call is [`Error::Io`] (`EBADF`), never a
+    /// panic.
+    pub fn take_write_end(&mut self) -> Result<OwnedFd> {
+        self.write_end.take().ok_or_else(|| Error::Io {
+            op: "take the sync pipe's write end (taken already) of",
+            what: self.dir.id().to_string(),
+            source: std::io::Error::from_raw_os_error(libc::EBADF),
+        })
     }
 
     /// Gives up before a supervisor ran: removes the task directory.
@@ -410,6 +443,16 @@ impl PendingStart {
 /// Finds the binary: `explicit`, then `$NOMAD_SHIM`, then next to the current
 /// executable (and, for test binaries and examples under `target/<profile>/deps`
 /// or `examples`, one level up), then `$PATH`.
+///
+/// # Examples
+///
+/// ```
+/// // What `Executor::new()` would run, or where it looked.
+/// match nomad_shim::find_shim(None) {
+///     Ok(path) => println!("supervisor binary: {}", path.display()),
+///     Err(e) => println!("{e}"),
+/// }
+/// ```
 pub fn find_shim(explicit: Option<&Path>) -> Result<PathBuf> {
     let mut tried = Vec::new();
     let mut candidates: Vec<PathBuf> = Vec::new();
@@ -450,4 +493,28 @@ pub fn find_shim(explicit: Option<&Path>) -> Result<PathBuf> {
 fn is_executable(p: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
     std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression (issue 10): a second `take_write_end` panicked.
+    #[test]
+    fn take_write_end_twice_is_an_error_not_a_panic() {
+        let tmp = tempfile::tempdir().unwrap();
+        let executor = Executor::with_root(tmp.path().join("root"));
+        let mut pending = executor.prepare_start(&TaskSpec::new("true")).unwrap();
+        let id = pending.id().clone();
+        assert!(pending.take_write_end().is_ok());
+        match pending.take_write_end() {
+            Err(Error::Io { what, source, .. }) => {
+                assert_eq!(what, id.as_str());
+                assert_eq!(source.raw_os_error(), Some(libc::EBADF));
+            }
+            other => panic!("expected Error::Io, got {other:?}"),
+        }
+        pending.abandon();
+        assert!(!tmp.path().join("root").join(id.as_str()).exists());
+    }
 }

@@ -21,6 +21,17 @@ use serde::{Deserialize, Serialize};
 use crate::sys;
 
 /// A process named by pid and start time, as written in `state.json`.
+///
+/// # Examples
+///
+/// ```
+/// use nomad_shim::Identity;
+///
+/// let me = Identity::of(std::process::id() as i32).unwrap();
+/// assert_eq!(me.pid, std::process::id() as i32);
+/// // The start time tells this process from a later one given the same pid.
+/// assert_eq!(Identity::of(me.pid).unwrap(), me);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Identity {
     /// The process id.
@@ -42,6 +53,7 @@ impl Identity {
     ///
     /// `Ok(None)` means the process is gone: it exited, or its pid now names
     /// another process.
+    #[doc(hidden)]
     pub fn open(&self) -> io::Result<Option<Pidfd>> {
         if self.pid <= 0 {
             return Ok(None);
@@ -131,7 +143,7 @@ fn fields_after_comm(stat: &[u8]) -> Option<std::str::SplitAsciiWhitespace<'_>> 
 }
 
 /// Parses the start time (field 22) out of a `/proc/<pid>/stat` line.
-pub fn parse_start_time(stat: &[u8]) -> Option<u64> {
+pub(crate) fn parse_start_time(stat: &[u8]) -> Option<u64> {
     fields_after_comm(stat)?.nth(22 - 3)?.parse().ok()
 }
 

@@ -22,6 +22,17 @@ pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bi
 
 /// How the supervisor keeps a task's output: `stdout.log` and `stderr.log` in
 /// the task's state directory, rotated to `.1` … `.N-1` at `max_size` bytes.
+///
+/// # Examples
+///
+/// ```
+/// use nomad_shim::{LogPolicy, TaskSpec};
+///
+/// let mut spec = TaskSpec::new("/usr/bin/env");
+/// // stdout.log, stdout.log.1, stdout.log.2 (the same for stderr), 10 MiB each.
+/// spec.logs(LogPolicy { max_files: 3, max_size: 10 << 20 });
+/// assert!(spec.validate().is_ok());
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LogPolicy {
     /// How many files per stream, the live one included (at least 1).
@@ -276,6 +287,16 @@ impl TaskSpec {
 }
 
 /// A spec that cannot be run, and why.
+///
+/// # Examples
+///
+/// ```
+/// use nomad_shim::TaskSpec;
+///
+/// let err = TaskSpec::new("").validate().unwrap_err();
+/// assert_eq!(err.field, "program");
+/// assert_eq!(err.to_string(), "invalid task spec: program is empty");
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid task spec: {field} {reason}")]
 pub struct SpecError {

@@ -1,6 +1,6 @@
 //! The library's only `unsafe`: raw system calls that neither `std` nor `nix`
 //! wraps. Each wrapper turns the raw `-1`/errno convention into a
-//! [`nix::Result`] once, through [`check`] (the `SyscallReturnCode` habit of
+//! [`nix::Result`] once, through `check` (the `SyscallReturnCode` habit of
 //! rust-vmm's `vmm-sys-util`).
 #![allow(unsafe_code)]
 
@@ -22,7 +22,7 @@ fn check(ret: libc::c_long) -> nix::Result<libc::c_long> {
 /// The descriptor is close-on-exec. It becomes readable when the process
 /// exits, whether or not it is our child, and `pidfd_send_signal(2)` through
 /// it can never reach a process that later reuses the pid.
-pub fn pidfd_open(pid: libc::pid_t) -> nix::Result<OwnedFd> {
+pub(crate) fn pidfd_open(pid: libc::pid_t) -> nix::Result<OwnedFd> {
     // SAFETY: pidfd_open takes two integers and touches no memory of ours.
     let ret = check(unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0 as libc::c_uint) })?;
     // SAFETY: on success the kernel returned a new descriptor that nothing
@@ -32,7 +32,7 @@ pub fn pidfd_open(pid: libc::pid_t) -> nix::Result<OwnedFd> {
 
 /// `pidfd_send_signal(2)` with no `siginfo`: like `kill(2)`, but to the
 /// process the pidfd refers to, never to a reuse of its pid.
-pub fn pidfd_send_signal(pidfd: &OwnedFd, signal: libc::c_int) -> nix::Result<()> {
+pub(crate) fn pidfd_send_signal(pidfd: &OwnedFd, signal: libc::c_int) -> nix::Result<()> {
     use std::os::fd::AsRawFd;
     // SAFETY: a null siginfo pointer is explicitly allowed (the kernel then
     // fills in the siginfo as kill(2) would); the fd is valid for the call.
@@ -66,7 +66,7 @@ pub fn close_range(first: libc::c_uint, flags: libc::c_uint) -> nix::Result<()> 
 }
 
 /// `getrandom(2)`: fills `buf` from the kernel's CSPRNG.
-pub fn getrandom(buf: &mut [u8]) -> nix::Result<()> {
+pub(crate) fn getrandom(buf: &mut [u8]) -> nix::Result<()> {
     let mut filled = 0;
     while filled < buf.len() {
         let rest = &mut buf[filled..];
@@ -126,7 +126,7 @@ pub fn wait4_nohang(pid: libc::pid_t) -> nix::Result<Option<Reaped>> {
 /// directory is outside the process's root, the kernel answers with a path
 /// starting `(unreachable)`, which the CVE-2024-21626 check looks for; glibc
 /// turns that into ENOENT and hides it.
-pub fn getcwd(buf: &mut [u8]) -> nix::Result<&std::ffi::CStr> {
+pub(crate) fn getcwd(buf: &mut [u8]) -> nix::Result<&std::ffi::CStr> {
     // SAFETY: the pointer and length describe `buf`, a live mutable slice
     // the kernel may write into entirely.
     let ret = check(unsafe { libc::syscall(libc::SYS_getcwd, buf.as_mut_ptr(), buf.len()) })?;
@@ -174,13 +174,13 @@ pub fn lgetxattr(
 }
 
 /// `mount_setattr(2)` attributes (linux/mount.h).
-pub const MOUNT_ATTR_RDONLY: u64 = 0x1;
+pub(crate) const MOUNT_ATTR_RDONLY: u64 = 0x1;
 /// No setuid/setgid (`MS_NOSUID`).
-pub const MOUNT_ATTR_NOSUID: u64 = 0x2;
+pub(crate) const MOUNT_ATTR_NOSUID: u64 = 0x2;
 /// No device files (`MS_NODEV`).
-pub const MOUNT_ATTR_NODEV: u64 = 0x4;
+pub(crate) const MOUNT_ATTR_NODEV: u64 = 0x4;
 /// No execution (`MS_NOEXEC`).
-pub const MOUNT_ATTR_NOEXEC: u64 = 0x8;
+pub(crate) const MOUNT_ATTR_NOEXEC: u64 = 0x8;
 
 /// `struct mount_attr` of linux/mount.h (`MOUNT_ATTR_SIZE_VER0`, 32 bytes).
 #[repr(C)]
@@ -195,7 +195,7 @@ struct MountAttr {
 /// 5.12): sets `attr_set` on the mount `fd` refers to and on every mount
 /// below it, in one call; one `MS_BIND|MS_REMOUNT` per mount otherwise.
 /// `ENOSYS` on older kernels.
-pub fn mount_setattr_recursive(fd: &OwnedFd, attr_set: u64) -> nix::Result<()> {
+pub(crate) fn mount_setattr_recursive(fd: &OwnedFd, attr_set: u64) -> nix::Result<()> {
     use std::os::fd::AsRawFd;
     /// fcntl.h: "apply to the entire subtree".
     const AT_RECURSIVE: libc::c_uint = 0x8000;
@@ -226,7 +226,7 @@ pub fn mount_setattr_recursive(fd: &OwnedFd, attr_set: u64) -> nix::Result<()> {
 /// `statx(2)`'s `STATX_ATTR_MOUNT_ROOT` (Linux 5.8), which, unlike a
 /// comparison of `st_dev`, also sees a bind mount from the same filesystem.
 /// `None` where the kernel does not report the attribute.
-pub fn is_mount_root(path: &std::ffi::CStr) -> Option<bool> {
+pub(crate) fn is_mount_root(path: &std::ffi::CStr) -> Option<bool> {
     // SAFETY: statx is plain old data; all-zero is a valid value.
     let mut stx: libc::statx = unsafe { std::mem::zeroed() };
     // SAFETY: the path is NUL-terminated and `stx` a live local the kernel
@@ -286,7 +286,10 @@ struct BpfProgAttachAttr {
 /// is the instructions, 8 bytes each (`struct bpf_insn`). With `log`, the
 /// verifier writes its log there (level 1). Returns the program's
 /// descriptor (close-on-exec: the kernel always sets it for bpf fds).
-pub fn bpf_prog_load_cgroup_device(insns: &[u8], log: Option<&mut [u8]>) -> nix::Result<OwnedFd> {
+pub(crate) fn bpf_prog_load_cgroup_device(
+    insns: &[u8],
+    log: Option<&mut [u8]>,
+) -> nix::Result<OwnedFd> {
     if !insns.len().is_multiple_of(8) {
         return Err(Errno::EINVAL);
     }
@@ -327,7 +330,7 @@ pub fn bpf_prog_load_cgroup_device(insns: &[u8], log: Option<&mut [u8]>) -> nix:
 /// `O_PATH` or ordinary directory descriptor), as `BPF_CGROUP_DEVICE` with
 /// `BPF_F_ALLOW_MULTI`: programs of ancestors keep applying, and every one
 /// must allow an access.
-pub fn bpf_prog_attach_cgroup_device(
+pub(crate) fn bpf_prog_attach_cgroup_device(
     cgroup: &impl std::os::fd::AsRawFd,
     prog: &impl std::os::fd::AsRawFd,
 ) -> nix::Result<()> {

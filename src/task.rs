@@ -22,6 +22,25 @@ use crate::state::{names, now_rfc3339, ExitRecord, Status, TaskDir, TaskId, Task
 const CONTROL_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How a task ended, as far as anyone can know.
+///
+/// # Examples
+///
+/// ```
+/// use nomad_shim::TaskExit;
+///
+/// fn describe(exit: &TaskExit) -> String {
+///     match exit {
+///         TaskExit::Exited(r) if r.oom_killed == Some(true) => "killed by the OOM killer".into(),
+///         TaskExit::Exited(r) => format!("exited with status {}", r.shell_code().unwrap_or(-1)),
+///         TaskExit::Lost { reason } => format!("exit unknown: {reason}"),
+///     }
+/// }
+///
+/// let lost = TaskExit::Lost { reason: "the supervisor was killed".into() };
+/// assert_eq!(lost.code(), None);
+/// assert!(!lost.success());
+/// assert_eq!(describe(&lost), "exit unknown: the supervisor was killed");
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TaskExit {
     /// The supervisor recorded the exit exactly.
@@ -101,6 +120,29 @@ impl TaskExit {
 ///
 /// Dropping a `Task` does nothing to the task: it keeps running under its
 /// supervisor, and [`Executor::open`](crate::Executor::open) finds it again.
+///
+/// # Examples
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use nomad_shim::{Executor, Signal, TaskExit};
+///
+/// # fn main() -> nomad_shim::Result<()> {
+/// let executor = Executor::new()?;
+/// let mut task = executor.open("web.1")?;
+/// println!("task {} runs as pid {:?}", task.id(), task.pid());
+/// if let Some(exit) = task.try_wait()? {
+///     println!("it has already ended: {exit:?}");
+///     return Ok(());
+/// }
+/// task.signal(Signal::SIGHUP)?;
+/// match task.stop(Some(Signal::SIGTERM), Some(Duration::from_secs(5)))? {
+///     TaskExit::Exited(record) => println!("exited, status {:?}", record.shell_code()),
+///     TaskExit::Lost { reason } => println!("exit unknown: {reason}"),
+/// }
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug)]
 pub struct Task {
     dir: TaskDir,

@@ -148,7 +148,7 @@ impl Insn {
     }
 }
 
-/// A device program: its instructions, ready for [`attach_device_program`].
+/// A device program: its instructions, ready for `attach_device_program`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Program(Vec<Insn>);
 

@@ -17,6 +17,15 @@ use std::time::Duration;
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// What went wrong in a cgroup operation.
+///
+/// # Examples
+///
+/// ```
+/// use nomad_shim::{CgroupError, Resources};
+///
+/// let err = Resources { memory_max: Some(0), ..Resources::default() }.validate().unwrap_err();
+/// assert!(matches!(err, CgroupError::InvalidResources { field: "memory_max", .. }));
+/// ```
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// `statfs(2)` on the cgroup root failed.

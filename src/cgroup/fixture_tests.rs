@@ -836,3 +836,28 @@ fn v1_devices_hierarchy_is_required_and_gets_the_rules() {
         );
     }
 }
+
+/// Regression (issue 10): `start + timeout` panicked for a timeout past
+/// `Instant`'s range (`kill_all_timeout(Duration::MAX)`).
+#[test]
+fn kill_loop_takes_a_timeout_past_instants_range() {
+    let tmp = tempfile::tempdir().unwrap();
+    let procs = tmp.path().join("cgroup.procs");
+    fs::write(&procs, "999999\n").unwrap();
+    let mut rounds = 0;
+    kill_loop(
+        std::slice::from_ref(&procs),
+        tmp.path(),
+        std::time::Duration::MAX,
+        || {
+            rounds += 1;
+            fs::write(&procs, "").map_err(|e| Error::Write {
+                path: procs.clone(),
+                value: String::new(),
+                cause: e,
+            })
+        },
+    )
+    .unwrap();
+    assert_eq!(rounds, 1);
+}

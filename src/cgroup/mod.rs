@@ -393,7 +393,11 @@ fn kill_loop(
             });
         }
         round()?;
-        let settle = (Instant::now() + Duration::from_millis(250)).min(start + timeout);
+        // `start + timeout` would panic for a timeout past Instant's range.
+        let settle = Instant::now() + Duration::from_millis(250);
+        let settle = start
+            .checked_add(timeout)
+            .map_or(settle, |end| settle.min(end));
         files::wait_until(settle, || Ok(read_all_pids(procs)?.is_empty()))?;
     }
 }

@@ -17,7 +17,24 @@ const CPU_QUOTA_MIN_US: u64 = 1_000;
 /// Units are the caller's, the same for both cgroup versions; each field says which
 /// file it lands in and how it is converted.
 ///
-/// [`update`]: super::TaskCgroup::update
+/// [`update`]: crate::Task::update_resources
+///
+/// # Examples
+///
+/// ```
+/// use nomad_shim::{Resources, TaskSpec};
+///
+/// let resources = Resources {
+///     memory_max: Some(256 << 20), // bytes
+///     cpus: Some(0.5),             // half of one CPU
+///     pids_max: Some(100),
+///     ..Resources::default()
+/// };
+/// assert!(resources.validate().is_ok());
+/// let mut spec = TaskSpec::new("/usr/bin/python3");
+/// spec.arg("-m").arg("http.server").resources(resources);
+/// // A running task's limits change with `Task::update_resources`.
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Resources {

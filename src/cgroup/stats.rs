@@ -12,6 +12,26 @@ use super::files::keyed;
 
 /// One sample of a task cgroup's usage. A section is `None` when its controller is
 /// not in use for this cgroup (not mounted in v1, not enabled in v2).
+///
+/// # Examples
+///
+/// ```no_run
+/// use nomad_shim::Executor;
+///
+/// # fn main() -> nomad_shim::Result<()> {
+/// let stats = Executor::new()?.open("web.1")?.stats()?;
+/// if let Some(cpu) = stats.cpu {
+///     println!("CPU {} ns, throttled {} ns", cpu.usage_ns, cpu.throttled_ns);
+/// }
+/// if let Some(memory) = stats.memory {
+///     println!("memory {} bytes (peak {:?})", memory.current, memory.peak);
+/// }
+/// if let Some(pids) = stats.pids {
+///     println!("{} processes and threads", pids.current);
+/// }
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Stats {
     /// CPU time and throttling.
@@ -26,6 +46,8 @@ pub struct Stats {
 }
 
 /// CPU time consumed and CFS throttling, in nanoseconds.
+///
+/// Part of [`Stats`](crate::Stats), which has an example.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CpuStats {
     /// Total CPU time (v2 `cpu.stat` `usage_usec`; v1 `cpuacct.usage`).
@@ -45,6 +67,8 @@ pub struct CpuStats {
 }
 
 /// Memory use in bytes.
+///
+/// Part of [`Stats`](crate::Stats), which has an example.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MemoryStats {
     /// Now (v2 `memory.current`; v1 `memory.usage_in_bytes`, page cache included).
@@ -63,6 +87,8 @@ pub struct MemoryStats {
 }
 
 /// Task count.
+///
+/// Part of [`Stats`](crate::Stats), which has an example.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PidsStats {
     /// Processes and threads now in the cgroup (`pids.current`).

@@ -32,6 +32,21 @@ const DEV_RESERVED: &[&str] = &[
 
 /// A host device node passed through to the task
 /// (`--device HOST_PATH[:TASK_PATH][:rwm]`).
+///
+/// # Examples
+///
+/// ```
+/// use nomad_shim::{DeviceSpec, IsolationSpec};
+///
+/// # fn main() -> Result<(), nomad_shim::IsolateError> {
+/// // As the CLI's --device takes it: HOST_PATH[:TASK_PATH][:rwm].
+/// let fuse = DeviceSpec::parse("/dev/fuse:rw")?;
+/// assert_eq!(fuse.task_path(), std::path::Path::new("/dev/fuse"));
+/// let isolation = IsolationSpec { devices: vec![fuse], ..IsolationSpec::default() };
+/// # let _ = isolation;
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeviceSpec {
     /// The host's node, e.g. `/dev/nvidia0`: a char or block device.
@@ -83,6 +98,7 @@ impl DeviceSpec {
     }
 
     /// The access bits.
+    #[doc(hidden)]
     pub fn access(&self) -> Result<Access, IsolateError> {
         Access::parse(&self.access).ok_or_else(|| IsolateError::InvalidDevice {
             device: self.host_path.display().to_string(),
@@ -136,6 +152,7 @@ impl DeviceSpec {
 
     /// `stat` the host node (following symlinks, as `/dev/dri/by-path/...`
     /// are) and return the rule that allows exactly it.
+    #[doc(hidden)]
     pub fn resolve(&self) -> Result<DeviceRule, IsolateError> {
         let md = std::fs::metadata(&self.host_path).map_err(|source| IsolateError::StatDevice {
             path: self.host_path.clone(),

@@ -6,6 +6,17 @@ use std::path::PathBuf;
 use nix::errno::Errno;
 
 /// Why a spec is invalid or the task directory could not be prepared.
+///
+/// # Examples
+///
+/// ```
+/// use nomad_shim::{IsolateError, IsolationSpec};
+///
+/// // A hostname needs a UTS namespace of the task's own.
+/// let isolation = IsolationSpec { hostname: Some("web-1".into()), ..IsolationSpec::default() };
+/// let err: IsolateError = isolation.validate().unwrap_err();
+/// println!("{err}");
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum IsolateError {

@@ -11,6 +11,20 @@ use super::spec::{check_path, relative_dst};
 
 /// Nomad's `dns` block: a task-private `/etc/resolv.conf` (resolv.conf(5)).
 /// Without it, a chroot task sees the host's `/etc/resolv.conf`.
+///
+/// # Examples
+///
+/// ```
+/// use nomad_shim::DnsSpec;
+///
+/// let dns = DnsSpec {
+///     servers: vec!["10.0.0.2".into(), "fd00::53".into()],
+///     searches: vec!["service.consul".into()],
+///     options: vec!["ndots:2".into()],
+/// };
+/// assert!(dns.validate().is_ok());
+/// assert!(DnsSpec { servers: vec!["dns.example".into()], ..dns }.validate().is_err());
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct DnsSpec {
@@ -26,6 +40,20 @@ pub struct DnsSpec {
 }
 
 /// A host path mounted into the task's root (Nomad's volume mounts).
+///
+/// # Examples
+///
+/// ```
+/// use nomad_shim::{IsolationSpec, MountSpec};
+///
+/// let isolation = IsolationSpec {
+///     chroot: true,
+///     task_dir: Some("/var/lib/my-agent/alloc/1/web".into()),
+///     mounts: vec![MountSpec { src: "/usr/share".into(), dst: "/srv/share".into(), readonly: true }],
+///     ..IsolationSpec::default()
+/// };
+/// assert!(isolation.validate().is_ok());
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MountSpec {
     /// Absolute host path: a directory or a regular file.
@@ -79,6 +107,7 @@ impl DnsSpec {
     /// `GenerateDNSMount`: each of the three parts not given (no server, no
     /// search domain, no option) is taken from `host`, the host's
     /// resolv.conf, so that `--dns-search` alone keeps the host's servers.
+    #[doc(hidden)]
     pub fn render(&self, host: &str) -> String {
         // resolv.conf(5): `nameserver` and `options` lines add up; `search`
         // and `domain` replace each other, the last one wins.

@@ -5,7 +5,7 @@
 //!
 //! * [`prepare`] runs in the supervisor (root, single-threaded). It validates
 //!   the [`IsolationSpec`], builds the task directory layout with
-//!   `openat`-relative, never-following operations ([`taskdir`]), opens the
+//!   `openat`-relative, never-following operations (`taskdir`), opens the
 //!   network namespace, and compiles everything the child will need — C
 //!   strings, the ordered mount list, the final capability sets — into a
 //!   [`Plan`].
@@ -45,7 +45,7 @@ pub use fsview_spec::{DnsSpec, MountSpec};
 pub use secrets::{mount_secrets, secrets_source, unmount_secrets, DEFAULT_SECRETS_SIZE};
 pub use spec::{BindSpec, IsolationSpec, RlimitSpec, DEFAULT_CHROOT_ENV};
 pub use step::{Step, StepError, SubjectId};
-pub use user::{resolve_user, ResolvedUser};
+pub(crate) use user::{resolve_user, ResolvedUser};
 
 use caps::CapPlan;
 use rlimit::RlimitPlan;

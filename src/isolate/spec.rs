@@ -28,6 +28,27 @@ pub(crate) const RESERVED: &[&str] = &["alloc", "local", "secrets", "tmp", "dev"
 /// The isolation a task asks for. Every field is optional; the default is no
 /// isolation beyond the privilege steps (no capabilities for a non-root user,
 /// `no_new_privs`, Nomad's bounding set).
+///
+/// # Examples
+///
+/// ```
+/// use nomad_shim::{DnsSpec, IsolationSpec, MountSpec, RlimitSpec, TaskSpec};
+///
+/// let isolation = IsolationSpec {
+///     chroot: true,
+///     task_dir: Some("/var/lib/my-agent/alloc/1/web".into()),
+///     pid: true, // a pid namespace; the task runs under an init
+///     uts: true,
+///     hostname: Some("web-1".into()),
+///     rlimits: vec![RlimitSpec { resource: "nofile".into(), soft: 1024, hard: 4096 }],
+///     mounts: vec![MountSpec { src: "/usr/share".into(), dst: "/data".into(), readonly: true }],
+///     dns: Some(DnsSpec { servers: vec!["10.0.0.2".into()], ..DnsSpec::default() }),
+///     ..IsolationSpec::default()
+/// };
+/// assert!(isolation.validate().is_ok());
+/// let mut spec = TaskSpec::new("/bin/sh");
+/// spec.isolation(isolation);
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct IsolationSpec {
@@ -119,6 +140,23 @@ pub struct IsolationSpec {
 }
 
 /// One host path bound read-only into the task's root.
+///
+/// # Examples
+///
+/// ```
+/// use nomad_shim::{BindSpec, IsolationSpec};
+///
+/// // Only /usr, /lib and /bin of the host in the task's root.
+/// let isolation = IsolationSpec {
+///     chroot: true,
+///     task_dir: Some("/var/lib/my-agent/alloc/1/web".into()),
+///     chroot_env: ["/usr", "/lib", "/bin"]
+///         .map(|p| BindSpec { src: p.into(), dst: p.into() })
+///         .to_vec(),
+///     ..IsolationSpec::default()
+/// };
+/// assert!(isolation.validate().is_ok());
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BindSpec {
     /// Absolute host path.
@@ -128,6 +166,21 @@ pub struct BindSpec {
 }
 
 /// One resource limit (setrlimit(2)); `u64::MAX` is `RLIM_INFINITY`.
+///
+/// # Examples
+///
+/// ```
+/// use nomad_shim::{IsolationSpec, RlimitSpec};
+///
+/// let isolation = IsolationSpec {
+///     rlimits: vec![
+///         RlimitSpec { resource: "nofile".into(), soft: 1024, hard: 4096 },
+///         RlimitSpec { resource: "RLIMIT_CORE".into(), soft: 0, hard: 0 },
+///     ],
+///     ..IsolationSpec::default()
+/// };
+/// assert!(isolation.validate().is_ok());
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RlimitSpec {
     /// `nofile`, `NOFILE` or `RLIMIT_NOFILE` (any case).
@@ -227,6 +280,7 @@ impl IsolationSpec {
 
     /// The `chroot_env` in effect: the spec's, or [`DEFAULT_CHROOT_ENV`]
     /// restricted to what exists on this host.
+    #[doc(hidden)]
     pub fn effective_chroot_env(&self) -> Vec<BindSpec> {
         if !self.chroot_env.is_empty() {
             return self.chroot_env.clone();
@@ -253,6 +307,7 @@ impl IsolationSpec {
     }
 
     /// `HOME`, `USER` and `LOGNAME` for the task user, when known.
+    #[doc(hidden)]
     pub fn env_defaults(&self) -> Vec<(String, String)> {
         let mut env = Vec::new();
         if !self.home.is_empty() {
@@ -267,7 +322,7 @@ impl IsolationSpec {
 
     /// Fills `uid`, `gid`, `groups`, `user_name` and `home` from a resolved
     /// user (see [`super::resolve_user`]).
-    pub fn set_user(&mut self, user: &super::ResolvedUser) {
+    pub(crate) fn set_user(&mut self, user: &super::ResolvedUser) {
         self.uid = Some(user.uid);
         self.gid = Some(user.gid);
         self.groups = user.groups.clone();

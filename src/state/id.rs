@@ -14,6 +14,20 @@ pub const MAX_LEN: usize = 128;
 /// The rule keeps an id a single, harmless path component (no `/`, no NUL,
 /// no leading `-` that a tool could take for an option, no newline that
 /// would break line-oriented output).
+///
+/// # Examples
+///
+/// ```
+/// use nomad_shim::TaskId;
+///
+/// # fn main() -> Result<(), nomad_shim::StateError> {
+/// let id = TaskId::new("web.1")?;
+/// assert_eq!(id.as_str(), "web.1");
+/// assert!(TaskId::new("-rf").is_err() && TaskId::new("a/b").is_err());
+/// assert_eq!(TaskId::generate().as_str().len(), 12);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct TaskId(String);

@@ -46,6 +46,16 @@ pub mod names {
 }
 
 /// Errors of the on-disk state, each naming the file or id concerned.
+///
+/// # Examples
+///
+/// ```
+/// use nomad_shim::{StateError, TaskId};
+///
+/// let err = TaskId::new("../etc").unwrap_err();
+/// assert!(matches!(err, StateError::InvalidId { .. }));
+/// assert!(err.to_string().starts_with("invalid task id"));
+/// ```
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
     /// The id breaks the id rule.
@@ -150,6 +160,17 @@ impl StateError {
 }
 
 /// The lifecycle of a task.
+///
+/// # Examples
+///
+/// ```
+/// use nomad_shim::Status;
+///
+/// // As in state.json and in the CLI's output.
+/// assert_eq!(Status::Lost.to_string(), "lost");
+/// let ended = |s: Status| matches!(s, Status::Exited | Status::Lost);
+/// assert!(ended(Status::Exited) && !ended(Status::Running));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
@@ -178,6 +199,18 @@ impl std::fmt::Display for Status {
 ///
 /// For an exited task exactly one of `code` and `signal` is set. For a lost
 /// task both are null and `error` says why the exit is unknown.
+///
+/// # Examples
+///
+/// ```
+/// use nomad_shim::ExitRecord;
+///
+/// // The `exit` of a state.json: killed by SIGKILL, the OOM killer's doing.
+/// let record: ExitRecord =
+///     serde_json::from_str(r#"{"code":null,"signal":9,"oom_killed":true}"#).unwrap();
+/// assert_eq!(record.shell_code(), Some(137));
+/// assert_eq!(record.oom_killed, Some(true));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExitRecord {
     /// The exit code, when the task exited normally.
@@ -206,6 +239,7 @@ pub struct ExitRecord {
 
 impl ExitRecord {
     /// The record of a task whose exit is unknown.
+    #[doc(hidden)]
     pub fn lost(error: impl Into<String>) -> ExitRecord {
         ExitRecord {
             code: None,
@@ -224,16 +258,37 @@ impl ExitRecord {
     pub fn shell_code(&self) -> Option<i32> {
         match (self.code, self.signal) {
             (Some(c), _) => Some(c),
-            (None, Some(s)) => Some(128 + s),
+            // Saturating: a hand-edited state.json must not make this panic.
+            (None, Some(s)) => Some(s.saturating_add(128)),
             (None, None) => None,
         }
     }
 }
 
 /// `state.json`: what is.
+///
+/// # Examples
+///
+/// ```no_run
+/// use nomad_shim::{Executor, Status};
+///
+/// # fn main() -> nomad_shim::Result<()> {
+/// let state = Executor::new()?.open("web.1")?.state()?;
+/// match state.status {
+///     Status::Starting | Status::Running => {
+///         println!("running as pid {:?} since {:?}", state.task.map(|t| t.pid), state.started_at)
+///     }
+///     Status::Exited | Status::Lost => println!("ended: {:?}", state.exit),
+/// }
+/// for warning in &state.warnings {
+///     println!("warning: {warning}");
+/// }
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TaskState {
-    /// Format version, [`STATE_VERSION`].
+    /// Format version (1).
     pub version: u32,
     /// The task id (equal to the directory's name).
     pub id: TaskId,
@@ -273,6 +328,7 @@ struct VersionProbe {
 
 impl TaskState {
     /// A new `starting` state.
+    #[doc(hidden)]
     pub fn starting(id: TaskId, boot_id: &str) -> TaskState {
         TaskState {
             version: STATE_VERSION,
@@ -299,6 +355,7 @@ impl TaskState {
 
     /// Parses and validates a state file's bytes. `expected_id` is the id of
     /// the directory the file was found in.
+    #[doc(hidden)]
     pub fn parse(bytes: &[u8], path: &Path, expected_id: &TaskId) -> Result<TaskState, StateError> {
         // Check the version before the shape: a future version may change the
         // shape, and "unknown version" is the truthful error then.

@@ -207,3 +207,13 @@ fn lock_probe_sees_a_held_lock() {
     drop(lock);
     assert!(!dir.lock_is_held().unwrap());
 }
+
+/// Regression (issue 10): `128 + signal` overflowed (a debug-build panic)
+/// for a signal number out of range in a hand-edited state.json.
+#[test]
+fn shell_code_of_an_absurd_signal_does_not_overflow() {
+    let r: ExitRecord = serde_json::from_str(r#"{"code":null,"signal":2147483647}"#).unwrap();
+    assert_eq!(r.shell_code(), Some(i32::MAX));
+    let r: ExitRecord = serde_json::from_str(r#"{"code":null,"signal":9}"#).unwrap();
+    assert_eq!(r.shell_code(), Some(137));
+}

@@ -20,7 +20,13 @@ use nomad_shim::{Error, Executor, Task, TaskSpec};
 /// Starts `spec` like [`Executor::start`], forking instead of exec'ing.
 pub fn start(executor: &Executor, spec: &TaskSpec) -> Result<Task, Error> {
     let mut pending = executor.prepare_start(spec)?;
-    let write_end = pending.take_write_end();
+    let write_end = match pending.take_write_end() {
+        Ok(fd) => fd,
+        Err(e) => {
+            pending.abandon();
+            return Err(e);
+        }
+    };
     let root = executor.root().to_path_buf();
     let id = pending.id().to_string();
     match crate::sys::fork() {
