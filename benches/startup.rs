@@ -11,7 +11,7 @@
 //!   is skipped or marked failed, with the reason printed once and put in the
 //!   report; the others go on.
 //! * The process is a subreaper (supervisors are re-parented to it) and reaps
-//!   every supervisor before it exits; PID 1 here never reaps (DESIGN §8).
+//!   every supervisor before it exits; PID 1 here never reaps (docs/architecture.md, "Who reaps the supervisor").
 //!
 //! * Start-to-exit runs twice: back to back, and with an idle pause before
 //!   each run. They differ: a start after a pause pays deferred kernel work

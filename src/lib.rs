@@ -34,7 +34,7 @@
 //! #     return Ok(());
 //! # }
 //! # // A process that starts tasks must reap supervisors that end while it
-//! # // is their nearest subreaper (DESIGN §8); an agent under a reaping init
+//! # // is their nearest subreaper (docs/architecture.md, "Who reaps the supervisor"); an agent under a reaping init
 //! # // needs nothing of this.
 //! # nix::sys::prctl::set_child_subreaper(true).unwrap();
 //! # // Tests use a cgroup parent of their own, removed at the end.

@@ -9,7 +9,7 @@ use nix::unistd::ForkResult;
 /// `fork(2)`.
 ///
 /// Callers must be single-threaded: the supervisor is (no runtime, no
-/// thread pools; DESIGN §2), so the child may do anything the parent could,
+/// thread pools; docs/architecture.md, "Process model"), so the child may do anything the parent could,
 /// allocation included.
 pub fn fork() -> nix::Result<ForkResult> {
     // SAFETY: the supervisor process never starts a second thread, so no

@@ -1,4 +1,4 @@
-//! Which cgroup layout a machine has, found with `statfs(2)` (DESIGN §6).
+//! Which cgroup layout a machine has, found with `statfs(2)` (docs/cgroups.md).
 
 use std::fmt;
 use std::path::{Path, PathBuf};

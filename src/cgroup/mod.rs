@@ -1,5 +1,5 @@
 //! Cgroups: a task's resource limits, accounting, OOM detection and reliable kill,
-//! on cgroup v1 and v2 behind one interface (DESIGN §6).
+//! on cgroup v1 and v2 behind one interface (docs/cgroups.md).
 //!
 //! ```text
 //! detect.rs     which layout the machine has (statfs), the root path

@@ -1,5 +1,5 @@
 //! Cgroup names (checked before any `mkdir`) and [`CgroupPaths`], the form a task's
-//! cgroup takes in `state.json` (DESIGN §3).
+//! cgroup takes in `state.json` (docs/state-format.md).
 
 use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};

@@ -1,5 +1,5 @@
 //! Task isolation: what the supervisor prepares before `fork`, and the ordered
-//! steps the forked child applies just before `execve` (DESIGN §5).
+//! steps the forked child applies just before `execve` (docs/isolation.md, "The child, in order").
 //!
 //! Two halves, split by `fork(2)`:
 //!
@@ -168,7 +168,7 @@ impl Plan {
         self.oom_score_adj.as_bytes()
     }
 
-    /// Applies the isolation, in DESIGN §5's order, in the forked child just
+    /// Applies the isolation, in the order of docs/isolation.md ("The child, in order"), in the forked child just
     /// before `execve`. Allocates nothing.
     ///
     /// Preconditions: the child was created with [`Plan::clone_flags`]; it is

@@ -1,4 +1,4 @@
-//! The on-disk contract (DESIGN §3): the root directory, one directory per
+//! The on-disk contract (docs/state-format.md): the root directory, one directory per
 //! task, `spec.json`, `state.json` and `lock`.
 //!
 //! `state.json` is a public format that operators read with `jq`; the field

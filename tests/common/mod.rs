@@ -1,6 +1,6 @@
 //! Shared test machinery.
 //!
-//! * The test process is a **subreaper** (DESIGN §8): supervisors that the
+//! * The test process is a **subreaper** (docs/architecture.md, "Who reaps the supervisor"): supervisors that the
 //!   library detaches are re-parented to it, not to PID 1 (which never reaps
 //!   on these machines). A reaper thread reaps them, and only them: children
 //!   a test spawned itself are registered and left to the test's own wait.

@@ -1,4 +1,4 @@
-//! The operator's command line (DESIGN §9). Errors print as one line on
+//! The operator's command line (docs/cli.md). Errors print as one line on
 //! stderr, `nomad-shim: <what failed>`; exit codes follow runc and podman:
 //! 125 for an error of nomad-shim itself, 126 when the program cannot be
 //! executed, 127 when it is not found; `run` and `wait` exit with the task's

@@ -1,6 +1,6 @@
 //! The task child: from `fork(2)` to `execve(2)`.
 //!
-//! Steps run in DESIGN §5's order. A failing step writes an [`ExecError`]
+//! Steps run in the order of docs/isolation.md ("The child, in order"). A failing step writes an [`ExecError`]
 //! (8 bytes: step, errno) to the close-on-exec error pipe and exits 127; a
 //! successful `execve` closes the pipe, so the supervisor reads EOF. The
 //! supervisor turns the record into a message naming what failed.

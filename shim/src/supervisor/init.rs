@@ -17,7 +17,7 @@
 //! Why it is shaped this way:
 //!
 //! * **Isolation before the fork.** The clone3 child applies every step of
-//!   DESIGN §5 (cgroup, rlimits, root and `pivot_root`, hostname,
+//!   docs/isolation.md (cgroup, rlimits, root and `pivot_root`, hostname,
 //!   privileges, `no_new_privs`, cwd) and only then becomes the init and
 //!   forks the program. So the init never holds a view of the host's
 //!   filesystem (`/proc/1/root` of a task leads to the task's root) and runs

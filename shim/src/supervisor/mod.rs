@@ -226,7 +226,7 @@ fn prepare_and_start(dir: &TaskDir, lock: File) -> Result<(), Failure> {
     state.supervisor = Some(me);
 
     // The task's cgroup, with its limits, before anything of the task exists
-    // (DESIGN §5). The supervisor itself stays outside it: its memory does
+    // (docs/isolation.md). The supervisor itself stays outside it: its memory does
     // not count against the task, and it survives the task's OOM.
     // The device rules first: a passed-through device that is not one fails
     // the start before anything is created.
