@@ -40,7 +40,6 @@
 //! assert!(matches!(exit, TaskExit::Exited(_)));
 //! # let cgroup = task.state()?.cgroup.expect("every task has a cgroup");
 //! executor.remove(id.as_str(), false)?;
-//! # let cgroup: nomad_shim::cgroup::CgroupPaths = serde_json::from_value(cgroup).unwrap();
 //! # let cg_root = nomad_shim::cgroup::CgroupRoot::detect()?;
 //! # nomad_shim::cgroup::TaskCgroup::from_paths(&cg_root, &cgroup)?.remove_parents_if_empty()?;
 //! # while nix::sys::wait::waitpid(None, None).is_ok() {}
@@ -61,6 +60,7 @@ pub mod isolate;
 pub mod protocol;
 pub mod spec;
 pub mod state;
+pub mod step;
 pub mod sys;
 pub mod task;
 
