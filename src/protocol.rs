@@ -494,4 +494,41 @@ mod tests {
         let ok: Reply = serde_json::from_str(r#"{"ok":true}"#).unwrap();
         assert_eq!(ok.failure(), None);
     }
+
+    /// Start replies of the binary before the steps were typed: "exec" is
+    /// still `Step::Exec` (so 126/127 still follow), an isolation step's
+    /// old phrase reads as `Step::Unknown`, the message is kept.
+    #[test]
+    fn version_1_start_replies_still_read() {
+        let r: StartReply = serde_json::from_str(
+            r#"{"step":"exec","errno":2,"message":"exec /x: No such file or directory"}"#,
+        )
+        .unwrap();
+        assert!(matches!(
+            r,
+            StartReply::Failed {
+                step: Step::Exec,
+                errno: Some(2),
+                ..
+            }
+        ));
+        let r: StartReply = serde_json::from_str(
+            r#"{"step":"set rlimit","errno":1,"message":"set rlimit NOFILE: Operation not permitted"}"#,
+        )
+        .unwrap();
+        let StartReply::Failed { step, message, .. } = r else {
+            panic!("{r:?}")
+        };
+        assert_eq!(step, Step::Unknown);
+        assert_eq!(message, "set rlimit NOFILE: Operation not permitted");
+        let r = StartReply::Failed {
+            step: Step::JoinCgroup,
+            errno: Some(13),
+            message: "join cgroup task: Permission denied".into(),
+        };
+        assert_eq!(
+            serde_json::to_string(&r).unwrap(),
+            r#"{"step":"join_cgroup","errno":13,"message":"join cgroup task: Permission denied"}"#
+        );
+    }
 }

@@ -13,5 +13,6 @@ mod init;
 mod isolation;
 mod lifecycle;
 mod limits;
+mod protocol_compat;
 mod recovery;
 mod taskdir_misc;
