@@ -158,6 +158,11 @@ fn version_1_request_lines_get_replies_a_version_1_library_reads() {
         ),
         ("not json", V1_NOT_JSON, "bad_request"),
         (r#"{"op":"signal"}"#, V1_MISSING_FIELD, "bad_request"),
+        (
+            r#"{"op":"update","resources":{"memory_max":0}}"#,
+            "invalid resources: memory_max = 0: must be at least 1 byte",
+            "bad_request",
+        ),
     ] {
         let (r, c, raw) = ask(line);
         assert!(!r.ok, "{raw}");

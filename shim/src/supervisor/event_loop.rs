@@ -526,6 +526,10 @@ impl<'d> Supervisor<'d> {
             Request::Update { resources } if !self.exited() => match self.cgroup.update(&resources)
             {
                 Ok(()) => Reply::ok(),
+                // A value no kernel takes is the request's fault.
+                Err(e @ nomad_shim::cgroup::Error::InvalidResources { .. }) => {
+                    Reply::fail(ErrorCode::BadRequest, e.to_string())
+                }
                 Err(e) => Reply::error(e.to_string()),
             },
             Request::Update { .. } => {
