@@ -531,4 +531,22 @@ mod tests {
             r#"{"step":"join_cgroup","errno":13,"message":"join cgroup task: Permission denied"}"#
         );
     }
+
+    /// Successful replies of the version-1 supervisor, recorded: the new
+    /// `Reply` reads them, typed state included.
+    #[test]
+    fn version_1_success_replies_read_typed() {
+        let state = r#"{"ok":true,"state":{"version":1,"id":"rec","status":"running","supervisor":{"pid":27738,"start_time":257470},"task":{"pid":27739,"start_time":257470},"boot_id":"807876b2-216e-4833-b118-4d91338302da","cgroup":{"cpu":"/sys/fs/cgroup/cpu/contracts-rec-2305/rec","cpuacct":"/sys/fs/cgroup/cpuacct/contracts-rec-2305/rec","devices":"/sys/fs/cgroup/devices/contracts-rec-2305/rec","freezer":"/sys/fs/cgroup/freezer/contracts-rec-2305/rec","memory":"/sys/fs/cgroup/memory/contracts-rec-2305/rec","pids":"/sys/fs/cgroup/pids/contracts-rec-2305/rec"},"created_at":"2026-12-05T17:27:39.609826Z","started_at":"2026-12-05T17:27:39.617435Z","finished_at":null,"exit":null}}"#;
+        let r: Reply = serde_json::from_str(state).unwrap();
+        assert_eq!((r.version, r.failure()), (None, None));
+        let s = r.state.unwrap();
+        assert!(matches!(s.cgroup, Some(crate::cgroup::CgroupPaths::V1(ref m)) if m.len() == 6));
+        assert_eq!(
+            s.started_at.unwrap().to_string(),
+            "2026-12-05T17:27:39.617435Z"
+        );
+        let stats = r#"{"ok":true,"stats":{"cpu":{"usage_ns":442833,"user_ns":0,"system_ns":0,"nr_periods":0,"nr_throttled":0,"throttled_ns":0},"memory":{"current":245760,"peak":262144,"rss":98304,"cache":0,"swap":0},"pids":{"current":1}}}"#;
+        let r: Reply = serde_json::from_str(stats).unwrap();
+        assert_eq!(r.stats.unwrap().memory.unwrap().current, 245760);
+    }
 }
