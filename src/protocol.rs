@@ -549,4 +549,29 @@ mod tests {
         let r: Reply = serde_json::from_str(stats).unwrap();
         assert_eq!(r.stats.unwrap().memory.unwrap().current, 245760);
     }
+
+    /// `OPS` is what `parse_request` calls known: every op of `Request`.
+    #[test]
+    fn ops_lists_every_request() {
+        let all = [
+            Request::State,
+            Request::Signal { signal: 1 },
+            Request::Shutdown {
+                signal: None,
+                timeout_ms: None,
+            },
+            Request::Stats,
+            Request::Attach,
+            Request::Update {
+                resources: Resources::default(),
+            },
+        ];
+        assert_eq!(all.len(), OPS.len());
+        for r in all {
+            let v = serde_json::to_value(&r).unwrap();
+            assert!(OPS.contains(&v["op"].as_str().unwrap()), "{v}");
+            let line = serde_json::to_vec(&RequestLine::new(r.clone())).unwrap();
+            assert_eq!(parse_request(&line).unwrap().request, r);
+        }
+    }
 }
