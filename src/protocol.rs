@@ -566,8 +566,18 @@ mod tests {
                 resources: Resources::default(),
             },
         ];
+        // Exhaustive: a new op fails to compile here until it is listed.
+        let op = |r: &Request| match r {
+            Request::State => "state",
+            Request::Signal { .. } => "signal",
+            Request::Shutdown { .. } => "shutdown",
+            Request::Stats => "stats",
+            Request::Attach => "attach",
+            Request::Update { .. } => "update",
+        };
         assert_eq!(all.len(), OPS.len());
         for r in all {
+            assert!(OPS.contains(&op(&r)));
             let v = serde_json::to_value(&r).unwrap();
             assert!(OPS.contains(&v["op"].as_str().unwrap()), "{v}");
             let line = serde_json::to_vec(&RequestLine::new(r.clone())).unwrap();
