@@ -3,8 +3,10 @@
 use std::io;
 use std::path::PathBuf;
 
+use crate::protocol::ErrorCode;
 use crate::spec::SpecError;
 use crate::state::{StateError, TaskId};
+use crate::step::Step;
 
 /// Everything that can go wrong in [`Executor`](crate::Executor) and
 /// [`Task`](crate::Task), each variant naming the task, path or pid.
@@ -66,8 +68,8 @@ pub enum Error {
     Start {
         /// The task.
         id: TaskId,
-        /// The failed step (`exec`, `chdir`, …).
-        step: String,
+        /// The failed step ([`Step::Exec`], [`Step::Chdir`], …).
+        step: Step,
         /// The errno of the failed system call, when there was one.
         errno: Option<i32>,
         /// What failed, e.g. `exec /usr/bin/nope: No such file or directory`.
@@ -124,6 +126,9 @@ pub enum Error {
         id: TaskId,
         /// The request.
         request: &'static str,
+        /// What kind of refusal ([`ErrorCode::Unsupported`] from a
+        /// supervisor older than the request).
+        code: ErrorCode,
         /// Its reason.
         reason: String,
     },
@@ -143,13 +148,13 @@ impl Error {
     /// For a start error: true when the program was not found (the CLI's
     /// exit code 127).
     pub fn is_not_found(&self) -> bool {
-        matches!(self, Error::Start { step, errno: Some(e), .. } if step == "exec" && *e == libc::ENOENT)
+        matches!(self, Error::Start { step: Step::Exec, errno: Some(e), .. } if *e == libc::ENOENT)
     }
 
     /// For a start error: true when the program exists but cannot be
     /// executed (the CLI's exit code 126).
     pub fn is_not_executable(&self) -> bool {
-        matches!(self, Error::Start { step, errno: Some(e), .. } if step == "exec" && [libc::EACCES, libc::ENOEXEC, libc::EPERM, libc::EISDIR, libc::ETXTBSY].contains(e))
+        matches!(self, Error::Start { step: Step::Exec, errno: Some(e), .. } if [libc::EACCES, libc::ENOEXEC, libc::EPERM, libc::EISDIR, libc::ETXTBSY].contains(e))
     }
 }
 

@@ -104,10 +104,13 @@ pub mod spec;
 #[doc(hidden)]
 pub mod state;
 #[doc(hidden)]
+pub mod step;
+#[doc(hidden)]
 pub mod sys;
 mod task;
 
 // The API: one item per line, sorted.
+pub use cgroup::CgroupPaths;
 pub use cgroup::CpuStats;
 pub use cgroup::Error as CgroupError;
 pub use cgroup::MemoryStats;
@@ -139,6 +142,7 @@ pub use isolate::RlimitSpec;
 /// assert_eq!(spec.kill_signal, Signal::SIGQUIT);
 /// ```
 pub use nix::sys::signal::Signal;
+pub use protocol::ErrorCode;
 pub use spec::LogPolicy;
 pub use spec::SpecError;
 pub use spec::TaskSpec;
@@ -147,5 +151,7 @@ pub use state::StateError;
 pub use state::Status;
 pub use state::TaskId;
 pub use state::TaskState;
+pub use state::Timestamp;
+pub use step::Step;
 pub use task::Task;
 pub use task::TaskExit;

@@ -10,15 +10,44 @@
 //!
 //! The sync pipe carries exactly one line from the supervisor to the process
 //! that started it: [`StartReply`].
+//!
+//! # Versions
+//!
+//! Tasks outlive upgrades of the agent and of the binary, so a library may
+//! talk to an older or a newer supervisor. The rules (docs/protocol.md):
+//!
+//! * A request carries `"version"`: [`PROTOCOL_VERSION`] of the client (none
+//!   means 1, the protocol before it was versioned); a reply carries the
+//!   supervisor's. The supervisor never refuses a request for its version.
+//! * Unknown fields are ignored, both ways; fields are only ever added.
+//! * An op the supervisor does not know is answered with the error code
+//!   [`ErrorCode::Unsupported`] (by version 1: `bad request: unknown
+//!   variant …`), never by closing the connection.
+//! * A failed reply carries a `code` ([`ErrorCode`]) beside the `error`
+//!   text; a version-1 reply has no code, and [`Reply::failure`] derives it
+//!   from the text by that version's rules. An unknown code reads as
+//!   [`ErrorCode::Unknown`].
 
 use serde::{Deserialize, Serialize};
 
 use crate::cgroup::{Resources, Stats};
 use crate::identity::Identity;
 use crate::state::TaskState;
+use crate::step::Step;
 
 /// Largest request or reply line accepted, in bytes.
 pub const MAX_LINE: usize = 64 * 1024;
+
+/// The control protocol's version this library and supervisor speak.
+///
+/// 1: the unversioned protocol (no `version`, no `code`). 2: `version` in
+/// requests and replies, a `code` in failed replies, `unsupported` for an
+/// unknown op.
+pub const PROTOCOL_VERSION: u32 = 2;
+
+/// The ops of [`Request`], as on the wire (for messages and for telling an
+/// unknown op from a malformed known one).
+pub const OPS: [&str; 6] = ["state", "signal", "shutdown", "stats", "attach", "update"];
 
 /// A request to the supervisor.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -57,12 +86,164 @@ pub enum Request {
     },
 }
 
+/// One request line: the client's protocol version and the request,
+/// `{"version":2,"op":"signal","signal":15}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RequestLine {
+    /// The client's [`PROTOCOL_VERSION`]; 1 when absent.
+    #[serde(default = "version_1")]
+    pub version: u32,
+    /// The request.
+    #[serde(flatten)]
+    pub request: Request,
+}
+
+fn version_1() -> u32 {
+    1
+}
+
+impl RequestLine {
+    /// `request` at this library's [`PROTOCOL_VERSION`].
+    pub fn new(request: Request) -> RequestLine {
+        RequestLine {
+            version: PROTOCOL_VERSION,
+            request,
+        }
+    }
+}
+
+/// Parses one request line (without its `\n`), as the supervisor does: a
+/// line that is not a JSON object, or a known op with bad fields, is a
+/// [`ErrorCode::BadRequest`]; an op this version does not know is
+/// [`ErrorCode::Unsupported`]. Unknown fields are ignored.
+pub fn parse_request(line: &[u8]) -> Result<RequestLine, ReplyError> {
+    #[derive(Deserialize)]
+    struct Head {
+        op: Option<serde_json::Value>,
+        version: Option<u32>,
+    }
+    let bad =
+        |e: serde_json::Error| ReplyError::new(ErrorCode::BadRequest, format!("bad request: {e}"));
+    let head: Head = serde_json::from_slice(line).map_err(bad)?;
+    match head.op {
+        Some(serde_json::Value::String(op)) if !OPS.contains(&op.as_str()) => {
+            return Err(ReplyError::new(
+                ErrorCode::Unsupported,
+                format!(
+                    "unsupported op {op:?}: this supervisor speaks protocol version {PROTOCOL_VERSION} (ops: {})",
+                    OPS.join(", ")
+                ),
+            ))
+        }
+        _ => {}
+    }
+    // The request alone (not through RequestLine's flatten): serde's
+    // messages stay version 1's (`missing field `signal``).
+    Ok(RequestLine {
+        version: head.version.unwrap_or(1),
+        request: serde_json::from_slice(line).map_err(bad)?,
+    })
+}
+
+/// Why a request failed, by kind: the `code` of a failed [`Reply`].
+///
+/// Stable `snake_case` names on the wire; a code this library does not know
+/// (a newer supervisor's) reads as [`ErrorCode::Unknown`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// The task has ended (its exit is being recorded, or is recorded).
+    NotRunning,
+    /// The request is malformed: not JSON, too long, a missing or invalid
+    /// field (an unknown signal number).
+    BadRequest,
+    /// The op is unknown to this supervisor (an older one).
+    Unsupported,
+    /// The supervisor is at a limit (too many followers); try later.
+    Busy,
+    /// The request was valid, and carrying it out failed (`kill(2)`, a
+    /// cgroup write or read).
+    Failed,
+    /// A code this library does not know.
+    #[serde(other)]
+    Unknown,
+}
+
+impl ErrorCode {
+    /// The code's name on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::NotRunning => "not_running",
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::Unsupported => "unsupported",
+            ErrorCode::Busy => "busy",
+            ErrorCode::Failed => "failed",
+            ErrorCode::Unknown => "unknown",
+        }
+    }
+
+    /// The code a version-1 supervisor meant, from its message: the only
+    /// rule that version had was "starts with `not running`"; the rest
+    /// follows its fixed messages (`bad request: unknown variant` is how it
+    /// answered an unknown op).
+    fn from_v1_message(message: &str) -> ErrorCode {
+        if message.starts_with("not running") {
+            ErrorCode::NotRunning
+        } else if message.starts_with("bad request: unknown variant") {
+            ErrorCode::Unsupported
+        } else if message.starts_with("bad request")
+            || message == "request too long"
+            || message.starts_with("unknown signal")
+        {
+            ErrorCode::BadRequest
+        } else if message == "too many followers" {
+            ErrorCode::Busy
+        } else {
+            ErrorCode::Failed
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A failed reply, typed: its code and its message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplyError {
+    /// What kind of failure.
+    pub code: ErrorCode,
+    /// What failed, for people (`unknown signal 99`).
+    pub message: String,
+}
+
+impl ReplyError {
+    /// A failure of kind `code`.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> ReplyError {
+        ReplyError {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
 /// The supervisor's reply.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Reply {
+    /// The supervisor's [`PROTOCOL_VERSION`]; absent from version 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<u32>,
     /// Whether the request was carried out.
     pub ok: bool,
-    /// Why not, when not.
+    /// What kind of failure, when not (absent from version 1: see
+    /// [`Reply::failure`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<ErrorCode>,
+    /// Why not, when not. A plain string, as in version 1, so that an older
+    /// library still reads it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     /// The state, for [`Request::State`].
@@ -77,21 +258,47 @@ impl Reply {
     /// A plain success.
     pub fn ok() -> Reply {
         Reply {
+            version: Some(PROTOCOL_VERSION),
             ok: true,
+            code: None,
             error: None,
             state: None,
             stats: None,
         }
     }
 
-    /// A failure with its reason.
-    pub fn error(msg: impl Into<String>) -> Reply {
+    /// A failure of kind `code`.
+    pub fn fail(code: ErrorCode, msg: impl Into<String>) -> Reply {
         Reply {
             ok: false,
+            code: Some(code),
             error: Some(msg.into()),
-            state: None,
-            stats: None,
+            ..Reply::ok()
         }
+    }
+
+    /// A failure of an operation that was tried ([`ErrorCode::Failed`]).
+    pub fn error(msg: impl Into<String>) -> Reply {
+        Reply::fail(ErrorCode::Failed, msg)
+    }
+
+    /// The failure, typed; `None` for a success. A reply without a code (a
+    /// version-1 supervisor's) gets one derived from its message.
+    pub fn failure(&self) -> Option<ReplyError> {
+        if self.ok {
+            return None;
+        }
+        let message = self.error.clone().unwrap_or_default();
+        let code = self
+            .code
+            .unwrap_or_else(|| ErrorCode::from_v1_message(&message));
+        Some(ReplyError { code, message })
+    }
+}
+
+impl From<ReplyError> for Reply {
+    fn from(e: ReplyError) -> Reply {
+        Reply::fail(e.code, e.message)
     }
 }
 
@@ -111,8 +318,10 @@ pub enum StartReply {
     },
     /// It was not; nothing of the task is left running.
     Failed {
-        /// The step that failed (`"exec"`, `"chdir"`, `"lock"`, …).
-        step: String,
+        /// The step that failed, by its stable name (`"exec"`, `"chdir"`,
+        /// `"lock"`, …; [`Step::Unknown`] for a name this library does not
+        /// know).
+        step: Step,
         /// The errno, when a system call failed.
         errno: Option<i32>,
         /// A message naming what failed: `exec /x: No such file or directory`.
@@ -155,7 +364,7 @@ mod tests {
             warnings: vec!["skipped io_weight".into()],
         };
         let fail = StartReply::Failed {
-            step: "exec".into(),
+            step: Step::Exec,
             errno: Some(2),
             message: "exec /x: No such file or directory".into(),
         };
@@ -164,6 +373,215 @@ mod tests {
                 serde_json::from_str::<StartReply>(&serde_json::to_string(&r).unwrap()).unwrap(),
                 r
             );
+        }
+    }
+
+    #[test]
+    fn a_request_line_carries_the_version_and_today_lines_still_parse() {
+        assert_eq!(
+            serde_json::to_string(&RequestLine::new(Request::Signal { signal: 15 })).unwrap(),
+            r#"{"version":2,"op":"signal","signal":15}"#
+        );
+        // Version-1 lines (no version) are version 1.
+        let line = parse_request(br#"{"op":"signal","signal":15}"#).unwrap();
+        assert_eq!(
+            (line.version, line.request),
+            (1, Request::Signal { signal: 15 })
+        );
+        // Unknown fields are ignored, on a unit op and on one with fields.
+        let line = parse_request(br#"{"version":9,"op":"state","since":"x"}"#).unwrap();
+        assert_eq!((line.version, line.request), (9, Request::State));
+        let line = parse_request(br#"{"op":"shutdown","grace":{"a":1},"signal":2}"#).unwrap();
+        assert_eq!(
+            line.request,
+            Request::Shutdown {
+                signal: Some(2),
+                timeout_ms: None
+            }
+        );
+    }
+
+    #[test]
+    fn an_unknown_op_is_unsupported_and_a_bad_line_a_bad_request() {
+        let e = parse_request(br#"{"version":3,"op":"checkpoint","to":"/x"}"#).unwrap_err();
+        assert_eq!(e.code, ErrorCode::Unsupported);
+        assert_eq!(
+            e.message,
+            "unsupported op \"checkpoint\": this supervisor speaks protocol version 2 \
+             (ops: state, signal, shutdown, stats, attach, update)"
+        );
+        // The messages of version 1, kept.
+        for (line, message) in [
+            (
+                &b"not json"[..],
+                "bad request: expected ident at line 1 column 2",
+            ),
+            (br#"{"op":"signal"}"#, "bad request: missing field `signal`"),
+        ] {
+            let e = parse_request(line).unwrap_err();
+            assert_eq!(
+                (e.code, e.message.as_str()),
+                (ErrorCode::BadRequest, message)
+            );
+        }
+        for line in [&br#"{"op":7}"#[..], br#"{"nop":"state"}"#, b"[]", b"{}"] {
+            let e = parse_request(line).unwrap_err();
+            assert_eq!(e.code, ErrorCode::BadRequest, "{e:?}");
+        }
+    }
+
+    #[test]
+    fn replies_carry_a_code_beside_a_plain_error_string() {
+        let r = Reply::fail(ErrorCode::NotRunning, "not running: the task has exited");
+        assert_eq!(
+            serde_json::to_string(&r).unwrap(),
+            r#"{"version":2,"ok":false,"code":"not_running","error":"not running: the task has exited"}"#
+        );
+        assert_eq!(
+            serde_json::to_string(&Reply::ok()).unwrap(),
+            r#"{"version":2,"ok":true}"#
+        );
+        assert_eq!(Reply::ok().failure(), None);
+        // A code from a newer supervisor.
+        let r: Reply =
+            serde_json::from_str(r#"{"version":7,"ok":false,"code":"quota","error":"q"}"#).unwrap();
+        assert_eq!(r.failure(), Some(ReplyError::new(ErrorCode::Unknown, "q")));
+    }
+
+    /// Failed replies of the version-1 supervisor, recorded from the binary
+    /// of commit 2377948: the code derived from the text when there is none.
+    #[test]
+    fn version_1_replies_get_their_code_from_the_text() {
+        for (line, code) in [
+            (
+                r#"{"ok":false,"error":"not running: the task has exited"}"#,
+                ErrorCode::NotRunning,
+            ),
+            (
+                r#"{"ok":false,"error":"unknown signal 999"}"#,
+                ErrorCode::BadRequest,
+            ),
+            (
+                r#"{"ok":false,"error":"bad request: unknown variant `reboot`, expected one of `state`, `signal`, `shutdown`, `stats`, `attach`, `update` at line 1 column 14"}"#,
+                ErrorCode::Unsupported,
+            ),
+            (
+                r#"{"ok":false,"error":"bad request: expected ident at line 1 column 2"}"#,
+                ErrorCode::BadRequest,
+            ),
+            (
+                r#"{"ok":false,"error":"request too long"}"#,
+                ErrorCode::BadRequest,
+            ),
+            (
+                r#"{"ok":false,"error":"too many followers"}"#,
+                ErrorCode::Busy,
+            ),
+            (
+                r#"{"ok":false,"error":"kill 42 SIGTERM: Operation not permitted"}"#,
+                ErrorCode::Failed,
+            ),
+        ] {
+            let r: Reply = serde_json::from_str(line).unwrap();
+            assert_eq!(r.version, None);
+            assert_eq!(r.failure().unwrap().code, code, "{line}");
+        }
+        // The rule applies only without a code: a code always wins.
+        let r: Reply =
+            serde_json::from_str(r#"{"ok":false,"code":"failed","error":"not running yet"}"#)
+                .unwrap();
+        assert_eq!(r.failure().unwrap().code, ErrorCode::Failed);
+        let ok: Reply = serde_json::from_str(r#"{"ok":true}"#).unwrap();
+        assert_eq!(ok.failure(), None);
+    }
+
+    /// Start replies of the binary before the steps were typed: "exec" is
+    /// still `Step::Exec` (so 126/127 still follow), an isolation step's
+    /// old phrase reads as `Step::Unknown`, the message is kept.
+    #[test]
+    fn version_1_start_replies_still_read() {
+        let r: StartReply = serde_json::from_str(
+            r#"{"step":"exec","errno":2,"message":"exec /x: No such file or directory"}"#,
+        )
+        .unwrap();
+        assert!(matches!(
+            r,
+            StartReply::Failed {
+                step: Step::Exec,
+                errno: Some(2),
+                ..
+            }
+        ));
+        let r: StartReply = serde_json::from_str(
+            r#"{"step":"set rlimit","errno":1,"message":"set rlimit NOFILE: Operation not permitted"}"#,
+        )
+        .unwrap();
+        let StartReply::Failed { step, message, .. } = r else {
+            panic!("{r:?}")
+        };
+        assert_eq!(step, Step::Unknown);
+        assert_eq!(message, "set rlimit NOFILE: Operation not permitted");
+        let r = StartReply::Failed {
+            step: Step::JoinCgroup,
+            errno: Some(13),
+            message: "join cgroup task: Permission denied".into(),
+        };
+        assert_eq!(
+            serde_json::to_string(&r).unwrap(),
+            r#"{"step":"join_cgroup","errno":13,"message":"join cgroup task: Permission denied"}"#
+        );
+    }
+
+    /// Successful replies of the version-1 supervisor, recorded: the new
+    /// `Reply` reads them, typed state included.
+    #[test]
+    fn version_1_success_replies_read_typed() {
+        let state = r#"{"ok":true,"state":{"version":1,"id":"rec","status":"running","supervisor":{"pid":27738,"start_time":257470},"task":{"pid":27739,"start_time":257470},"boot_id":"807876b2-216e-4833-b118-4d91338302da","cgroup":{"cpu":"/sys/fs/cgroup/cpu/contracts-rec-2305/rec","cpuacct":"/sys/fs/cgroup/cpuacct/contracts-rec-2305/rec","devices":"/sys/fs/cgroup/devices/contracts-rec-2305/rec","freezer":"/sys/fs/cgroup/freezer/contracts-rec-2305/rec","memory":"/sys/fs/cgroup/memory/contracts-rec-2305/rec","pids":"/sys/fs/cgroup/pids/contracts-rec-2305/rec"},"created_at":"2026-12-05T17:27:39.609826Z","started_at":"2026-12-05T17:27:39.617435Z","finished_at":null,"exit":null}}"#;
+        let r: Reply = serde_json::from_str(state).unwrap();
+        assert_eq!((r.version, r.failure()), (None, None));
+        let s = r.state.unwrap();
+        assert!(matches!(s.cgroup, Some(crate::cgroup::CgroupPaths::V1(ref m)) if m.len() == 6));
+        assert_eq!(
+            s.started_at.unwrap().to_string(),
+            "2026-12-05T17:27:39.617435Z"
+        );
+        let stats = r#"{"ok":true,"stats":{"cpu":{"usage_ns":442833,"user_ns":0,"system_ns":0,"nr_periods":0,"nr_throttled":0,"throttled_ns":0},"memory":{"current":245760,"peak":262144,"rss":98304,"cache":0,"swap":0},"pids":{"current":1}}}"#;
+        let r: Reply = serde_json::from_str(stats).unwrap();
+        assert_eq!(r.stats.unwrap().memory.unwrap().current, 245760);
+    }
+
+    /// `OPS` is what `parse_request` calls known: every op of `Request`.
+    #[test]
+    fn ops_lists_every_request() {
+        let all = [
+            Request::State,
+            Request::Signal { signal: 1 },
+            Request::Shutdown {
+                signal: None,
+                timeout_ms: None,
+            },
+            Request::Stats,
+            Request::Attach,
+            Request::Update {
+                resources: Resources::default(),
+            },
+        ];
+        // Exhaustive: a new op fails to compile here until it is listed.
+        let op = |r: &Request| match r {
+            Request::State => "state",
+            Request::Signal { .. } => "signal",
+            Request::Shutdown { .. } => "shutdown",
+            Request::Stats => "stats",
+            Request::Attach => "attach",
+            Request::Update { .. } => "update",
+        };
+        assert_eq!(all.len(), OPS.len());
+        for r in all {
+            assert!(OPS.contains(&op(&r)));
+            let v = serde_json::to_value(&r).unwrap();
+            assert!(OPS.contains(&v["op"].as_str().unwrap()), "{v}");
+            let line = serde_json::to_vec(&RequestLine::new(r.clone())).unwrap();
+            assert_eq!(parse_request(&line).unwrap().request, r);
         }
     }
 }

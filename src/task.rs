@@ -13,9 +13,9 @@ use nix::unistd::Pid;
 
 use crate::error::{Error, Result};
 use crate::identity::{boot_id, Identity, Pidfd};
-use crate::protocol::{Reply, Request, MAX_LINE};
+use crate::protocol::{ErrorCode, Reply, Request, RequestLine, MAX_LINE};
 use crate::state::events::kind;
-use crate::state::{names, now_rfc3339, ExitRecord, Status, TaskDir, TaskId, TaskState};
+use crate::state::{names, ExitRecord, Status, TaskDir, TaskId, TaskState, Timestamp};
 
 /// How long a control request may take before the supervisor is considered
 /// wedged.
@@ -327,6 +327,7 @@ impl Task {
         reply.stats.ok_or_else(|| Error::Refused {
             id: self.id().clone(),
             request: "stats",
+            code: ErrorCode::Unknown,
             reason: "no stats in the reply".into(),
         })
     }
@@ -414,7 +415,8 @@ impl Task {
         stream
             .set_write_timeout(Some(CONTROL_TIMEOUT))
             .map_err(ctl_err)?;
-        let mut line = serde_json::to_vec(req).map_err(|e| ctl_err(e.into()))?;
+        let mut line =
+            serde_json::to_vec(&RequestLine::new(req.clone())).map_err(|e| ctl_err(e.into()))?;
         line.push(b'\n');
         // A supervisor that is finishing closes its socket with this
         // connection still in the backlog: reset, like a refusal, means it
@@ -465,9 +467,9 @@ impl Task {
             });
         }
         let reply: Reply = serde_json::from_str(&reply).map_err(|e| ctl_err(e.into()))?;
-        if !reply.ok {
-            let reason = reply.error.unwrap_or_default();
-            if reason.starts_with("not running") {
+        // The code decides (a version-1 reply's is derived from its text).
+        if let Some(failure) = reply.failure() {
+            if failure.code == ErrorCode::NotRunning {
                 let state = reconcile(&self.dir)?;
                 return Err(Error::NotRunning {
                     id,
@@ -477,7 +479,8 @@ impl Task {
             return Err(Error::Refused {
                 id,
                 request: what,
-                reason,
+                code: failure.code,
+                reason: failure.message,
             });
         }
         Ok((reply, stream))
@@ -606,7 +609,7 @@ pub(crate) fn reconcile(dir: &TaskDir) -> Result<TaskState> {
     }
     log::warn!("task {id} lost: {reason}");
     state.status = Status::Lost;
-    state.finished_at = Some(now_rfc3339());
+    state.finished_at = Some(Timestamp::now());
     state.record_event(kind::LOST, reason.clone());
     state.exit = Some(ExitRecord::lost(reason));
     dir.write_state(&state, true)
@@ -684,15 +687,13 @@ pub(crate) fn remove_cgroup(dir: &TaskDir, state: &TaskState) -> Result<()> {
     };
     let bad = |why: String| Error::Io {
         op: "refuse cgroup",
-        what: paths.to_string(),
+        what: serde_json::to_string(paths).unwrap_or_default(),
         source: std::io::Error::new(std::io::ErrorKind::InvalidData, why),
     };
     let spec: crate::TaskSpec = crate::state::read_json(dir.fd(), dir.path(), names::SPEC)?;
     let parent = spec.cgroup_parent.as_deref().unwrap_or(DEFAULT_PARENT);
     let expected = std::path::Path::new(parent).join(state.id.as_str());
-    let parsed: CgroupPaths = serde_json::from_value(paths.clone())
-        .map_err(|e| bad(format!("not a cgroup path: {e}")))?;
-    let dirs: Vec<&std::path::Path> = match &parsed {
+    let dirs: Vec<&std::path::Path> = match paths {
         CgroupPaths::V2(p) => vec![p.as_path()],
         CgroupPaths::V1(m) => m.values().map(|p| p.as_path()).collect(),
     };
@@ -700,7 +701,7 @@ pub(crate) fn remove_cgroup(dir: &TaskDir, state: &TaskState) -> Result<()> {
     // Exactly <hierarchy>/<parent>/<id>: the hierarchy is the cgroup root
     // itself (v2), or a controller's mount right under it (v1) — never, on
     // v2, a cgroup right under the root.
-    let v2 = matches!(parsed, CgroupPaths::V2(_));
+    let v2 = matches!(paths, CgroupPaths::V2(_));
     let is_hierarchy = |base: &std::path::Path| {
         if v2 {
             base == root.path()
@@ -721,7 +722,7 @@ pub(crate) fn remove_cgroup(dir: &TaskDir, state: &TaskState) -> Result<()> {
             expected.display()
         )));
     }
-    let cg = TaskCgroup::from_paths(&root, &parsed)?;
+    let cg = TaskCgroup::from_paths(&root, paths)?;
     // The path may have been taken over by a task of another root since
     // (this one's cgroup went, and a start there made it anew): its owner
     // mark says so, and then it is not ours to kill.

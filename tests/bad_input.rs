@@ -93,7 +93,7 @@ fn a_missing_program_is_a_start_error_not_an_exit_127() {
                 message,
                 ..
             } => {
-                assert_eq!(step, "exec");
+                assert_eq!(*step, nomad_shim::step::Step::Exec);
                 assert_eq!(*errno, Some(libc::ENOENT));
                 assert_eq!(message, &format!("exec {prog}: No such file or directory"));
             }

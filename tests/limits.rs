@@ -18,7 +18,7 @@ fn layout() -> Layout {
 }
 
 fn paths(state: &TaskState) -> CgroupPaths {
-    serde_json::from_value(state.cgroup.clone().expect("a task has a cgroup")).unwrap()
+    state.cgroup.clone().expect("a task has a cgroup")
 }
 
 /// A file of the task's cgroup: `controller` picks the v1 hierarchy.

@@ -321,7 +321,7 @@ fn oom_score_adj_is_the_tasks_and_out_of_range_is_a_typed_error() {
     } else {
         match root.exec.start(&spec) {
             Err(Error::Start { step, errno, .. }) => {
-                assert_eq!(step, "oom_score_adj");
+                assert_eq!(step, nomad_shim::step::Step::OomScoreAdj);
                 assert_eq!(errno, Some(libc::EACCES));
             }
             other => panic!("expected a start error, got {other:?}"),

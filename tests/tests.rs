@@ -15,5 +15,6 @@ mod isolation;
 mod lifecycle;
 mod limits;
 mod observe;
+mod protocol_compat;
 mod recovery;
 mod taskdir_misc;

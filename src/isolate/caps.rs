@@ -6,7 +6,7 @@ use caps::{CapSet, Capability, CapsHashSet};
 use super::error::IsolateError;
 use super::last_errno;
 use super::spec::IsolationSpec;
-use super::step::{Step, StepError};
+use crate::step::{Step, StepError};
 
 /// Nomad's default bounding set: Docker's defaults minus `NET_RAW`.
 pub const DEFAULT_BOUNDING: &[Capability] = &[

@@ -27,7 +27,6 @@ mod rlimit;
 mod rootfs;
 mod secrets;
 mod spec;
-mod step;
 mod taskdir;
 mod user;
 
@@ -39,12 +38,12 @@ use nix::errno::Errno;
 use nix::sched::CloneFlags;
 use nix::sys::stat::stat;
 
+pub use crate::step::{Step, StepError, SubjectId};
 pub use devices::{device_rules, DeviceSpec};
 pub use error::IsolateError;
 pub use fsview_spec::{DnsSpec, MountSpec};
 pub use secrets::{mount_secrets, secrets_source, unmount_secrets, DEFAULT_SECRETS_SIZE};
 pub use spec::{BindSpec, IsolationSpec, RlimitSpec, DEFAULT_CHROOT_ENV};
-pub use step::{Step, StepError, SubjectId};
 pub(crate) use user::{resolve_user, ResolvedUser};
 
 use caps::CapPlan;

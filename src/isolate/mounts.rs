@@ -17,8 +17,8 @@ use nix::mount::{mount, MsFlags};
 use nix::sys::stat::{mkdirat, Mode};
 use nix::unistd::symlinkat;
 
-use super::step::{Step, StepError, SubjectId};
 use super::taskdir::Kind;
+use crate::step::{Step, StepError, SubjectId};
 
 /// Where a bind mount comes from.
 #[derive(Debug)]

@@ -14,7 +14,7 @@ use nix::unistd::{chdir, sethostname};
 
 use super::error::IsolateError;
 use super::spec::IsolationSpec;
-use super::step::{Step, StepError, SubjectId};
+use crate::step::{Step, StepError, SubjectId};
 
 /// The namespaces the clone must create. A pid namespace can only be
 /// entered by a new process (pid_namespaces(7): "the process's PID

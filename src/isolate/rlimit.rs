@@ -4,8 +4,8 @@ use nix::sys::resource::{setrlimit, Resource};
 
 use super::error::IsolateError;
 use super::spec::RlimitSpec;
-use super::step::{Step, StepError, SubjectId};
 use super::Subjects;
+use crate::step::{Step, StepError, SubjectId};
 
 /// One limit, ready for setrlimit(2).
 #[derive(Debug)]

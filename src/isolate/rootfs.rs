@@ -15,11 +15,11 @@ use nix::unistd::{chdir, fchdir, pivot_root, Gid, Uid};
 use super::error::IsolateError;
 use super::mounts::{mount_at, open_beneath, FdPath, MountOp, Source};
 use super::spec::{relative_dst, IsolationSpec};
-use super::step::{Step, StepError, SubjectId};
 use super::taskdir::{Kind, MountPoint};
 use super::DeviceSpec;
 use super::{cstring, Subjects};
 use crate::cgroup::CgroupPaths;
+use crate::step::{Step, StepError, SubjectId};
 
 mod etc_files;
 mod kernel_fs;

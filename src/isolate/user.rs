@@ -8,7 +8,7 @@ use nix::unistd::{getgid, getuid, setgroups, setresgid, setresuid, Gid, Group, U
 
 use super::error::IsolateError;
 use super::spec::IsolationSpec;
-use super::step::{Step, StepError};
+use crate::step::{Step, StepError};
 
 /// A user resolved by name or number, for [`IsolationSpec::set_user`].
 #[derive(Debug, Clone, PartialEq, Eq)]

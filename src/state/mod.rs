@@ -8,6 +8,7 @@
 pub mod events;
 mod file;
 mod id;
+mod timestamp;
 
 use std::fs::{self, File};
 use std::io;
@@ -23,7 +24,9 @@ use serde::{Deserialize, Serialize};
 pub use events::Event;
 pub use file::{read_json, read_limited, reserve, write_atomic, write_json, MAX_FILE_SIZE};
 pub use id::{TaskId, MAX_LEN as MAX_ID_LEN};
+pub use timestamp::Timestamp;
 
+use crate::cgroup::CgroupPaths;
 use crate::identity::Identity;
 
 /// The `version` this library writes and the only one it reads.
@@ -301,13 +304,13 @@ pub struct TaskState {
     /// The boot in which the pids above are meaningful.
     pub boot_id: String,
     /// The task's cgroup (v2: a path; v1: an object controller → path).
-    pub cgroup: Option<serde_json::Value>,
+    pub cgroup: Option<CgroupPaths>,
     /// When the task was accepted (RFC 3339, UTC, microseconds).
-    pub created_at: String,
+    pub created_at: Timestamp,
     /// When the task's program was executed.
-    pub started_at: Option<String>,
+    pub started_at: Option<Timestamp>,
     /// When the exit was recorded (or found lost).
-    pub finished_at: Option<String>,
+    pub finished_at: Option<Timestamp>,
     /// How it ended, once it has.
     pub exit: Option<ExitRecord>,
     /// What was asked but could not be done (limits skipped under
@@ -338,7 +341,7 @@ impl TaskState {
             task: None,
             boot_id: boot_id.to_owned(),
             cgroup: None,
-            created_at: now_rfc3339(),
+            created_at: Timestamp::now(),
             started_at: None,
             finished_at: None,
             exit: None,
@@ -421,9 +424,10 @@ impl TaskState {
     }
 }
 
-/// Now, as RFC 3339 UTC with microseconds: `2026-11-27T21:00:00.123456Z`.
+/// Now, as RFC 3339 UTC with microseconds: `2026-11-27T21:00:00.123456Z`
+/// (the text of [`Timestamp::now`]).
 pub fn now_rfc3339() -> String {
-    humantime::format_rfc3339_micros(std::time::SystemTime::now()).to_string()
+    Timestamp::now().to_string()
 }
 
 /// The root directory that holds one directory per task.

@@ -217,3 +217,110 @@ fn shell_code_of_an_absurd_signal_does_not_overflow() {
     let r: ExitRecord = serde_json::from_str(r#"{"code":null,"signal":9}"#).unwrap();
     assert_eq!(r.shell_code(), Some(137));
 }
+
+/// A `state.json` written by the binary before the fields were typed
+/// (commit 2377948, cgroup v1 host), byte for byte.
+const RECORDED_V1_EXITED: &str = r#"{
+  "version": 1,
+  "id": "done",
+  "status": "exited",
+  "supervisor": {
+    "pid": 28050,
+    "start_time": 257816
+  },
+  "task": {
+    "pid": 28051,
+    "start_time": 257816
+  },
+  "boot_id": "807876b2-216e-4833-b118-4d91338302da",
+  "cgroup": {
+    "cpu": "/sys/fs/cgroup/cpu/contracts-rec-b/done",
+    "cpuacct": "/sys/fs/cgroup/cpuacct/contracts-rec-b/done",
+    "devices": "/sys/fs/cgroup/devices/contracts-rec-b/done",
+    "freezer": "/sys/fs/cgroup/freezer/contracts-rec-b/done",
+    "memory": "/sys/fs/cgroup/memory/contracts-rec-b/done",
+    "pids": "/sys/fs/cgroup/pids/contracts-rec-b/done"
+  },
+  "created_at": "2026-12-05T17:27:43.076131Z",
+  "started_at": "2026-12-05T17:27:43.088252Z",
+  "finished_at": "2026-12-05T17:27:43.089899Z",
+  "exit": {
+    "code": 3,
+    "signal": null,
+    "core_dumped": false,
+    "oom_killed": false,
+    "user_cpu_ns": 890000,
+    "system_cpu_ns": 0,
+    "max_rss_kib": 4688
+  }
+}
+"#;
+
+#[test]
+fn a_state_file_of_the_untyped_binary_loads_typed_and_writes_back_the_same() {
+    let (_t, root) = root();
+    let id = TaskId::new("done").unwrap();
+    let dir = root.create_task_dir(&id).unwrap();
+    fs::write(dir.path().join("state.json"), RECORDED_V1_EXITED).unwrap();
+    let s = dir.read_state().unwrap();
+    let crate::cgroup::CgroupPaths::V1(map) = s.cgroup.as_ref().unwrap() else {
+        panic!("v1 paths expected: {:?}", s.cgroup)
+    };
+    assert_eq!(
+        map["memory"],
+        std::path::Path::new("/sys/fs/cgroup/memory/contracts-rec-b/done")
+    );
+    assert_eq!(s.created_at.to_string(), "2026-12-05T17:27:43.076131Z");
+    assert!(s.created_at < s.started_at.unwrap() && s.started_at < s.finished_at);
+    // Written again, the file is the same JSON, timestamps to the character.
+    dir.write_state(&s, false).unwrap();
+    let again = fs::read_to_string(dir.path().join("state.json")).unwrap();
+    let v = |t: &str| serde_json::from_str::<serde_json::Value>(t).unwrap();
+    assert_eq!(v(&again), v(RECORDED_V1_EXITED));
+
+    // The v2 form (a plain path, DESIGN §3's example), a running task.
+    let v2 = RECORDED_V1_EXITED
+        .replace(
+            &RECORDED_V1_EXITED[RECORDED_V1_EXITED.find("\"cgroup\"").unwrap()
+                ..RECORDED_V1_EXITED.find("\"created_at\"").unwrap()],
+            "\"cgroup\": \"/sys/fs/cgroup/nomad-shim/done\",\n  ",
+        )
+        .replace("\"exited\"", "\"running\"");
+    let v2 = {
+        let mut j = v(&v2);
+        j["exit"] = serde_json::Value::Null;
+        j["finished_at"] = serde_json::Value::Null;
+        j.to_string()
+    };
+    fs::write(dir.path().join("state.json"), &v2).unwrap();
+    let s = dir.read_state().unwrap();
+    assert_eq!(
+        s.cgroup,
+        Some(crate::cgroup::CgroupPaths::V2(
+            "/sys/fs/cgroup/nomad-shim/done".into()
+        ))
+    );
+    assert_eq!(s.finished_at, None);
+    dir.write_state(&s, false).unwrap();
+    assert_eq!(
+        v(&fs::read_to_string(dir.path().join("state.json")).unwrap()),
+        v(&v2)
+    );
+}
+
+#[test]
+fn a_malformed_timestamp_or_cgroup_is_a_parse_error_naming_the_file() {
+    let (_t, root) = root();
+    let id = TaskId::new("bad").unwrap();
+    let dir = root.create_task_dir(&id).unwrap();
+    let good = RECORDED_V1_EXITED.replace("\"done\"", "\"bad\"");
+    for (from, to) in [
+        ("\"2026-12-05T17:27:43.076131Z\"", "\"yesterday\""),
+        ("\"/sys/fs/cgroup/pids/contracts-rec-b/done\"", "7"),
+    ] {
+        fs::write(dir.path().join("state.json"), good.replace(from, to)).unwrap();
+        let e = dir.read_state().unwrap_err();
+        assert!(matches!(e, StateError::Parse { .. }), "{e}");
+        assert!(e.to_string().contains("state.json"), "{e}");
+    }
+}

@@ -1,7 +1,8 @@
 //! The task child: from `fork(2)` to `execve(2)`.
 //!
-//! Steps run in the order of docs/isolation.md ("The child, in order"). A failing step writes an [`ExecError`]
-//! (8 bytes: step, errno) to the close-on-exec error pipe and exits 127; a
+//! Steps run in the order of docs/isolation.md ("The child, in order"). A
+//! failing step writes a [`StepError`] (the library's one encoding: 8 bytes,
+//! step, subject, errno) to the close-on-exec error pipe and exits 127; a
 //! successful `execve` closes the pipe, so the supervisor reads EOF. The
 //! supervisor turns the record into a message naming what failed.
 
@@ -10,91 +11,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use nix::errno::Errno;
 use nix::sys::signal::{sigprocmask, SigSet, SigmaskHow};
-
-/// A step of the child, as reported over the error pipe.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u32)]
-pub enum Step {
-    /// `setsid(2)`.
-    Setsid = 1,
-    /// Unblocking signals.
-    Sigmask = 2,
-    /// Writing the task's `oom_score_adj` (the supervisor lowered its own).
-    OomScore = 3,
-    /// Joining the task's cgroup (v1: writing `cgroup.procs`).
-    Cgroup = 8,
-    /// Setting up fds 0, 1 and 2.
-    Stdio = 4,
-    /// Marking inherited fds close-on-exec.
-    CloseFds = 6,
-    /// `execve(2)`.
-    Exec = 7,
-    /// `sched_setaffinity(2)`: every CPU of the task's cpuset.
-    Affinity = 9,
-    /// The init's own steps: becoming a subreaper, forking the program.
-    Init = 10,
-}
-
-impl Step {
-    fn from_u32(n: u32) -> Option<Step> {
-        [
-            Step::Setsid,
-            Step::Sigmask,
-            Step::OomScore,
-            Step::Cgroup,
-            Step::Stdio,
-            Step::CloseFds,
-            Step::Exec,
-            Step::Affinity,
-            Step::Init,
-        ]
-        .into_iter()
-        .find(|s| *s as u32 == n)
-    }
-
-    /// The step's name in messages and in the start reply.
-    pub fn name(self) -> &'static str {
-        match self {
-            Step::Setsid => "setsid",
-            Step::Sigmask => "sigmask",
-            Step::OomScore => "oom_score_adj",
-            Step::Cgroup => "join cgroup",
-            Step::Stdio => "stdio",
-            Step::CloseFds => "close_range",
-            Step::Exec => "exec",
-            Step::Affinity => "sched_setaffinity",
-            Step::Init => "init",
-        }
-    }
-}
-
-/// What the child reports when a step fails.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ExecError {
-    /// The step.
-    pub step: Step,
-    /// Its errno.
-    pub errno: Errno,
-}
-
-impl ExecError {
-    /// Size of the encoding.
-    pub const SIZE: usize = 8;
-
-    fn encode(self) -> [u8; Self::SIZE] {
-        let mut b = [0u8; Self::SIZE];
-        b[..4].copy_from_slice(&(self.step as u32).to_le_bytes());
-        b[4..].copy_from_slice(&(self.errno as i32).to_le_bytes());
-        b
-    }
-
-    /// Decodes what the child wrote.
-    pub fn decode(b: &[u8]) -> Option<ExecError> {
-        let step = Step::from_u32(u32::from_le_bytes(b.get(..4)?.try_into().ok()?))?;
-        let errno = Errno::from_raw(i32::from_le_bytes(b.get(4..8)?.try_into().ok()?));
-        Some(ExecError { step, errno })
-    }
-}
+use nomad_shim::step::{Step, StepError};
 
 /// Everything the child needs, prepared by the supervisor before `fork`.
 pub struct ChildPlan {
@@ -140,36 +57,17 @@ pub fn run(plan: &ChildPlan, stdio: ChildStdio<'_>, error_pipe: &OwnedFd) -> ! {
 }
 
 /// Writes a failed step's record to the error pipe and exits 127.
-pub(super) fn report_and_exit(error_pipe: &OwnedFd, failed: Failed) -> ! {
-    let record = match failed {
-        Failed::Shim(e) => e.encode(),
-        Failed::Isolate(e) => e.encode(),
-    };
+pub(super) fn report_and_exit(error_pipe: &OwnedFd, failed: StepError) -> ! {
     // Nothing is left to report a failed report to: the supervisor then
     // sees the pipe close as at an exec, and records the exit 127 instead.
-    let _ = nix::unistd::write(error_pipe, &record);
+    let _ = nix::unistd::write(error_pipe, &failed.encode());
     // _exit: no atexit handlers or buffered stdio of the supervisor's.
     crate::sys::exit_now(127)
 }
 
-/// A failed step: one of ours, or one of the isolation plan's. Both
-/// encode to 8 bytes; an isolation record starts with
-/// `nomad_shim::isolate::StepError`'s magic byte, ours with a small step
-/// number, so the supervisor tells them apart.
-pub(super) enum Failed {
-    Shim(ExecError),
-    Isolate(nomad_shim::isolate::StepError),
-}
-
-impl From<ExecError> for Failed {
-    fn from(e: ExecError) -> Failed {
-        Failed::Shim(e)
-    }
-}
-
 /// Everything up to the exec: session, signals, cgroup, stdio, isolation.
-fn steps(plan: &ChildPlan, stdio: ChildStdio<'_>) -> Result<(), Failed> {
-    let fail = |step| move |errno| ExecError { step, errno };
+fn steps(plan: &ChildPlan, stdio: ChildStdio<'_>) -> Result<(), StepError> {
+    let fail = StepError::with;
 
     // 1. A session and process group of its own, so that the whole task can
     //    be signalled as a group and no terminal signal of the agent's
@@ -197,11 +95,11 @@ fn steps(plan: &ChildPlan, stdio: ChildStdio<'_>) -> Result<(), Failed> {
     // The supervisor lowered its own oom_score_adj; the child inherited it.
     // Write the task's (default 0): raising needs no privilege, lowering
     // needs CAP_SYS_RESOURCE, which the child still holds here (proc(5)).
-    reset_oom_score(plan.isolation.oom_score_adj()).map_err(fail(Step::OomScore))?;
+    reset_oom_score(plan.isolation.oom_score_adj()).map_err(fail(Step::OomScoreAdj))?;
 
     // 2. Into the task's cgroup before anything else runs (v1; on v2 the
     //    clone already placed us there).
-    nomad_shim::cgroup::join_with_fds(&plan.cgroup_procs).map_err(fail(Step::Cgroup))?;
+    nomad_shim::cgroup::join_with_fds(&plan.cgroup_procs).map_err(fail(Step::JoinCgroup))?;
 
     // Every CPU of our cpuset, not the caller's affinity: an agent pinned to
     // one CPU must not pin its tasks (runc resets it too). The mask asks for
@@ -210,7 +108,7 @@ fn steps(plan: &ChildPlan, stdio: ChildStdio<'_>) -> Result<(), Failed> {
     // CPUs in the cpuset"), and from Linux 6.2 keeps the request across later
     // cpuset changes. Once in the cgroup: on v1 the join above moved us into
     // the cpuset. The mask lives on the stack: no allocation after fork.
-    reset_affinity().map_err(fail(Step::Affinity))?;
+    reset_affinity().map_err(fail(Step::SchedSetaffinity))?;
 
     // fds 0-2: /dev/null and the log pipes.
     // (All three are fds above 2: 0-2 were open when the supervisor made
@@ -221,18 +119,17 @@ fn steps(plan: &ChildPlan, stdio: ChildStdio<'_>) -> Result<(), Failed> {
 
     // 3-7. rlimits, network namespace, the root (bind mounts, /dev, /proc,
     //    pivot_root), hostname, privileges, working directory.
-    plan.isolation.apply_in_child().map_err(Failed::Isolate)?;
-    Ok(())
+    plan.isolation.apply_in_child()
 }
 
 /// The last two steps: close-on-exec above fd 2, then `execve`. Run by the
 /// child itself, or by the program the init forked.
-pub(super) fn exec(plan: &ChildPlan) -> Result<std::convert::Infallible, Failed> {
-    let fail = |step| move |errno| ExecError { step, errno };
+pub(super) fn exec(plan: &ChildPlan) -> Result<std::convert::Infallible, StepError> {
+    let fail = StepError::with;
     // Only fds 0-2 reach the task: everything above is marked close-on-exec
     // (close_range(2), CLOSE_RANGE_CLOEXEC) rather than closed, so that the
     // error pipe still works if execve fails.
-    close_range_cloexec().map_err(fail(Step::CloseFds))?;
+    close_range_cloexec().map_err(fail(Step::CloseRange))?;
 
     // execve each candidate like execvp(3): a missing file or directory
     // moves on to the next PATH entry; a permission error is remembered.
@@ -244,11 +141,15 @@ pub(super) fn exec(plan: &ChildPlan) -> Result<std::convert::Infallible, Failed>
             Errno::ENOENT | Errno::ENOTDIR | Errno::ESTALE | Errno::ELOOP | Errno::ENAMETOOLONG
                 if plan.candidates.len() > 1 => {}
             Errno::EACCES if plan.candidates.len() > 1 => seen_eacces = true,
-            e => return Err(fail(Step::Exec)(e).into()),
+            e => return Err(fail(Step::Exec)(e)),
         }
         last = e;
     }
-    Err(fail(Step::Exec)(if seen_eacces { Errno::EACCES } else { last }).into())
+    Err(fail(Step::Exec)(if seen_eacces {
+        Errno::EACCES
+    } else {
+        last
+    }))
 }
 
 fn reset_oom_score(value: &[u8]) -> nix::Result<()> {

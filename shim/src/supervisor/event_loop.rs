@@ -17,9 +17,9 @@ use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFl
 use nix::sys::wait::{waitid, Id, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use nomad_shim::cgroup::TaskCgroup;
-use nomad_shim::protocol::{Reply, Request, MAX_LINE};
+use nomad_shim::protocol::{parse_request, ErrorCode, Reply, ReplyError, Request, MAX_LINE};
 use nomad_shim::state::events::kind;
-use nomad_shim::state::{names, now_rfc3339, TaskDir, TaskState};
+use nomad_shim::state::{names, TaskDir, TaskState, Timestamp};
 use nomad_shim::sys::{wait4_nohang, Reaped};
 use nomad_shim::{ExitRecord, Status, TaskSpec};
 
@@ -403,7 +403,7 @@ impl<'d> Supervisor<'d> {
             max_rss_kib: Some(r.max_rss_kib),
             error: None,
         });
-        self.state.finished_at = Some(now_rfc3339());
+        self.state.finished_at = Some(Timestamp::now());
         // Recorded now that the exit is: it goes with the final write.
         if let Some(message) = oom_event {
             self.event(kind::OOM_KILL, message);
@@ -583,13 +583,13 @@ impl<'d> Supervisor<'d> {
                 Ok(n) => {
                     client.buf.extend_from_slice(&chunk[..n]);
                     if let Some(end) = client.buf.iter().position(|&b| b == b'\n') {
-                        break Some(
-                            serde_json::from_slice::<Request>(&client.buf[..end])
-                                .map_err(|e| format!("bad request: {e}")),
-                        );
+                        break Some(parse_request(&client.buf[..end]).map(|line| line.request));
                     }
                     if client.buf.len() > MAX_LINE {
-                        break Some(Err("request too long".into()));
+                        break Some(Err(ReplyError::new(
+                            ErrorCode::BadRequest,
+                            "request too long",
+                        )));
                     }
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
@@ -602,7 +602,7 @@ impl<'d> Supervisor<'d> {
         let attach = matches!(request, Ok(Request::Attach));
         let reply = match request {
             Ok(req) => self.handle(req),
-            Err(msg) => Reply::error(msg),
+            Err(e) => Reply::from(e),
         };
         let mut line = serde_json::to_vec(&reply).unwrap_or_default();
         line.push(b'\n');
@@ -623,7 +623,7 @@ impl<'d> Supervisor<'d> {
     fn handle(&mut self, req: Request) -> Reply {
         match req {
             Request::Attach if self.attached.len() >= MAX_CLIENTS => {
-                Reply::error("too many followers")
+                Reply::fail(ErrorCode::Busy, "too many followers")
             }
             Request::Attach => Reply::ok(),
             Request::Stats => match self.cgroup.stats() {
@@ -636,35 +636,39 @@ impl<'d> Supervisor<'d> {
             Request::Update { resources } if !self.exited() => match self.cgroup.update(&resources)
             {
                 Ok(()) => Reply::ok(),
+                // A value no kernel takes is the request's fault.
+                Err(e @ nomad_shim::cgroup::Error::InvalidResources { .. }) => {
+                    Reply::fail(ErrorCode::BadRequest, e.to_string())
+                }
                 Err(e) => Reply::error(e.to_string()),
             },
-            Request::Update { .. } => Reply::error("not running: the task has exited"),
+            Request::Update { .. } => {
+                Reply::fail(ErrorCode::NotRunning, "not running: the task has exited")
+            }
             Request::State => Reply {
-                stats: None,
-                ok: true,
-                error: None,
                 state: Some(self.state.clone()),
+                ..Reply::ok()
             },
             Request::Signal { .. } | Request::Shutdown { .. } if self.exited() => match req {
                 Request::Shutdown { .. } => Reply::ok(),
-                _ => Reply::error("not running: the task has exited"),
+                _ => Reply::fail(ErrorCode::NotRunning, "not running: the task has exited"),
             },
             Request::Signal { signal } => match Signal::try_from(signal) {
                 Ok(sig) => match self.signal_task(sig) {
                     Ok(()) => Reply::ok(),
                     Err(e) => Reply::error(format!("kill {} {}: {}", self.task, sig, e.desc())),
                 },
-                Err(_) => Reply::error(format!("unknown signal {signal}")),
+                Err(_) => Reply::fail(ErrorCode::BadRequest, format!("unknown signal {signal}")),
             },
             Request::Shutdown { signal, timeout_ms } => {
                 let signal = match signal.map(Signal::try_from) {
                     None => None,
                     Some(Ok(s)) => Some(s),
                     Some(Err(_)) => {
-                        return Reply::error(format!(
-                            "unknown signal {}",
-                            signal.unwrap_or_default()
-                        ))
+                        return Reply::fail(
+                            ErrorCode::BadRequest,
+                            format!("unknown signal {}", signal.unwrap_or_default()),
+                        )
                     }
                 };
                 self.shutdown(signal, timeout_ms.map(Duration::from_millis));

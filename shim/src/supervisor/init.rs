@@ -67,7 +67,9 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use nix::sys::signal::{sigprocmask, SigSet, SigmaskHow};
 use nix::unistd::ForkResult;
 
-use super::child::{self, ChildPlan, ExecError, Failed, Step};
+use nomad_shim::step::{Step, StepError};
+
+use super::child::{self, ChildPlan};
 
 /// Size of the status record: the program's raw wait status, `i32`
 /// little-endian.
@@ -86,18 +88,17 @@ pub struct InitPlan {
 /// program and supervises it until it exits. Returns only when the init
 /// cannot start the program (its error goes to the error pipe like any
 /// other step's).
-pub fn run(plan: &ChildPlan, init: &InitPlan, error_pipe: &OwnedFd) -> Result<Infallible, Failed> {
-    let fail = |errno| {
-        Failed::from(ExecError {
-            step: Step::Init,
-            errno,
-        })
-    };
+pub fn run(
+    plan: &ChildPlan,
+    init: &InitPlan,
+    error_pipe: &OwnedFd,
+) -> Result<Infallible, StepError> {
+    let fail = StepError::with(Step::Init);
     // Without a pid namespace, orphans would go to the supervisor (itself a
     // subreaper), or to the host's init: take them (prctl(2)
     // PR_SET_CHILD_SUBREAPER). With one, PID 1 gets them anyway.
     if init.subreaper {
-        nix::sys::prctl::set_child_subreaper(true).map_err(fail)?;
+        nix::sys::prctl::set_child_subreaper(true).map_err(&fail)?;
     }
     // The credential switch may have reset "dumpable" (to suid_dumpable):
     // keep the task out of the init's memory, /proc/1/mem and /proc/1/fd.
@@ -105,7 +106,7 @@ pub fn run(plan: &ChildPlan, init: &InitPlan, error_pipe: &OwnedFd) -> Result<In
     let _ = nix::sys::prctl::set_dumpable(false);
     // fork(2) here is sound for the same reason as the supervisor's clone3:
     // one thread, so no lock can be held by a thread missing in the copy.
-    let program = match crate::sys::fork().map_err(fail)? {
+    let program = match crate::sys::fork().map_err(&fail)? {
         ForkResult::Child => program(plan, error_pipe),
         ForkResult::Parent { child } => child.as_raw(),
     };
@@ -134,12 +135,7 @@ pub fn run(plan: &ChildPlan, init: &InitPlan, error_pipe: &OwnedFd) -> Result<In
 /// close-on-exec and execs; an error goes to the error pipe as always.
 fn program(plan: &ChildPlan, error_pipe: &OwnedFd) -> ! {
     let result = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)
-        .map_err(|errno| {
-            Failed::from(ExecError {
-                step: Step::Sigmask,
-                errno,
-            })
-        })
+        .map_err(StepError::with(Step::Sigmask))
         .and_then(|()| child::exec(plan));
     match result {
         Ok(never) => match never {},

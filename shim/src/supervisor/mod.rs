@@ -33,10 +33,11 @@ use nix::unistd::{ForkResult, Pid};
 use nomad_shim::cgroup::{self, CgroupRoot, TaskCgroup};
 use nomad_shim::protocol::StartReply;
 use nomad_shim::spec::DEFAULT_PATH;
-use nomad_shim::state::{names, now_rfc3339, read_json, Root, TaskDir, TaskId, TaskState};
+use nomad_shim::state::{names, read_json, Root, TaskDir, TaskId, TaskState, Timestamp};
+use nomad_shim::step::{Step, StepError};
 use nomad_shim::{identity, isolate, Identity, Status, TaskSpec};
 
-use child::{ChildPlan, ChildStdio, ExecError};
+use child::{ChildPlan, ChildStdio};
 
 /// How long the supervisor retries its lock while a reader (`ps`) holds a
 /// shared lock for a moment.
@@ -44,26 +45,21 @@ const LOCK_RETRIES: u32 = 2000;
 
 /// A start that failed: reported on the sync pipe, then the supervisor exits.
 struct Failure {
-    step: std::borrow::Cow<'static, str>,
+    step: Step,
     errno: Option<Errno>,
     message: String,
 }
 
 impl Failure {
-    fn new(step: &'static str, errno: Option<Errno>, message: impl Into<String>) -> Failure {
+    fn new(step: Step, errno: Option<Errno>, message: impl Into<String>) -> Failure {
         Failure {
-            step: step.into(),
+            step,
             errno,
             message: message.into(),
         }
     }
 
-    fn with_step(mut self, step: String) -> Failure {
-        self.step = step.into();
-        self
-    }
-
-    fn errno(step: &'static str, what: impl std::fmt::Display, e: Errno) -> Failure {
+    fn errno(step: Step, what: impl std::fmt::Display, e: Errno) -> Failure {
         Failure::new(step, Some(e), format!("{step} {what}: {}", e.desc()))
     }
 }
@@ -83,7 +79,7 @@ pub fn main(root: &OsStr, id: &OsStr) -> ! {
         Ok(ForkResult::Child) => {}
         Err(e) => {
             report(&StartReply::Failed {
-                step: "fork".into(),
+                step: Step::Fork,
                 errno: Some(e as i32),
                 message: format!("fork supervisor: {}", e.desc()),
             });
@@ -94,7 +90,7 @@ pub fn main(root: &OsStr, id: &OsStr) -> ! {
         Ok(()) => 0,
         Err(f) => {
             report(&StartReply::Failed {
-                step: f.step.into_owned(),
+                step: f.step,
                 errno: f.errno.map(|e| e as i32),
                 message: f.message,
             });
@@ -125,7 +121,7 @@ fn report(reply: &StartReply) {
 fn supervise(root: &Path, id: &OsStr) -> Result<(), Failure> {
     // A session of our own: no terminal, no signals aimed at the agent's
     // process group.
-    nix::unistd::setsid().map_err(|e| Failure::errno("setsid", "supervisor", e))?;
+    nix::unistd::setsid().map_err(|e| Failure::errno(Step::Setsid, "supervisor", e))?;
     // Subreaper: orphans of the task (a daemon that double-forked) are
     // re-parented to us, so we reap them and they never reach init.
     // Not dumpable: no ptrace, and /proc/<pid>/exe, mem, fds of the
@@ -136,7 +132,7 @@ fn supervise(root: &Path, id: &OsStr) -> Result<(), Failure> {
     // other than 0 and 1).
     let _ = nix::sys::prctl::set_dumpable(false);
     nix::sys::prctl::set_child_subreaper(true)
-        .map_err(|e| Failure::errno("prctl", "PR_SET_CHILD_SUBREAPER", e))?;
+        .map_err(|e| Failure::errno(Step::Prctl, "PR_SET_CHILD_SUBREAPER", e))?;
     // Lower our own OOM score where permitted: killing the supervisor would
     // lose the task's exit. The child puts its own back to 0. Refused
     // without CAP_SYS_RESOURCE, which is expected and not worth an event.
@@ -156,11 +152,11 @@ fn supervise(root: &Path, id: &OsStr) -> Result<(), Failure> {
     let id = id
         .to_str()
         .and_then(|s| TaskId::new(s).ok())
-        .ok_or_else(|| Failure::new("spec", None, format!("invalid task id {id:?}")))?;
+        .ok_or_else(|| Failure::new(Step::Spec, None, format!("invalid task id {id:?}")))?;
     let root = Root::new(root);
     let dir = root
         .open_task_dir(&id)
-        .map_err(|e| Failure::new("open", None, e.to_string()))?;
+        .map_err(|e| Failure::new(Step::Open, None, e.to_string()))?;
     let lock = take_lock(&dir)?;
 
     // From here the directory is ours: a failed start removes it, so that
@@ -186,14 +182,14 @@ fn supervise(root: &Path, id: &OsStr) -> Result<(), Failure> {
 fn take_lock(dir: &TaskDir) -> Result<File, Failure> {
     let lock = dir
         .open_lock()
-        .map_err(|e| Failure::new("lock", None, e.to_string()))?;
+        .map_err(|e| Failure::new(Step::Lock, None, e.to_string()))?;
     for _ in 0..LOCK_RETRIES {
         match lock.try_lock() {
             Ok(()) => return Ok(lock),
             Err(TryLockError::WouldBlock) => std::thread::sleep(Duration::from_micros(500)),
             Err(TryLockError::Error(e)) => {
                 return Err(Failure::new(
-                    "lock",
+                    Step::Lock,
                     Errno::from_raw(e.raw_os_error().unwrap_or(0)).into(),
                     format!("flock {}: {e}", dir.path().join(names::LOCK).display()),
                 ))
@@ -201,7 +197,7 @@ fn take_lock(dir: &TaskDir) -> Result<File, Failure> {
         }
     }
     Err(Failure::new(
-        "lock",
+        Step::Lock,
         Some(Errno::EWOULDBLOCK),
         format!(
             "{} is held by another process",
@@ -212,16 +208,16 @@ fn take_lock(dir: &TaskDir) -> Result<File, Failure> {
 
 fn prepare_and_start(dir: &TaskDir, lock: File) -> Result<(), Failure> {
     let spec: TaskSpec = read_json(dir.fd(), dir.path(), names::SPEC)
-        .map_err(|e| Failure::new("spec", None, e.to_string()))?;
+        .map_err(|e| Failure::new(Step::Spec, None, e.to_string()))?;
     let boot_id = identity::boot_id().map_err(|e| {
         Failure::new(
-            "boot_id",
+            Step::BootId,
             None,
             format!("read /proc/sys/kernel/random/boot_id: {e}"),
         )
     })?;
     let me = Identity::of(std::process::id() as i32)
-        .map_err(|e| Failure::new("identity", None, format!("read /proc/self/stat: {e}")))?;
+        .map_err(|e| Failure::new(Step::Identity, None, format!("read /proc/self/stat: {e}")))?;
     let mut state = TaskState::starting(dir.id().clone(), boot_id);
     state.supervisor = Some(me);
 
@@ -231,8 +227,9 @@ fn prepare_and_start(dir: &TaskDir, lock: File) -> Result<(), Failure> {
     // The device rules first: a passed-through device that is not one fails
     // the start before anything is created.
     let device_rules = isolate::device_rules(&spec.isolation)
-        .map_err(|e| Failure::new("devices", None, e.to_string()))?;
-    let cg_root = CgroupRoot::detect().map_err(|e| Failure::new("cgroup", None, e.to_string()))?;
+        .map_err(|e| Failure::new(Step::Devices, None, e.to_string()))?;
+    let cg_root =
+        CgroupRoot::detect().map_err(|e| Failure::new(Step::Cgroup, None, e.to_string()))?;
     let parent = spec
         .cgroup_parent
         .as_deref()
@@ -248,8 +245,8 @@ fn prepare_and_start(dir: &TaskDir, lock: File) -> Result<(), Failure> {
         spec.best_effort_limits,
         &owner,
     )
-    .map_err(|e| Failure::new("cgroup", None, e.to_string()))?;
-    state.cgroup = serde_json::to_value(cgroup.paths()).ok();
+    .map_err(|e| Failure::new(Step::Cgroup, None, e.to_string()))?;
+    state.cgroup = Some(cgroup.paths());
     state.warnings = skipped
         .iter()
         .map(|e| format!("limit skipped (best effort): {e}"))
@@ -261,7 +258,7 @@ fn prepare_and_start(dir: &TaskDir, lock: File) -> Result<(), Failure> {
     // (v1 devices.deny/allow; v2 the BPF device program).
     let restricted = cgroup
         .restrict_devices(&device_rules)
-        .map_err(|e| Failure::new("devices", None, e.to_string()));
+        .map_err(|e| Failure::new(Step::Devices, None, e.to_string()));
     match restricted.and_then(|()| start_in_cgroup(dir, lock, spec, state, me, &cgroup)) {
         Ok(()) => Ok(()),
         Err(mut f) => {
@@ -293,7 +290,7 @@ fn start_in_cgroup(
 ) -> Result<(), Failure> {
     // Not fsynced: a crash now loses a task that never ran.
     dir.write_state(&state, false)
-        .map_err(|e| Failure::new("state", None, e.to_string()))?;
+        .map_err(|e| Failure::new(Step::State, None, e.to_string()))?;
 
     // Block the signals the loop reads from a signalfd *before* the fork, so
     // that no exit of the child can be missed (signalfd(2)).
@@ -307,14 +304,14 @@ fn start_in_cgroup(
         mask.add(s);
     }
     mask.thread_block()
-        .map_err(|e| Failure::errno("sigprocmask", "supervisor", e))?;
+        .map_err(|e| Failure::errno(Step::Sigprocmask, "supervisor", e))?;
     let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
-        .map_err(|e| Failure::errno("signalfd", "supervisor", e))?;
+        .map_err(|e| Failure::errno(Step::Signalfd, "supervisor", e))?;
 
     let timer =
-        event_loop::timer().map_err(|e| Failure::errno("timerfd_create", "supervisor", e))?;
+        event_loop::timer().map_err(|e| Failure::errno(Step::TimerfdCreate, "supervisor", e))?;
     let control = event_loop::bind_control(dir)
-        .map_err(|e| Failure::errno("listen", dir.path().join(names::CONTROL).display(), e))?;
+        .map_err(|e| Failure::errno(Step::Listen, dir.path().join(names::CONTROL).display(), e))?;
 
     // The task's stdio: /dev/null in, pipes out. Our read ends are
     // non-blocking (the loop drains them); the task's write ends block, as
@@ -324,42 +321,42 @@ fn start_in_cgroup(
         OFlag::O_RDWR | OFlag::O_CLOEXEC,
         Mode::empty(),
     )
-    .map_err(|e| Failure::errno("open", "/dev/null", e))?;
+    .map_err(|e| Failure::errno(Step::Open, "/dev/null", e))?;
     let (out_r, out_w) = log_pipe()?;
     let (err_r, err_w) = log_pipe()?;
     let stdout = logs::LogSink::new(dir.fd(), names::STDOUT, out_r, spec.logs)
-        .map_err(|e| Failure::errno("create", dir.path().join(names::STDOUT).display(), e))?;
+        .map_err(|e| Failure::errno(Step::Create, dir.path().join(names::STDOUT).display(), e))?;
     let stderr = logs::LogSink::new(dir.fd(), names::STDERR, err_r, spec.logs)
-        .map_err(|e| Failure::errno("create", dir.path().join(names::STDERR).display(), e))?;
+        .map_err(|e| Failure::errno(Step::Create, dir.path().join(names::STDERR).display(), e))?;
     let (error_r, error_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC)
-        .map_err(|e| Failure::errno("pipe", "error pipe", e))?;
+        .map_err(|e| Failure::errno(Step::Pipe, "error pipe", e))?;
 
     // Everything the child needs, made now: the isolation plan (task dir
     // layout, mount list, credentials, capability sets), argv, envp, and
     // the fds of the cgroup to join.
     let isolation = isolate::prepare(&spec.isolation, spec.cwd.as_deref(), Some(&cgroup.paths()))
-        .map_err(|e| Failure::new("isolate", None, e.to_string()))?;
+        .map_err(|e| Failure::new(Step::Isolate, None, e.to_string()))?;
     let (cgroup_procs, cgroup_dir) = match cgroup.dir_fd() {
         Ok(Some(dir)) => (Vec::new(), Some(dir)),
         Ok(None) => (
             cgroup
                 .open_procs_files()
-                .map_err(|e| Failure::new("cgroup", None, e.to_string()))?,
+                .map_err(|e| Failure::new(Step::Cgroup, None, e.to_string()))?,
             None,
         ),
-        Err(e) => return Err(Failure::new("cgroup", None, e.to_string())),
+        Err(e) => return Err(Failure::new(Step::Cgroup, None, e.to_string())),
     };
     let mut plan = child_plan(&spec, isolation, cgroup_procs)?;
     // secrets/: a tmpfs on the host, mounted last before the fork (the
     // task dir exists now); a failed start unmounts it (prepare_and_start).
     isolate::mount_secrets(&spec.isolation, dir.id().as_str())
-        .map_err(|e| Failure::new("secrets", None, e.to_string()))?;
+        .map_err(|e| Failure::new(Step::Secrets, None, e.to_string()))?;
     // With an init (init.rs), the pipe on which it hands over the program's
     // exact wait status. Our read end is non-blocking: it is read once,
     // after the init has exited, and holds the record or nothing.
     let init_pipe = if spec.isolation.wants_init() {
         let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)
-            .map_err(|e| Failure::errno("pipe", "init status pipe", e))?;
+            .map_err(|e| Failure::errno(Step::Pipe, "init status pipe", e))?;
         plan.init = Some(init::InitPlan {
             status_fd: w.as_raw_fd(),
             subreaper: !spec.isolation.pid,
@@ -380,12 +377,12 @@ fn start_in_cgroup(
         Err(Errno::E2BIG | Errno::EINVAL) if cgroup_dir.is_some() => {
             plan.cgroup_procs = cgroup
                 .open_procs_files()
-                .map_err(|e| Failure::new("cgroup", None, e.to_string()))?;
+                .map_err(|e| Failure::new(Step::Cgroup, None, e.to_string()))?;
             crate::sys::clone3(flags, None)
         }
         other => other,
     };
-    let task_pid = match cloned.map_err(|e| Failure::errno("clone3", "task", e))? {
+    let task_pid = match cloned.map_err(|e| Failure::errno(Step::Clone3, "task", e))? {
         ForkResult::Child => child::run(
             &plan,
             ChildStdio {
@@ -411,13 +408,18 @@ fn start_in_cgroup(
     }
     drop((error_r, plan));
 
-    let task = Identity::of(task_pid.as_raw())
-        .map_err(|e| Failure::new("identity", None, format!("read /proc/{task_pid}/stat: {e}")))?;
+    let task = Identity::of(task_pid.as_raw()).map_err(|e| {
+        Failure::new(
+            Step::Identity,
+            None,
+            format!("read /proc/{task_pid}/stat: {e}"),
+        )
+    })?;
     state.status = Status::Running;
     state.task = Some(task);
-    state.started_at = Some(now_rfc3339());
+    state.started_at = Some(Timestamp::now());
     if let Err(e) = dir.write_state(&state, true) {
-        let mut f = Failure::new("state", None, e.to_string());
+        let mut f = Failure::new(Step::State, None, e.to_string());
         if let Err(e) = cgroup.kill_all() {
             f.message
                 .push_str(&format!("; and the task was not killed: {e}"));
@@ -463,16 +465,16 @@ fn start_in_cgroup(
 }
 
 fn log_pipe() -> Result<(OwnedFd, OwnedFd), Failure> {
-    let (r, w) =
-        nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| Failure::errno("pipe", "log pipe", e))?;
+    let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC)
+        .map_err(|e| Failure::errno(Step::Pipe, "log pipe", e))?;
     fcntl(r.as_fd(), FcntlArg::F_SETFL(OFlag::O_NONBLOCK))
-        .map_err(|e| Failure::errno("fcntl", "log pipe", e))?;
+        .map_err(|e| Failure::errno(Step::Fcntl, "log pipe", e))?;
     Ok((r, w))
 }
 
 /// Reads the child's error record: `None` when the pipe closed at exec.
 fn read_child_error(fd: &OwnedFd, spec: &TaskSpec, plan: &ChildPlan) -> Option<Failure> {
-    let mut buf = [0u8; ExecError::SIZE];
+    let mut buf = [0u8; StepError::ENCODED_LEN];
     let mut got = 0;
     while got < buf.len() {
         match nix::unistd::read(fd.as_fd(), &mut buf[got..]) {
@@ -485,19 +487,21 @@ fn read_child_error(fd: &OwnedFd, spec: &TaskSpec, plan: &ChildPlan) -> Option<F
     if got == 0 {
         return None;
     }
-    if let Some(e) = isolate::StepError::decode(&buf) {
-        let failure = Failure::new("isolate", Some(e.errno), plan.isolation.describe(&e));
-        return Some(failure.with_step(e.step.to_string()));
+    // One decoder for every record the child writes; a short or stray
+    // record is reported as a failed exec (EIO), as it always was.
+    let e = StepError::decode(&buf).unwrap_or(StepError::new(Step::Exec, Errno::EIO));
+    if e.step.is_isolation() {
+        return Some(Failure::new(
+            e.step,
+            Some(e.errno),
+            plan.isolation.describe(&e),
+        ));
     }
-    let e = ExecError::decode(&buf[..got]).unwrap_or(ExecError {
-        step: child::Step::Exec,
-        errno: Errno::EIO,
-    });
     let what = match e.step {
-        child::Step::Exec => spec.program.clone(),
+        Step::Exec => spec.program.clone(),
         _ => "task".into(),
     };
-    Some(Failure::errno(e.step.name(), what, e.errno))
+    Some(Failure::errno(e.step, what, e.errno))
 }
 
 /// Everything the child needs, built before fork.
@@ -509,7 +513,7 @@ fn child_plan(
     let cstr = |s: &[u8]| {
         CString::new(s).map_err(|_| {
             Failure::new(
-                "spec",
+                Step::Spec,
                 None,
                 "a NUL byte in the program, arguments or environment",
             )
