@@ -278,7 +278,7 @@ fn a_state_file_of_the_untyped_binary_loads_typed_and_writes_back_the_same() {
     let v = |t: &str| serde_json::from_str::<serde_json::Value>(t).unwrap();
     assert_eq!(v(&again), v(RECORDED_V1_EXITED));
 
-    // The v2 form (a plain path, DESIGN §3's example), a running task.
+    // The v2 form (a plain path, as docs/state-format.md shows), a running task.
     let v2 = RECORDED_V1_EXITED
         .replace(
             &RECORDED_V1_EXITED[RECORDED_V1_EXITED.find("\"cgroup\"").unwrap()
