@@ -13,7 +13,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::cgroup::{Resources, Stats};
+use crate::cgroup::Stats;
 use crate::identity::Identity;
 use crate::state::TaskState;
 
@@ -52,8 +52,9 @@ pub enum Request {
     Attach,
     /// Change the limits of the running task (memory, CPU, pids).
     Update {
-        /// The new limits; fields left out are not changed.
-        resources: Resources,
+        /// The new limits; fields left out are not changed, `"max"` removes
+        /// one (the JSON of a plain [`Resources`](crate::cgroup::Resources) reads as the same update).
+        resources: crate::cgroup::ResourceUpdate,
     },
 }
 
