@@ -7,6 +7,8 @@ mod common;
 mod bad_input;
 mod cgroup_tree;
 mod cli;
+mod cli_errors;
+mod cli_update;
 mod devices;
 mod filesystem;
 mod init;

@@ -121,6 +121,44 @@ pub fn update(executor: &Executor, opts: &UpdateOpts) -> Result<i32, Error> {
         eprintln!("nomad-shim: {msg}");
         return Ok(super::EXIT_ERROR);
     }
-    executor.open(&opts.id)?.update_resources(upd)?;
+    let task = executor.open(&opts.id)?;
+    if let Err(msg) = check_v1_hierarchies(&task, &upd) {
+        eprintln!("nomad-shim: {msg}");
+        return Ok(super::EXIT_ERROR);
+    }
+    task.update_resources(upd)?;
     Ok(0)
+}
+
+/// On cgroup v1 a task is in the cpuset and blkio hierarchies only when it
+/// was started with a limit of theirs (docs/cgroups.md), so those limits
+/// can be changed later only then: say so in the options' words.
+fn check_v1_hierarchies(task: &nomad_shim::Task, upd: &ResourceUpdate) -> Result<(), String> {
+    let Ok(state) = task.state() else {
+        return Ok(());
+    };
+    let Some(Ok(nomad_shim::cgroup::CgroupPaths::V1(dirs))) = state
+        .cgroup
+        .clone()
+        .map(serde_json::from_value::<nomad_shim::cgroup::CgroupPaths>)
+    else {
+        return Ok(());
+    };
+    let wanted = [
+        (
+            "cpuset",
+            !(upd.cpuset_cpus.is_keep() && upd.cpuset_mems.is_keep()),
+            "--cpuset-cpus/--cpuset-mems",
+        ),
+        ("blkio", !upd.io_weight.is_keep(), "--io-weight"),
+    ];
+    for (controller, asked, options) in wanted {
+        if asked && !dirs.contains_key(controller) {
+            return Err(format!(
+                "{options}: task {} was started without one, and on cgroup v1 a task joins the {controller} hierarchy only at its start; start it with {options} to change it later",
+                task.id()
+            ));
+        }
+    }
+    Ok(())
 }
