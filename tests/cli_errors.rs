@@ -2,6 +2,7 @@
 //! it, says what to do, is one line, and exits 125; an OOM kill, a lost task
 //! and a skipped limit are stated on stderr by `run` and `wait`.
 
+use std::io::{BufRead, BufReader};
 use std::process::{Output, Stdio};
 use std::time::Duration;
 
@@ -286,13 +287,28 @@ fn a_lost_task_is_stated_by_run_and_wait() {
         return;
     }
     let root = TestRoot::new();
-    let run = common::spawn(
+    let mut run = common::spawn(
         root.cli()
-            .args(["run", "--id", "l", "--", "sleep", "100"])
+            .args([
+                "run",
+                "--id",
+                "l",
+                "--",
+                "sh",
+                "-c",
+                "echo ready; exec sleep 100",
+            ])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped()),
     );
+    // `run` copies the task's output only once the start is complete: kill
+    // the supervisor after that, not while it is still reporting the start.
+    let mut line = String::new();
+    BufReader::new(run.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line, "ready\n");
     let sup = supervisor_pid(&root, "l");
     kill(Pid::from_raw(sup), Signal::SIGKILL).unwrap();
     assert!(common::eventually(Duration::from_secs(5), || !alive(sup)));

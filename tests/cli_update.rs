@@ -145,6 +145,12 @@ fn update_sets_and_removes_each_limit_live() {
     let c = read(&cpu);
     assert!(c == "-1" || c.starts_with("max"), "{c}");
     if swap.exists() {
+        // v1 cannot limit swap without memory: memsw went with it. On v2
+        // the two are independent: swap keeps its limit until removed.
+        if v2() {
+            assert_eq!(read(&swap), (16u64 << 20).to_string());
+            ok(cli(&root, &["update", "u", "--memory-swap", "max"]));
+        }
         assert!(unlimited(&read(&swap)), "{}", read(&swap));
     }
     // The task still runs through all of it.
