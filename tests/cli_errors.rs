@@ -451,5 +451,12 @@ fn help_separates_global_options_and_shows_units_defaults_and_examples() {
         if !["run", "start"].contains(&verb) {
             assert!(!h.contains("--cgroup-parent"), "{verb}: {h}");
         }
+        // --root is global, under its own heading, where it is read.
+        let global = h.contains("Global options:\n      --root <DIR>");
+        assert_eq!(
+            global,
+            !["completions", "man"].contains(&verb),
+            "{verb}: {h}"
+        );
     }
 }

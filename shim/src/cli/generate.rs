@@ -27,8 +27,17 @@ pub fn completions(shell: Shell) -> i32 {
         Shell::Zsh => clap_complete::Shell::Zsh,
         Shell::Fish => clap_complete::Shell::Fish,
     };
-    clap_complete::generate(shell, &mut cmd, "nomad-shim", &mut std::io::stdout());
-    0
+    // Into a buffer first: clap_complete panics on a write error, and a
+    // closed pipe (`| head`) is an error to report, not a panic.
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut cmd, "nomad-shim", &mut script);
+    match std::io::stdout().write_all(&script) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("nomad-shim: write the completion script to stdout: {e}");
+            EXIT_ERROR
+        }
+    }
 }
 
 /// `man`: nomad-shim(1) and a section per verb, as one roff page on stdout.

@@ -196,12 +196,19 @@ Command, Supervisor (case does not matter).")]
         /// The shell.
         #[arg(value_enum)]
         shell: generate::Shell,
+        /// Not read here: keeps the global --root out of this verb's help.
+        #[arg(long, hide = true, value_name = "DIR")]
+        root: Option<PathBuf>,
     },
     /// Print the manual page (roff) made from these same definitions.
     #[command(after_help = "Examples:
   nomad-shim man | man -l -
   nomad-shim man > /usr/local/share/man/man1/nomad-shim.1")]
-    Man,
+    Man {
+        /// Not read here: keeps the global --root out of this verb's help.
+        #[arg(long, hide = true, value_name = "DIR")]
+        root: Option<PathBuf>,
+    },
 }
 
 /// Exit code for an error of nomad-shim itself.
@@ -214,8 +221,8 @@ pub fn main() -> i32 {
         Err(e) => return usage_error(e),
     };
     match &cli.command {
-        Command::Completions { shell } => return generate::completions(*shell),
-        Command::Man => return generate::man(),
+        Command::Completions { shell, .. } => return generate::completions(*shell),
+        Command::Man { .. } => return generate::man(),
         _ => {}
     }
     if let Err(msg) = explain::check_root(cli.root.as_deref()) {
@@ -270,7 +277,7 @@ pub fn main() -> i32 {
             }
             removed
         }
-        Command::Completions { .. } | Command::Man => Ok(0),
+        Command::Completions { .. } | Command::Man { .. } => Ok(0),
     };
     result.unwrap_or_else(|e| fail(&e))
 }
