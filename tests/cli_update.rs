@@ -369,3 +369,27 @@ fn ps_format_takes_templates_and_field_lists() {
     let out = cli(&root, &["ps", "--json", "--format", "id"]);
     assert_eq!(out.status.code(), Some(125), "{out:?}");
 }
+
+#[test]
+fn a_refused_update_names_the_options() {
+    if !root_or_skip("a_refused_update_names_the_options") {
+        return;
+    }
+    let root = TestRoot::new();
+    ok(cli(&root, &["start", "--id", "s", "--", "sleep", "100"]));
+    let out = cli(&root, &["update", "s", "--memory-swap", "1M"]);
+    if v2() {
+        // v2 limits swap on its own.
+        assert_eq!(out.status.code(), Some(0), "{out:?}");
+        return;
+    }
+    // v1 cannot limit swap without a memory limit; the supervisor's
+    // reason reaches the operator in the options' words.
+    assert_eq!(out.status.code(), Some(125), "{out:?}");
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("--memory-swap") && err.contains("--memory)"),
+        "{err}"
+    );
+    assert!(!err.contains("memory_swap"), "{err}");
+}

@@ -474,6 +474,69 @@ mod tests {
         assert!(serde_json::from_str::<ResourceUpdate>(r#"{"pids_max":"lots"}"#).is_err());
     }
 
+    /// A v1 memory directory of plain files (cgroupfs stand-in).
+    fn v1_dir(limit: &str, memsw: &str) -> tempfile::TempDir {
+        let d = tempfile::tempdir().unwrap();
+        for (f, v) in [
+            ("memory.limit_in_bytes", limit),
+            ("memory.memsw.limit_in_bytes", memsw),
+            ("memory.soft_limit_in_bytes", "9223372036854771712"),
+        ] {
+            std::fs::write(d.path().join(f), v).unwrap();
+        }
+        d
+    }
+
+    fn v1_read(d: &tempfile::TempDir) -> (String, String) {
+        let r = |f: &str| std::fs::read_to_string(d.path().join(f)).unwrap();
+        (r("memory.limit_in_bytes"), r("memory.memsw.limit_in_bytes"))
+    }
+
+    #[test]
+    fn v1_memory_keeps_swap_sets_swap_alone_and_removes() {
+        let unlimited = "9223372036854771712";
+        // 100 + 50 swap; memory alone to 200 keeps the 50.
+        let d = v1_dir("100", "150");
+        let upd = ResourceUpdate {
+            memory_max: Limit::Set(200),
+            ..ResourceUpdate::default()
+        };
+        v1_memory(d.path(), &upd).unwrap();
+        assert_eq!(v1_read(&d), ("200".into(), "250".into()));
+        // Swap alone: memsw = limit + swap.
+        let upd = ResourceUpdate {
+            memory_swap: Limit::Set(0),
+            ..ResourceUpdate::default()
+        };
+        v1_memory(d.path(), &upd).unwrap();
+        assert_eq!(v1_read(&d), ("200".into(), "200".into()));
+        // Removing memory removes memsw too.
+        let upd = ResourceUpdate {
+            memory_max: Limit::Remove,
+            ..ResourceUpdate::default()
+        };
+        v1_memory(d.path(), &upd).unwrap();
+        assert_eq!(v1_read(&d), ("-1".into(), "-1".into()));
+        // Swap without a memory limit cannot be had on v1.
+        let d = v1_dir(unlimited, unlimited);
+        let upd = ResourceUpdate {
+            memory_swap: Limit::Set(10),
+            ..ResourceUpdate::default()
+        };
+        let err = v1_memory(d.path(), &upd).unwrap_err();
+        assert!(err.to_string().contains("memory_swap"), "{err}");
+        // Memory set with swap unlimited leaves memsw alone.
+        let upd = ResourceUpdate {
+            memory_max: Limit::Set(300),
+            memory_reservation: Limit::Remove,
+            ..ResourceUpdate::default()
+        };
+        v1_memory(d.path(), &upd).unwrap();
+        assert_eq!(v1_read(&d), ("300".into(), unlimited.into()));
+        let soft = std::fs::read_to_string(d.path().join("memory.soft_limit_in_bytes")).unwrap();
+        assert_eq!(soft, "-1");
+    }
+
     #[test]
     fn validation() {
         let swap_alone = ResourceUpdate {

@@ -82,6 +82,15 @@ pub fn error(e: &Error) -> String {
             Some(opt) => format!("{opt}: {}", in_option_words(&s.reason)),
             None => e.to_string(),
         },
+        // The supervisor's reason is text: its field names become options.
+        Error::Refused {
+            id,
+            request,
+            reason,
+        } => format!(
+            "task {id}: the supervisor refused {request}: {}",
+            in_option_words(reason)
+        ),
         Error::StillRunning { id, status } => format!(
             "task {id} is still {status}: stop it first (nomad-shim stop {id}), or remove it with rm --force, which kills it"
         ),
