@@ -30,7 +30,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::cgroup::{Resources, Stats};
+use crate::cgroup::Stats;
 use crate::identity::Identity;
 use crate::state::TaskState;
 use crate::step::Step;
@@ -81,8 +81,9 @@ pub enum Request {
     Attach,
     /// Change the limits of the running task (memory, CPU, pids).
     Update {
-        /// The new limits; fields left out are not changed.
-        resources: Resources,
+        /// The new limits; fields left out are not changed, `"max"` removes
+        /// one (the JSON of a plain [`Resources`](crate::cgroup::Resources) reads as the same update).
+        resources: crate::cgroup::ResourceUpdate,
     },
 }
 
@@ -563,7 +564,7 @@ mod tests {
             Request::Stats,
             Request::Attach,
             Request::Update {
-                resources: Resources::default(),
+                resources: crate::cgroup::ResourceUpdate::default(),
             },
         ];
         // Exhaustive: a new op fails to compile here until it is listed.

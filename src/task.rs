@@ -332,22 +332,17 @@ impl Task {
         })
     }
 
-    /// Changes the limits of the running task: memory, CPU and pids limits
-    /// take effect at once. Fields left `None` are not changed.
-    pub fn update_resources(&self, resources: &crate::cgroup::Resources) -> Result<()> {
-        resources.validate().map_err(|e| {
-            Error::Spec(crate::spec::SpecError {
-                field: "resources",
-                reason: e.to_string(),
-            })
-        })?;
-        self.request(
-            &Request::Update {
-                resources: resources.clone(),
-            },
-            "update",
-        )
-        .map(drop)
+    /// Changes the limits of the running task: memory, CPU, cpuset, pids and
+    /// IO limits take effect at once. Takes a
+    /// [`ResourceUpdate`](crate::cgroup::ResourceUpdate), where each limit is
+    /// kept, set, or removed (`Limit::Remove`, the kernel's "max"), or a
+    /// [`Resources`](crate::cgroup::Resources), whose `None` fields are kept.
+    /// The task's device rules are never rewritten by an update.
+    pub fn update_resources(&self, update: impl Into<crate::cgroup::ResourceUpdate>) -> Result<()> {
+        let resources = update.into();
+        resources.validate().map_err(Error::Cgroup)?;
+        self.request(&Request::Update { resources }, "update")
+            .map(drop)
     }
 
     /// Kills the task at once (SIGKILL to all of it, no grace period) and

@@ -58,7 +58,7 @@ mod agent {
         let exit = task.wait()?;
 
         let signal_after_exit = task.signal(Signal::SIGTERM);
-        let update_after_exit = task.update_resources(&Resources::default());
+        let update_after_exit = task.update_resources(Resources::default());
         let exit_again = task.wait()?;
         Ok(Seen {
             id,

@@ -8,6 +8,8 @@ mod api;
 mod bad_input;
 mod cgroup_tree;
 mod cli;
+mod cli_errors;
+mod cli_update;
 mod devices;
 mod filesystem;
 mod init;

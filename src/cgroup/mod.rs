@@ -63,6 +63,7 @@ mod paths;
 mod resources;
 mod stats;
 mod tree;
+mod update;
 mod v1;
 mod v2;
 
@@ -84,6 +85,7 @@ pub use owner::{Owner, OWNER_XATTR};
 pub use paths::CgroupPaths;
 pub use resources::{cpu_quota_us, io_weight_to_blkio, shares_to_weight, Resources, CPU_PERIOD_US};
 pub use stats::{cpu_percent, CpuStats, MemoryStats, PidsStats, Stats};
+pub use update::{Limit, ResourceUpdate};
 
 /// The parent cgroup of tasks when none is configured.
 pub const DEFAULT_PARENT: &str = "nomad-shim";
@@ -281,16 +283,18 @@ impl TaskCgroup {
         }
     }
 
-    /// Change the limits of a live cgroup: the fields of `res` that are `Some` are
-    /// written, the others left as they are (a limit cannot be removed this way).
-    /// Each needs its controller in this cgroup (else
-    /// [`Error::ControllerUnavailable`]). On v1 the memory and memory+swap limits
-    /// are written in the order the kernel accepts (see `v1::set_memory`).
-    pub fn update(&self, res: &Resources) -> Result<()> {
-        res.validate()?;
+    /// Change the limits of a live cgroup: each limit of the update is kept,
+    /// set or removed ([`Limit`]); a [`Resources`] converts to the update
+    /// that sets its `Some` fields. Each limit touched needs its controller in
+    /// this cgroup (else [`Error::ControllerUnavailable`]). On v1 the memory
+    /// and memory+swap limits are written in the order the kernel accepts
+    /// (see `update::v1_memory`). No device rule is ever written here.
+    pub fn update(&self, res: impl Into<ResourceUpdate>) -> Result<()> {
+        let upd = res.into();
+        upd.validate()?;
         match &self.backend {
-            Backend::V1(c) => c.update(res),
-            Backend::V2(c) => c.update(res),
+            Backend::V1(c) => c.update(&upd),
+            Backend::V2(c) => c.update(&upd),
         }
     }
 

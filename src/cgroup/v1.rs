@@ -361,8 +361,15 @@ impl Cgroup {
     }
 
     /// Live update; each limit's controller must be one the task is in.
-    pub(crate) fn update(&self, res: &Resources) -> Result<()> {
-        self.apply(res, false, &mut Vec::new())
+    pub(crate) fn update(&self, upd: &super::ResourceUpdate) -> Result<()> {
+        super::update::apply_v1(
+            upd,
+            |c| self.dir_of(c),
+            |c| Error::ControllerUnavailable {
+                controller: c.to_string(),
+                path: self.root.path.join(c),
+            },
+        )
     }
 
     /// Write the limits of `res`. A limit whose hierarchy the task is not in is

@@ -191,19 +191,11 @@ impl Cgroup {
     }
 
     /// Live update: each limit's controller must be enabled for this cgroup.
-    pub(crate) fn update(&self, res: &Resources) -> Result<()> {
+    pub(crate) fn update(&self, upd: &super::ResourceUpdate) -> Result<()> {
         let dir = self.dir();
         let controllers_file = dir.join("cgroup.controllers");
         let available = words(&read(&controllers_file)?);
-        let enabled: Vec<&str> = available.iter().map(String::as_str).collect();
-        apply(
-            &dir,
-            res,
-            &enabled,
-            Some(&controllers_file),
-            false,
-            &mut Vec::new(),
-        )
+        super::update::apply_v2(upd, &dir, &available, &controllers_file)
     }
 
     /// Kill every process: `cgroup.kill` (Linux ≥ 5.14), else freeze-kill-thaw.

@@ -218,7 +218,7 @@ pub enum IsolateError {
         path: PathBuf,
     },
     /// Opening the network namespace file failed.
-    #[error("open network namespace {path:?}: {source}")]
+    #[error("open network namespace {path:?}: {}", source.desc())]
     OpenNetns {
         /// The namespace file.
         path: PathBuf,

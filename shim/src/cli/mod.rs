@@ -4,10 +4,14 @@
 //! executed, 127 when it is not found; `run` and `wait` exit with the task's
 //! code, or 128+N when signal N ended it.
 
+mod explain;
 mod follow;
+mod generate;
 mod launch;
+mod ps_format;
 mod query;
 mod task_opts;
+mod update;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -15,24 +19,55 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use nomad_shim::{Error, Executor, TaskExit};
 
-/// nomad-shim: run tasks as supervised, isolated processes that outlive the agent.
+/// Run tasks as supervised, isolated Linux processes that outlive the agent
+/// that started them: one supervisor per task keeps its exit, logs and
+/// cgroup limits, and answers on a control socket.
 #[derive(Parser, Debug)]
-#[command(name = "nomad-shim", version, about, max_term_width = 100)]
-struct Cli {
+#[command(
+    name = "nomad-shim",
+    version,
+    about = "Run tasks as supervised, isolated Linux processes that outlive the agent that started them",
+    long_about = None,
+    max_term_width = 100,
+    after_help = EXAMPLES_TOP
+)]
+pub(crate) struct Cli {
     /// State directory [default: /run/nomad-shim as root, else $XDG_RUNTIME_DIR/nomad-shim]
-    #[arg(long, global = true, value_name = "DIR")]
+    #[arg(
+        long,
+        global = true,
+        value_name = "DIR",
+        help_heading = "Global options"
+    )]
     root: Option<PathBuf>,
-    /// Parent cgroup of the tasks' cgroups (a task option; accepted anywhere) [default: nomad-shim]
-    #[arg(long, global = true, value_name = "PATH")]
+    /// Accepted here, before the verb, as before; `run` and `start` take it as a task option
+    #[arg(long, value_name = "PATH", hide = true)]
     cgroup_parent: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
 
+const EXAMPLES_TOP: &str = "\
+Examples:
+  nomad-shim run --memory 256M -- python3 -c 'print(1)'
+  nomad-shim start --id web --cpus 0.5 -- python3 -m http.server 8080
+  nomad-shim ps
+  nomad-shim update web --memory 512M
+  nomad-shim stop web --timeout 10s && nomad-shim rm web
+
+Exit codes: 125 an error of nomad-shim itself (the message names the option);
+126 the program cannot be executed; 127 it is not found; run and wait exit
+with the task's code, or 128+N when signal N ended it.";
+
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Start a task, wait for it, and exit with its code (128+N if signal N ended it).
     /// Its output is copied to this terminal; Ctrl-C is passed on to the task.
+    #[command(override_usage = "nomad-shim run [OPTIONS] -- PROGRAM [ARGS]...")]
+    #[command(after_help = "Examples:
+  nomad-shim run -- echo hello
+  nomad-shim run --rm --memory 64M --pids-limit 32 -- sh -c 'echo $$'
+  nomad-shim run --task-dir /srv/t1 --chroot --ns pid,uts --hostname t1 -- /bin/sh -c hostname")]
     Run {
         /// Remove the task's state once it has ended.
         #[arg(long)]
@@ -41,14 +76,38 @@ enum Command {
         opts: task_opts::TaskOpts,
     },
     /// Start a task detached and print its id.
+    #[command(override_usage = "nomad-shim start [OPTIONS] -- PROGRAM [ARGS]...")]
+    #[command(after_help = "Examples:
+  nomad-shim start -- sleep 60
+  nomad-shim start --id web --memory 256M --cpus 1.5 --kill-timeout 10s -- python3 -m http.server 8080")]
     Start(task_opts::TaskOpts),
+    /// Change the limits of a running task, live; `max` removes a limit.
+    #[command(after_help = "Examples:
+  nomad-shim update web --memory 512M --memory-swap 0
+  nomad-shim update web --cpus max --pids-limit 200
+  nomad-shim update web --memory max")]
+    Update(update::UpdateOpts),
     /// List tasks.
+    #[command(after_help = "Examples:
+  nomad-shim ps
+  nomad-shim ps --format '{{.ID}} {{.Status}} {{.ExitCode}}'
+  nomad-shim ps --format id,status,pid
+  nomad-shim ps --json
+
+Fields of --format: ID, Status, PID, ExitCode, Created, Started, Finished,
+Command, Supervisor (case does not matter).")]
     Ps {
         /// An array of state.json documents.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "format")]
         json: bool,
+        /// One line per task: a template like '{{.ID}} {{.Status}}' or a field list like id,status
+        #[arg(long, value_name = "TEMPLATE|FIELDS")]
+        format: Option<String>,
     },
     /// Show a task's state.
+    #[command(after_help = "Examples:
+  nomad-shim inspect web
+  nomad-shim inspect web --json")]
     Inspect {
         /// Task id.
         id: String,
@@ -57,30 +116,42 @@ enum Command {
         json: bool,
     },
     /// Block until a task ends; exit like `run`.
+    #[command(after_help = "Examples:
+  nomad-shim wait web; echo \"web exited with $?\"")]
     Wait {
         /// Task id.
         id: String,
     },
     /// Send a signal to a task's main process.
+    #[command(after_help = "Examples:
+  nomad-shim kill web
+  nomad-shim kill web HUP
+  nomad-shim kill web 9")]
     Kill {
         /// Task id.
         id: String,
-        /// Signal name or number.
-        #[arg(default_value = "SIGTERM")]
-        signal: String,
+        /// Signal name (TERM, SIGTERM) or number
+        #[arg(default_value = "SIGTERM", value_parser = task_opts::parse_signal_arg)]
+        signal: nix::sys::signal::Signal,
     },
     /// Stop a task gracefully: its kill signal, then SIGKILL to all of it after the timeout.
+    #[command(after_help = "Examples:
+  nomad-shim stop web
+  nomad-shim stop web --signal INT --timeout 30s")]
     Stop {
         /// Task id.
         id: String,
-        /// First signal [default: the task's kill signal].
-        #[arg(long)]
-        signal: Option<String>,
-        /// Grace period, e.g. 10s or 500ms [default: the task's kill timeout].
+        /// First signal [default: the task's kill signal]
+        #[arg(long, value_parser = task_opts::parse_signal_arg)]
+        signal: Option<nix::sys::signal::Signal>,
+        /// Grace period: 10s, 500ms, 1m [default: the task's kill timeout]
         #[arg(long, value_parser = humantime::parse_duration)]
         timeout: Option<Duration>,
     },
     /// CPU, memory and pids of a task's cgroup.
+    #[command(after_help = "Examples:
+  nomad-shim stats web
+  nomad-shim stats web --json")]
     Stats {
         /// Task id.
         id: String,
@@ -89,6 +160,9 @@ enum Command {
         json: bool,
     },
     /// Print a task's output.
+    #[command(after_help = "Examples:
+  nomad-shim logs web
+  nomad-shim logs web --stderr --tail 20 --follow")]
     Logs {
         /// Task id.
         id: String,
@@ -98,17 +172,42 @@ enum Command {
         /// Keep printing until the task ends.
         #[arg(long, short)]
         follow: bool,
-        /// Only the last N lines.
-        #[arg(long, value_name = "N")]
+        /// Only the last N lines (N >= 0) [default: all]
+        #[arg(long, value_name = "N", allow_hyphen_values = true, value_parser = task_opts::parse_count)]
         tail: Option<usize>,
     },
     /// Remove an ended task's state.
+    #[command(after_help = "Examples:
+  nomad-shim rm web
+  nomad-shim rm --force web   # kill it first, or remove a broken task directory")]
     Rm {
         /// Task id.
         id: String,
         /// Kill the task first if it still runs; remove a broken task directory.
         #[arg(long, short)]
         force: bool,
+    },
+    /// Print a shell completion script for bash, zsh or fish.
+    #[command(after_help = "Examples:
+  nomad-shim completions bash > /etc/bash_completion.d/nomad-shim
+  nomad-shim completions zsh > \"${fpath[1]}/_nomad-shim\"
+  nomad-shim completions fish > ~/.config/fish/completions/nomad-shim.fish")]
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: generate::Shell,
+        /// Not read here: keeps the global --root out of this verb's help.
+        #[arg(long, hide = true, value_name = "DIR")]
+        root: Option<PathBuf>,
+    },
+    /// Print the manual page (roff) made from these same definitions.
+    #[command(after_help = "Examples:
+  nomad-shim man | man -l -
+  nomad-shim man > /usr/local/share/man/man1/nomad-shim.1")]
+    Man {
+        /// Not read here: keeps the global --root out of this verb's help.
+        #[arg(long, hide = true, value_name = "DIR")]
+        root: Option<PathBuf>,
     },
 }
 
@@ -121,6 +220,14 @@ pub fn main() -> i32 {
         Ok(cli) => cli,
         Err(e) => return usage_error(e),
     };
+    match &cli.command {
+        Command::Completions { shell, .. } => return generate::completions(*shell),
+        Command::Man { .. } => return generate::man(),
+        _ => {}
+    }
+    if let Err(msg) = explain::check_root(cli.root.as_deref()) {
+        return usage_fail(&msg);
+    }
     let mut executor = match &cli.root {
         Some(root) => Executor::with_root(root),
         None => match Executor::new() {
@@ -128,24 +235,34 @@ pub fn main() -> i32 {
             Err(e) => return fail(&e),
         },
     };
-    if let Some(parent) = &cli.cgroup_parent {
+    let parent = match &cli.command {
+        Command::Run { opts, .. } | Command::Start(opts) => opts.cgroup_parent.as_ref(),
+        _ => None,
+    };
+    if let Some(parent) = parent.or(cli.cgroup_parent.as_ref()) {
         executor = executor.cgroup_parent(parent);
+    }
+    if let Command::Run { opts, .. } | Command::Start(opts) = &cli.command {
+        if let Err(msg) = opts.check() {
+            return usage_fail(&msg);
+        }
     }
     let result = match cli.command {
         Command::Run { rm, opts } => follow::run(&executor, opts, rm),
         Command::Start(opts) => task_opts::start(&executor, opts),
-        Command::Ps { json } => query::ps(&executor, json),
+        Command::Update(opts) => update::update(&executor, &opts),
+        Command::Ps { json, format } => query::ps(&executor, json, format.as_deref()),
         Command::Inspect { id, json } => query::inspect(&executor, &id, json),
-        Command::Wait { id } => executor
-            .open(&id)
-            .and_then(|mut t| t.wait())
-            .map(|exit| exit_code(&id, &exit)),
-        Command::Kill { id, signal } => query::kill(&executor, &id, &signal),
+        Command::Wait { id } => executor.open(&id).and_then(|mut t| {
+            print_warnings(&t);
+            t.wait().map(|exit| exit_code(&id, &exit))
+        }),
+        Command::Kill { id, signal } => query::kill(&executor, &id, signal),
         Command::Stop {
             id,
             signal,
             timeout,
-        } => query::stop(&executor, &id, signal.as_deref(), timeout),
+        } => query::stop(&executor, &id, signal, timeout),
         Command::Stats { id, json } => query::stats(&executor, &id, json),
         Command::Logs {
             id,
@@ -153,9 +270,22 @@ pub fn main() -> i32 {
             follow,
             tail,
         } => follow::logs(&executor, &id, stderr, follow, tail),
-        Command::Rm { id, force } => executor.remove(&id, force).map(|()| 0),
+        Command::Rm { id, force } => {
+            let removed = executor.remove(&id, force).map(|()| 0);
+            if let (Err(e), false) = (&removed, force) {
+                return usage_fail(&explain::rm_hint(e, &id));
+            }
+            removed
+        }
+        Command::Completions { .. } | Command::Man { .. } => Ok(0),
     };
     result.unwrap_or_else(|e| fail(&e))
+}
+
+/// An error found by the CLI itself, already worded: one line, exit 125.
+fn usage_fail(msg: &str) -> i32 {
+    eprintln!("nomad-shim: {msg}");
+    EXIT_ERROR
 }
 
 /// Help and version go to stdout (exit 0); a usage error is one line on
@@ -192,9 +322,10 @@ fn print_warnings(task: &nomad_shim::Task) {
     }
 }
 
-/// Prints the error and picks the exit code.
+/// Prints the error (in the options' words where it names a library
+/// field) and picks the exit code.
 fn fail(e: &Error) -> i32 {
-    eprintln!("nomad-shim: {e}");
+    eprintln!("nomad-shim: {}", explain::error(e));
     if e.is_not_found() {
         127
     } else if e.is_not_executable() {
@@ -207,19 +338,17 @@ fn fail(e: &Error) -> i32 {
 /// The process exit code for a task's exit, as a shell reports it.
 fn exit_code(id: &str, exit: &TaskExit) -> i32 {
     match exit {
-        TaskExit::Exited(r) => r.shell_code().unwrap_or(EXIT_ERROR),
+        TaskExit::Exited(r) => {
+            if r.oom_killed == Some(true) {
+                eprintln!(
+                    "nomad-shim: task {id}: the kernel's OOM killer killed a process of the task (its memory limit, --memory, was reached)"
+                );
+            }
+            r.shell_code().unwrap_or(EXIT_ERROR)
+        }
         TaskExit::Lost { reason } => {
             eprintln!("nomad-shim: task {id} lost: {reason}");
             EXIT_ERROR
         }
-    }
-}
-
-/// A usage error found after parsing (a bad signal name, say).
-fn usage(msg: String) -> Error {
-    Error::Io {
-        op: "parse",
-        what: "arguments".into(),
-        source: std::io::Error::new(std::io::ErrorKind::InvalidInput, msg),
     }
 }

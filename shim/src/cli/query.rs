@@ -2,17 +2,18 @@
 
 use std::time::Duration;
 
-use nomad_shim::spec::parse_signal;
+use nix::sys::signal::Signal;
 use nomad_shim::state::{names, TaskState};
 use nomad_shim::{Error, Executor, Status};
-
-use super::usage;
 
 /// `ps`: one line per task; a task whose files are broken gets a line
 /// saying so (and, with `--json`, a warning on stderr) — it never hides the
 /// others.
-pub fn ps(executor: &Executor, json: bool) -> Result<i32, Error> {
+pub fn ps(executor: &Executor, json: bool, format: Option<&str>) -> Result<i32, Error> {
     let list = executor.list()?;
+    if let Some(format) = format {
+        return super::ps_format::print(executor, &list, format);
+    }
     if json {
         let states: Vec<&TaskState> = list.iter().filter_map(|(_, s)| s.as_ref().ok()).collect();
         for (id, s) in &list {
@@ -67,7 +68,7 @@ pub fn ps(executor: &Executor, json: bool) -> Result<i32, Error> {
 /// The task's command line from its spec, for `ps`.
 /// Read like every task file: relative to the directory, no symlink, no
 /// FIFO, bounded size.
-fn command_of(executor: &Executor, id: &str) -> String {
+pub(crate) fn command_of(executor: &Executor, id: &str) -> String {
     let root = nomad_shim::state::Root::new(executor.root());
     nomad_shim::TaskId::new(id)
         .ok()
@@ -152,10 +153,10 @@ fn print_events(state: &TaskState) {
     }
 }
 
-/// `kill ID [SIGNAL]`.
-pub fn kill(executor: &Executor, id: &str, signal: &str) -> Result<i32, Error> {
-    let sig = parse_signal(signal).ok_or_else(|| usage(format!("unknown signal {signal:?}")))?;
-    executor.open(id)?.signal(sig)?;
+/// `kill ID [SIGNAL]` (clap parsed the signal, so a bad name is a usage
+/// error worded like any other).
+pub fn kill(executor: &Executor, id: &str, signal: Signal) -> Result<i32, Error> {
+    executor.open(id)?.signal(signal)?;
     Ok(0)
 }
 
@@ -163,14 +164,10 @@ pub fn kill(executor: &Executor, id: &str, signal: &str) -> Result<i32, Error> {
 pub fn stop(
     executor: &Executor,
     id: &str,
-    signal: Option<&str>,
+    signal: Option<Signal>,
     timeout: Option<Duration>,
 ) -> Result<i32, Error> {
-    let sig = match signal {
-        Some(s) => Some(parse_signal(s).ok_or_else(|| usage(format!("unknown signal {s:?}")))?),
-        None => None,
-    };
-    executor.open(id)?.stop(sig, timeout)?;
+    executor.open(id)?.stop(signal, timeout)?;
     Ok(0)
 }
 
@@ -189,11 +186,14 @@ pub fn stats(executor: &Executor, id: &str, json: bool) -> Result<i32, Error> {
         return Ok(0);
     }
     if let Some(cpu) = &second.cpu {
+        // usage_ns is exact (ns); user and system come from tick counters on
+        // v1 (10 ms each), so a short task shows 0 there: print all three.
         println!(
-            "cpu:       {:.1}% now; {:.3}s user, {:.3}s system in all",
+            "cpu:       {:.1}% now; {} in all ({} user, {} system)",
             cpu_percent.unwrap_or(0.0),
-            cpu.user_ns as f64 / 1e9,
-            cpu.system_ns as f64 / 1e9
+            duration_ns(cpu.usage_ns),
+            duration_ns(cpu.user_ns),
+            duration_ns(cpu.system_ns)
         );
         if cpu.nr_periods > 0 {
             println!(
@@ -217,6 +217,17 @@ pub fn stats(executor: &Executor, id: &str, json: bool) -> Result<i32, Error> {
         println!("pids:      {}", p.current);
     }
     Ok(0)
+}
+
+/// A CPU time with a unit that keeps its digits: `2.314ms`, `1.250s`.
+pub(crate) fn duration_ns(ns: u64) -> String {
+    if ns < 1_000_000 {
+        format!("{:.3}µs", ns as f64 / 1e3)
+    } else if ns < 1_000_000_000 {
+        format!("{:.3}ms", ns as f64 / 1e6)
+    } else {
+        format!("{:.3}s", ns as f64 / 1e9)
+    }
 }
 
 fn kib(bytes: u64) -> String {

@@ -16,6 +16,9 @@ pub struct TaskOpts {
     /// Task id [default: generated]
     #[arg(long)]
     id: Option<String>,
+    /// Parent cgroup of the task's cgroup, relative to each hierarchy's root [default: nomad-shim]
+    #[arg(long, value_name = "PATH")]
+    pub cgroup_parent: Option<String>,
     /// Environment variable of the task (repeatable); nothing else is inherited
     #[arg(long = "env", short = 'e', value_name = "KEY=VALUE", value_parser = parse_env)]
     env: Vec<(String, String)>,
@@ -23,16 +26,16 @@ pub struct TaskOpts {
     #[arg(long, value_name = "DIR")]
     cwd: Option<PathBuf>,
     /// Signal a graceful stop sends first [kill_signal]
-    #[arg(long, default_value = "SIGTERM", value_parser = parse_signal_arg)]
+    #[arg(long, value_name = "SIGNAL", default_value = "SIGTERM", value_parser = parse_signal_arg)]
     kill_signal: nix::sys::signal::Signal,
-    /// Grace period before SIGKILL [kill_timeout]
-    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    /// Grace period before SIGKILL: 5s, 500ms, 1m [kill_timeout]
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = humantime::parse_duration)]
     kill_timeout: Duration,
     /// Log files kept per stream
-    #[arg(long, default_value_t = LogPolicy::default().max_files)]
+    #[arg(long, value_name = "N", default_value_t = LogPolicy::default().max_files)]
     log_max_files: u32,
-    /// Size at which a log file is rotated, e.g. 10M
-    #[arg(long, default_value = "10M", value_parser = parse_size)]
+    /// Size at which a log file is rotated: bytes, or K, M, G (powers of 1024)
+    #[arg(long, value_name = "SIZE", default_value = "10M", allow_hyphen_values = true, value_parser = parse_size)]
     log_max_size: u64,
     /// Run as this user, by name or uid [user]
     #[arg(long, value_name = "NAME|UID")]
@@ -41,20 +44,25 @@ pub struct TaskOpts {
     #[arg(long, value_name = "NAME|GID")]
     group: Option<String>,
 
-    /// Memory hard limit, e.g. 256M
-    #[arg(long, value_name = "BYTES", value_parser = parse_size, help_heading = "Resources")]
+    /// Memory hard limit: bytes, or K, M, G (powers of 1024), e.g. 256M [default: none]
+    #[arg(long, value_name = "SIZE", allow_hyphen_values = true, value_parser = parse_size, help_heading = "Resources")]
     memory: Option<u64>,
-    /// Memory soft limit (v2 memory.high, v1 soft_limit_in_bytes)
-    #[arg(long, value_name = "BYTES", value_parser = parse_size, help_heading = "Resources")]
+    /// Memory soft limit, a size like 128M (v2 memory.high, v1 soft_limit_in_bytes) [default: none]
+    #[arg(long, value_name = "SIZE", allow_hyphen_values = true, value_parser = parse_size, help_heading = "Resources")]
     memory_reservation: Option<u64>,
-    /// Swap allowed beyond --memory
-    #[arg(long, value_name = "BYTES", value_parser = parse_size, help_heading = "Resources")]
+    /// Swap allowed beyond --memory, a size like 64M; 0 = no swap [default: the kernel's]
+    #[arg(long, value_name = "SIZE", allow_hyphen_values = true, value_parser = parse_size, help_heading = "Resources")]
     memory_swap: Option<u64>,
-    /// Relative CPU weight, Nomad's cpu (MHz) [v1 cpu.shares; v2 cpu.weight, converted]
-    #[arg(long, value_name = "N", help_heading = "Resources")]
+    /// Relative CPU weight, Nomad's cpu (MHz), 1024 = one normal task [v1 cpu.shares; v2 cpu.weight, converted]
+    #[arg(long, value_name = "N", allow_hyphen_values = true, value_parser = parse_count_u64, help_heading = "Resources")]
     cpu_shares: Option<u64>,
-    /// CPU quota in cores, e.g. 1.5
-    #[arg(long, value_name = "FLOAT", help_heading = "Resources")]
+    /// CPU quota in CPUs, e.g. 1.5 (at least 0.01) [default: none]
+    #[arg(
+        long,
+        value_name = "CPUS",
+        allow_hyphen_values = true,
+        help_heading = "Resources"
+    )]
     cpus: Option<f64>,
     /// CPUs the task may run on, e.g. 0-1
     #[arg(long, value_name = "LIST", help_heading = "Resources")]
@@ -62,11 +70,16 @@ pub struct TaskOpts {
     /// Memory nodes the task may use, e.g. 0
     #[arg(long, value_name = "LIST", help_heading = "Resources")]
     cpuset_mems: Option<String>,
-    /// Most processes and threads at once
-    #[arg(long, value_name = "N", help_heading = "Resources")]
+    /// Most processes and threads at once (at least 1) [default: none]
+    #[arg(long, value_name = "N", allow_hyphen_values = true, value_parser = parse_count_u64, help_heading = "Resources")]
     pids_limit: Option<u64>,
-    /// IO weight, 1-10000 (v1 blkio weight, scaled)
-    #[arg(long, value_name = "N", help_heading = "Resources")]
+    /// IO weight, 1-10000 (v1 blkio weight, scaled) [default: the kernel's, 100]
+    #[arg(
+        long,
+        value_name = "N",
+        allow_hyphen_values = true,
+        help_heading = "Resources"
+    )]
     io_weight: Option<u16>,
     /// Skip limits the host cannot enforce (with a warning) instead of failing
     #[arg(long, help_heading = "Resources")]
@@ -113,8 +126,8 @@ pub struct TaskOpts {
     /// The task's oom_score_adj, -1000..=1000 [oom_score_adj; default 0]
     #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = clap::value_parser!(i32).range(-1000..=1000), help_heading = "Isolation")]
     oom_score_adj: Option<i32>,
-    /// Size of the secrets/ tmpfs, e.g. 4M [default: 1M]
-    #[arg(long, value_name = "BYTES", value_parser = parse_size, help_heading = "Isolation")]
+    /// Size of the secrets/ tmpfs: bytes, or K, M, G, e.g. 4M [default: 1M]
+    #[arg(long, value_name = "SIZE", allow_hyphen_values = true, value_parser = parse_size, help_heading = "Isolation")]
     secrets_size: Option<u64>,
     /// Run the program under a minimal init that forwards signals and reaps orphans [default: with --ns pid]
     #[arg(long, conflicts_with = "no_init", help_heading = "Isolation")]
@@ -139,8 +152,8 @@ pub struct TaskOpts {
     #[arg(long, value_name = "HOST_PATH[:TASK_PATH][:rwm]", value_parser = parse_device, help_heading = "Isolation")]
     device: Vec<isolate::DeviceSpec>,
 
-    /// The program and its arguments
-    #[arg(last = true, required = true, value_name = "PROGRAM [ARGS]...")]
+    /// The program and its arguments, after `--`
+    #[arg(last = true, required = true, value_name = "PROGRAM", num_args = 1..)]
     command: Vec<String>,
 }
 
@@ -211,6 +224,37 @@ impl TaskOpts {
 }
 
 impl TaskOpts {
+    /// What the CLI checks before creating anything, so that the message
+    /// names the option: the limits (with the library's own validation),
+    /// CPUs and memory nodes the host has, the network namespace file, the
+    /// isolation's relations, and the size of the environment.
+    pub fn check(&self) -> Result<(), String> {
+        let spec = self.spec();
+        if let Err(e) = spec.resources.validate() {
+            return Err(match e {
+                nomad_shim::cgroup::Error::InvalidResources {
+                    field,
+                    value,
+                    reason,
+                } => super::explain::resources(field, &value, reason),
+                e => e.to_string(),
+            });
+        }
+        if let Some(list) = &self.cpuset_cpus {
+            super::explain::check_cpuset("--cpuset-cpus", list)?;
+        }
+        if let Some(list) = &self.cpuset_mems {
+            super::explain::check_cpuset("--cpuset-mems", list)?;
+        }
+        if let Some(netns) = &self.netns {
+            super::explain::check_netns(netns)?;
+        }
+        if let Err(e) = spec.isolation.validate() {
+            return Err(super::explain::error(&Error::Isolate(e)));
+        }
+        check_env(&spec)
+    }
+
     /// The `dns` block, if any `--dns-*` option is given.
     fn dns(&self) -> Option<isolate::DnsSpec> {
         let dns = isolate::DnsSpec {
@@ -228,6 +272,35 @@ pub fn start(executor: &Executor, opts: TaskOpts) -> Result<i32, Error> {
     super::print_warnings(&task);
     println!("{}", task.id());
     Ok(0)
+}
+
+/// The environment and arguments must fit the task's `spec.json` (read
+/// back with a size bound) and `execve(2)`'s limit on one string.
+fn check_env(spec: &TaskSpec) -> Result<(), String> {
+    // MAX_ARG_STRLEN: 32 pages (include/uapi/linux/binfmts.h).
+    const MAX_ARG_STRLEN: usize = 32 * 4096;
+    let limit = nomad_shim::state::MAX_FILE_SIZE;
+    if let Some((k, v)) = spec
+        .env
+        .iter()
+        .find(|(k, v)| k.len() + v.len() + 1 >= MAX_ARG_STRLEN)
+    {
+        return Err(format!(
+            "--env {k}=...: {} bytes, over the kernel's {} KiB limit for one variable (MAX_ARG_STRLEN)",
+            k.len() + v.len() + 1,
+            MAX_ARG_STRLEN / 1024
+        ));
+    }
+    let size = serde_json::to_vec(spec).map_or(0, |v| v.len()) as u64;
+    if size > limit {
+        let env_bytes: usize = spec.env.iter().map(|(k, v)| k.len() + v.len() + 1).sum();
+        return Err(format!(
+            "--env: {} variables ({env_bytes} bytes) and the program's arguments make a task spec of {size} bytes, over the {} KiB a task may have; pass fewer or smaller variables (a large value can go in a file the program reads)",
+            spec.env.len(),
+            limit / 1024
+        ));
+    }
+    Ok(())
 }
 
 fn parse_bind(s: &str) -> Result<isolate::BindSpec, String> {
@@ -298,8 +371,23 @@ fn parse_env(s: &str) -> Result<(String, String), String> {
     }
 }
 
-fn parse_signal_arg(s: &str) -> Result<nix::sys::signal::Signal, String> {
-    parse_signal(s).ok_or_else(|| format!("unknown signal {s:?}"))
+/// A signal by name (`TERM`, `SIGTERM`) or number, for clap.
+pub fn parse_signal_arg(s: &str) -> Result<nix::sys::signal::Signal, String> {
+    parse_signal(s).ok_or_else(|| {
+        "not a signal; give a name like TERM, SIGHUP, KILL or a number like 9".to_string()
+    })
+}
+
+/// A count (0 or more), refusing `-1` in words rather than as a flag.
+pub fn parse_count(s: &str) -> Result<usize, String> {
+    if s.trim_start().starts_with('-') {
+        return Err("must be 0 or more".into());
+    }
+    s.parse().map_err(|_| "not a whole number".to_string())
+}
+
+fn parse_count_u64(s: &str) -> Result<u64, String> {
+    parse_count(s).map(|n| n as u64)
 }
 
 /// Parses a size: bytes, or a number with K, M, G or T (powers of 1024),
@@ -320,8 +408,11 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     let n: f64 = num
         .trim()
         .parse()
-        .map_err(|_| format!("{s:?} is not a size (like 256M)"))?;
-    if !(n.is_finite() && n >= 0.0) {
+        .map_err(|_| format!("{s:?} is not a size (bytes, or K, M, G, T: 256M, 1.5G)"))?;
+    if n.is_finite() && n < 0.0 {
+        return Err(format!("{s:?}: a size cannot be negative"));
+    }
+    if !n.is_finite() {
         return Err(format!("{s:?} is not a size"));
     }
     let bytes = n * mult as f64;
