@@ -186,7 +186,7 @@ impl Executor {
                 supervisor,
                 task,
                 warnings,
-            })) => Ok(Task::started(dir, supervisor, task, warnings)),
+            })) => Task::started(dir, supervisor, task, warnings),
             // The supervisor removed the task directory before replying.
             Ok(Some(StartReply::Failed {
                 step,
@@ -233,7 +233,7 @@ impl Executor {
         let id = TaskId::new(id)?;
         let dir = self.root.open_task_dir(&id)?;
         let state = reconcile(&dir)?;
-        Ok(Task::opened(dir, state))
+        Task::opened(dir, state)
     }
 
     /// The state of every task under the root, sorted by id. A task whose
@@ -270,7 +270,7 @@ impl Executor {
                         status: state.status,
                     });
                 }
-                let mut task = Task::opened(self.root.open_task_dir(&id)?, state);
+                let mut task = Task::opened(self.root.open_task_dir(&id)?, state)?;
                 task.force_stop()?;
             }
             // The supervisor removes the task's cgroup when the task ends, and

@@ -4,6 +4,7 @@
 
 mod common;
 
+mod asyncwait;
 mod bad_input;
 mod cgroup_tree;
 mod cli;
