@@ -82,6 +82,27 @@ fn wait_fd_is_readable_only_once_the_exit_is_durable() {
 }
 
 #[test]
+fn wait_fd_of_a_task_reopened_while_it_runs() {
+    if !root_or_skip("wait_fd_of_a_task_reopened_while_it_runs") {
+        return;
+    }
+    let root = TestRoot::new();
+    let task = root.sh("exec sleep 60");
+    let id = task.id().to_string();
+    let task_pid = task.pid().unwrap();
+    drop(task);
+    // The agent restarted: the reopened handle waits on the same supervisor.
+    let mut task = root.exec.open(&id).unwrap();
+    assert!(!readable(&task));
+    assert_eq!(task.try_wait().unwrap(), None);
+    kill(Pid::from_raw(task_pid), Signal::SIGTERM).unwrap();
+    assert!(readable_within(&task, Duration::from_secs(10)));
+    assert_eq!(status_on_disk(&root, &id), "exited");
+    let exit = task.try_wait().unwrap().expect("the exit is durable");
+    assert_eq!(exit.signal(), Some(libc::SIGTERM));
+}
+
+#[test]
 fn wait_fd_after_the_supervisor_is_killed_says_lost() {
     if !root_or_skip("wait_fd_after_the_supervisor_is_killed_says_lost") {
         return;
