@@ -237,7 +237,7 @@ impl Executor {
                 for w in &warnings {
                     log::warn!("task {id}: {w}");
                 }
-                Ok(Task::started(dir, supervisor, task, warnings))
+                Task::started(dir, supervisor, task, warnings)
             }
             // The supervisor removed the task directory before replying.
             Ok(Some(StartReply::Failed {
@@ -301,7 +301,7 @@ impl Executor {
                 .supervisor
                 .map_or_else(String::new, |s| format!(", supervisor pid {}", s.pid))
         );
-        Ok(Task::opened(dir, state))
+        Task::opened(dir, state)
     }
 
     /// The state of every task under the root, sorted by id. A task whose
@@ -341,7 +341,7 @@ impl Executor {
                         status: state.status,
                     });
                 }
-                let mut task = Task::opened(self.root.open_task_dir(&id)?, state);
+                let mut task = Task::opened(self.root.open_task_dir(&id)?, state)?;
                 task.force_stop()?;
             }
             // The supervisor removes the task's cgroup when the task ends, and

@@ -80,6 +80,11 @@
 //! # }
 //! ```
 //!
+//! To wait on many tasks from one thread, poll their fds: [`Task`]
+//! implements [`AsFd`](std::os::fd::AsFd), readable once the exit is durable
+//! (then [`Task::try_wait`] returns it at once); with the crate feature
+//! `tokio`, `Task::wait_async` awaits the same fd on tokio's reactor.
+//!
 //! The map from Nomad's 2015 `Executor` interface to this crate is in the
 //! README; the process model in `docs/architecture.md`; the state files in
 //! `docs/state-format.md`.

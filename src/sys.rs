@@ -354,3 +354,21 @@ pub(crate) fn bpf_prog_attach_cgroup_device(
     })?;
     Ok(())
 }
+
+/// Registers a borrowed descriptor with tokio's reactor for readability
+/// (feature `tokio`; `Task::wait_async`). Tokio 1.54 made registration
+/// `unsafe` (its PR 8587): the descriptor must stay open, and the same, for
+/// as long as the `AsyncFd` lives. Must be called inside a runtime with IO
+/// enabled.
+#[cfg(feature = "tokio")]
+pub(crate) fn register_readable(
+    fd: std::os::fd::BorrowedFd<'_>,
+) -> std::io::Result<tokio::io::unix::AsyncFd<std::os::fd::BorrowedFd<'_>>> {
+    use tokio::io::{unix::AsyncFd, Interest};
+    // SAFETY: the AsyncFd holds the BorrowedFd itself, whose lifetime the
+    // borrow checker ties to the owner of the descriptor: the descriptor
+    // stays open for as long as the AsyncFd lives (or until the AsyncFd is
+    // forgotten, which the contract allows), and a BorrowedFd always
+    // returns the same number from as_raw_fd.
+    unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }.map_err(|e| e.into())
+}

@@ -17,6 +17,8 @@ use crate::protocol::{ErrorCode, Reply, Request, RequestLine, MAX_LINE};
 use crate::state::events::kind;
 use crate::state::{names, ExitRecord, Status, TaskDir, TaskId, TaskState, Timestamp};
 
+mod wait_fd;
+
 /// How long a control request may take before the supervisor is considered
 /// wedged.
 const CONTROL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -148,8 +150,12 @@ pub struct Task {
     dir: TaskDir,
     supervisor: Option<Identity>,
     task: Option<Identity>,
-    /// A pidfd on the live supervisor; `None` once it is known gone.
+    /// A pidfd on the supervisor, kept after it exits (it stays readable);
+    /// `None` when the supervisor was gone before this handle was made.
     pidfd: Option<Pidfd>,
+    /// Without a pidfd: an eventfd that is readable at once, the wait fd of
+    /// `impl AsFd for Task` (task/wait_fd.rs).
+    ended: Option<std::os::fd::OwnedFd>,
     /// What the start could not do (best-effort limits it skipped).
     warnings: Vec<String>,
 }
@@ -160,33 +166,30 @@ impl Task {
         supervisor: Identity,
         task: Identity,
         warnings: Vec<String>,
-    ) -> Task {
+    ) -> Result<Task> {
         // The supervisor may already have exited (a task that ends at once);
-        // then the state file is final and no pidfd is needed.
-        let pidfd = supervisor.open().ok().flatten();
-        Task {
+        // then the state file is final and an always-ready fd stands in.
+        let (pidfd, ended) = wait_fd::wait_fds(&dir, Some(supervisor), Status::Running)?;
+        Ok(Task {
             dir,
             supervisor: Some(supervisor),
             task: Some(task),
             pidfd,
+            ended,
             warnings,
-        }
+        })
     }
 
-    pub(crate) fn opened(dir: TaskDir, state: TaskState) -> Task {
-        let pidfd = match state.status {
-            Status::Starting | Status::Running => {
-                state.supervisor.and_then(|s| s.open().ok().flatten())
-            }
-            Status::Exited | Status::Lost => None,
-        };
-        Task {
+    pub(crate) fn opened(dir: TaskDir, state: TaskState) -> Result<Task> {
+        let (pidfd, ended) = wait_fd::wait_fds(&dir, state.supervisor, state.status)?;
+        Ok(Task {
             dir,
             supervisor: state.supervisor,
             task: state.task,
             pidfd,
+            ended,
             warnings: state.warnings,
-        }
+        })
     }
 
     /// The task's id: what [`Executor::open`](crate::Executor::open) takes.
@@ -232,7 +235,6 @@ impl Task {
                     what: self.id().to_string(),
                     source: e,
                 })?;
-                self.pidfd = None;
             }
             let state = reconcile(&self.dir)?;
             if let Some(exit) = TaskExit::from_state(&state) {
@@ -275,7 +277,6 @@ impl Task {
             if !exited {
                 return Ok(None);
             }
-            self.pidfd = None;
         }
         Ok(TaskExit::from_state(&reconcile(&self.dir)?))
     }

@@ -8,8 +8,11 @@ use crate::common::{root_or_skip, TestRoot};
 /// `the_agent_names_only_the_crate_root` fails on a module path.
 // --- agent: root-level names only (checked) ---
 mod agent {
+    use std::os::fd::{AsFd, BorrowedFd};
+
     use nomad_shim::{
-        Error, Executor, Resources, Signal, Stats, Status, TaskExit, TaskId, TaskSpec, TaskState,
+        Error, Executor, Resources, Signal, Stats, Status, Task, TaskExit, TaskId, TaskSpec,
+        TaskState,
     };
 
     /// What the agent saw along the way.
@@ -72,19 +75,22 @@ mod agent {
         })
     }
 
-    // --- issue 10 item 4: the lead fills this in when merging the async
-    // wait (`Task::wait_async` behind the `tokio` feature, `impl AsFd for
-    // Task`). An undeclared feature name here would fail check-cfg, so the
-    // spot is a comment until the feature exists:
-    //
-    // #[cfg(feature = "tokio")]
-    // pub async fn wait_async(executor: &Executor, id: &TaskId) -> Result<TaskExit, Error> {
-    //     executor.open(id.as_str())?.wait_async().await
-    // }
-    //
-    // pub fn pidfd(task: &nomad_shim::Task) -> std::os::fd::BorrowedFd<'_> {
-    //     std::os::fd::AsFd::as_fd(task)
-    // }
+    /// Waiting without a thread per task: a `Task` is an fd that becomes
+    /// readable once its exit is durable (an event loop polls many), and
+    /// `try_wait` then answers at once.
+    pub fn wait_fd(task: &Task) -> BorrowedFd<'_> {
+        task.as_fd()
+    }
+
+    /// With the `tokio` feature: start, forget, reopen by id, and wait on
+    /// tokio's reactor.
+    #[cfg(feature = "tokio")]
+    pub async fn run_async(executor: &Executor) -> Result<TaskExit, Error> {
+        let mut spec = TaskSpec::new("/bin/sh");
+        spec.args(["-c", "exit 4"]);
+        let id = executor.start(&spec)?.id().clone();
+        executor.open(id.as_str())?.wait_async().await
+    }
 }
 // --- end agent ---
 
@@ -140,6 +146,51 @@ fn an_agent_with_only_root_names_starts_reopens_signals_updates_stats_and_waits(
         );
     }
     root.exec.remove(seen.id.as_str(), false).unwrap();
+}
+
+/// `agent::wait_fd`: the fd of a running task is not readable; once the
+/// task has ended it is, and `try_wait` answers without blocking.
+#[test]
+fn an_agent_waits_on_the_task_fd_without_a_thread() {
+    if !root_or_skip("an_agent_waits_on_the_task_fd_without_a_thread") {
+        return;
+    }
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    let root = TestRoot::new();
+    let mut spec = nomad_shim::TaskSpec::new("/bin/sh");
+    spec.args(["-c", "exec sleep 100"]);
+    let mut task = root.exec.start(&spec).unwrap();
+    let readable = |task: &nomad_shim::Task, ms: u16| {
+        let mut fds = [PollFd::new(agent::wait_fd(task), PollFlags::POLLIN)];
+        poll(&mut fds, PollTimeout::from(ms)).unwrap() == 1
+    };
+    assert!(!readable(&task, 100), "readable while the task runs");
+    task.signal(nomad_shim::Signal::SIGTERM).unwrap();
+    assert!(readable(&task, 10_000), "not readable after the task ended");
+    let exit = task
+        .try_wait()
+        .unwrap()
+        .expect("an exit once the fd is readable");
+    assert_eq!(exit.signal(), Some(15), "{exit:?}");
+    root.exec.remove(task.id().as_str(), false).unwrap();
+}
+
+/// `agent::run_async`, on a current-thread runtime (feature `tokio`).
+#[cfg(feature = "tokio")]
+#[test]
+fn an_agent_with_only_root_names_waits_async() {
+    if !root_or_skip("an_agent_with_only_root_names_waits_async") {
+        return;
+    }
+    let root = TestRoot::new();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .unwrap();
+    let exit = rt
+        .block_on(agent::run_async(&root.exec))
+        .unwrap_or_else(|e| panic!("agent: {e}"));
+    assert_eq!(exit.code(), Some(4), "{exit:?}");
 }
 
 /// The agent module above may name the crate only through its root: a

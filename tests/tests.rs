@@ -5,6 +5,7 @@
 mod common;
 
 mod api;
+mod asyncwait;
 mod bad_input;
 mod cgroup_tree;
 mod cli;
