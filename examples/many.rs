@@ -16,7 +16,7 @@
 //! long after the release each exit was seen (p50, p99, max).
 //!
 //! As root, in a process that must reap the supervisors itself (it makes
-//! itself a subreaper for that: DESIGN §8). Each task holds two fds (its
+//! itself a subreaper for that: docs/architecture.md, "Who reaps the supervisor"). Each task holds two fds (its
 //! state directory and the supervisor's pidfd): the soft `RLIMIT_NOFILE` is
 //! raised to the hard one.
 
@@ -66,7 +66,7 @@ fn fail(what: &str, e: impl std::fmt::Display) -> ! {
 fn main() {
     let args = parse();
     // Supervisors re-parent to the nearest subreaper: be it, and reap them
-    // at the end (PID 1 of these machines never reaps, DESIGN §8).
+    // at the end (PID 1 of these machines never reaps: docs/architecture.md).
     nix::sys::prctl::set_child_subreaper(true).unwrap_or_else(|e| fail("subreaper", e));
     let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap_or_else(|e| fail("getrlimit", e));
     setrlimit(Resource::RLIMIT_NOFILE, hard, hard).unwrap_or_else(|e| fail("setrlimit", e));
