@@ -65,6 +65,7 @@ pub(crate) fn plan(
     host_mntns: u64,
     subjects: &mut Subjects,
     cgroup: Option<&CgroupPaths>,
+    state_dir: &Path,
 ) -> Result<(RootPlan, Vec<MountPoint>), IsolateError> {
     let task_dir = spec
         .task_dir
@@ -91,7 +92,7 @@ pub(crate) fn plan(
         )?;
     }
     // /etc/resolv.conf and /etc/hosts: the host's, or the task's resolv.conf.
-    b.etc_files(spec, &env)?;
+    b.etc_files(spec, &env, state_dir)?;
     // The task's writable dirs: their own mounts, so that they stay
     // writable when the root is remounted read-only at the end.
     let rw = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;

@@ -337,8 +337,13 @@ fn start_in_cgroup(
     // Everything the child needs, made now: the isolation plan (task dir
     // layout, mount list, credentials, capability sets), argv, envp, and
     // the fds of the cgroup to join.
-    let isolation = isolate::prepare(&spec.isolation, spec.cwd.as_deref(), Some(&cgroup.paths()))
-        .map_err(|e| Failure::new("isolate", None, e.to_string()))?;
+    let isolation = isolate::prepare(
+        &spec.isolation,
+        spec.cwd.as_deref(),
+        Some(&cgroup.paths()),
+        dir.path(),
+    )
+    .map_err(|e| Failure::new("isolate", None, e.to_string()))?;
     let (cgroup_procs, cgroup_dir) = match cgroup.dir_fd() {
         Ok(Some(dir)) => (Vec::new(), Some(dir)),
         Ok(None) => (
