@@ -177,6 +177,21 @@ pub enum Error {
         /// The OS error.
         cause: io::Error,
     },
+    /// A controller cannot be enabled for the cgroups below `path`: it is not
+    /// the root and has processes of its own (cgroup v2's "no internal
+    /// processes" rule).
+    #[error(
+        "cannot enable cgroup controller {controller} in {path}/cgroup.subtree_control: \
+         that cgroup has processes of its own (cgroup v2 allows controllers below a cgroup \
+         only when its processes are in its children); move them into a child cgroup, or \
+         use a cgroup parent without processes"
+    )]
+    InternalProcesses {
+        /// The controller.
+        controller: String,
+        /// The cgroup that has processes.
+        path: PathBuf,
+    },
     /// The task cgroup to create exists and was made for a task of another
     /// state root: it is left alone, and the start fails.
     #[error(
