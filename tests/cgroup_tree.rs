@@ -484,8 +484,9 @@ fn cpuset_works_under_a_parent_made_by_a_task_without_it() {
 }
 
 /// v2's "no internal processes" rule: a parent with processes of its own
-/// cannot hand a controller down to the task's cgroup. The start fails
-/// with an error that names that cgroup and says why.
+/// cannot hand a domain controller (memory, io; not the threaded cpuset,
+/// cpu, pids) down to the task's cgroup. The start fails with an error
+/// that names that cgroup and says why.
 #[test]
 fn a_parent_with_processes_cannot_hand_a_controller_down() {
     if !root_or_skip("a_parent_with_processes_cannot_hand_a_controller_down") {
@@ -511,12 +512,12 @@ fn a_parent_with_processes_cannot_hand_a_controller_down() {
             .arg(root.path())
             .arg("--cgroup-parent")
             .arg(&parent)
-            .args(["run", "--id", "pinned", "--cpuset-cpus", "0", "--", "true"]),
+            .args(["run", "--id", "limited", "--memory", "64M", "--", "true"]),
     );
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(125), "{out:?}");
     let want = format!(
-        "cannot enable cgroup controller cpuset in {}/cgroup.subtree_control: \
+        "cannot enable cgroup controller memory in {}/cgroup.subtree_control: \
          that cgroup has processes of its own",
         top.display()
     );
@@ -536,4 +537,91 @@ impl Drop for KillOnDrop {
     fn drop(&mut self) {
         let _ = kill(Pid::from_raw(self.0), Signal::SIGKILL);
     }
+}
+
+/// Regression: a start refused by another root's leftover suggested
+/// `nomad-shim --root X rm --force ID`, which answered `no task ID in X`
+/// once X's task directory was gone (and named no cgroup parent). Now the
+/// suggested command, run as given, kills and removes the cgroup marked by
+/// X at exactly `<parent>/<id>`; without one, it still says there is no
+/// such task.
+#[test]
+fn rm_force_of_a_missing_task_dir_kills_the_cgroup_marked_by_its_root() {
+    if !root_or_skip("rm_force_of_a_missing_task_dir_kills_the_cgroup_marked_by_its_root") {
+        return;
+    }
+    let a = TestRoot::new();
+    let _guard = ParentGuard(a.cgroup_parent.clone());
+    let b = TestRoot::new();
+    std::fs::create_dir_all(b.path()).unwrap();
+    // b's leftover in a's parent: b has no task directory for it.
+    let (mut old, dirs) = leftover(&a.cgroup_parent, "gone", Some(b.path()));
+    let e = a
+        .exec
+        .start(&spec("gone", &["true"]))
+        .expect_err("a took over b's cgroup");
+    let msg = e.to_string();
+    let canonical_b = std::fs::canonicalize(b.path()).unwrap();
+    let hint = format!(
+        "nomad-shim --root {} --cgroup-parent {} rm --force gone",
+        canonical_b.display(),
+        a.cgroup_parent
+    );
+    assert!(msg.contains(&hint), "{msg}");
+    // The hint, as given.
+    let out = common::output(
+        Command::new(common::shim())
+            .arg("--root")
+            .arg(&canonical_b)
+            .arg("--cgroup-parent")
+            .arg(&a.cgroup_parent)
+            .args(["rm", "--force", "gone"]),
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        eventually(Duration::from_secs(5), || ended(&mut old).is_some()),
+        "the leftover's sleep survived"
+    );
+    common::disown(old.id() as i32);
+    assert!(dirs.iter().all(|d| !d.exists()), "cgroup left: {dirs:?}");
+    // Now a's start goes through; and an id with nothing anywhere is still
+    // no task.
+    let out = common::output(a.cli().args(["run", "--id", "gone", "--", "true"]));
+    assert!(out.status.success(), "{out:?}");
+    let out = common::output(b.cli().args(["rm", "--force", "nothing"]));
+    assert_eq!(out.status.code(), Some(125), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no task nothing in"),
+        "{out:?}"
+    );
+}
+
+/// `rm --force` of a missing task directory never touches a cgroup marked
+/// by another root.
+#[test]
+fn rm_force_of_a_missing_task_dir_leaves_another_roots_cgroup() {
+    if !root_or_skip("rm_force_of_a_missing_task_dir_leaves_another_roots_cgroup") {
+        return;
+    }
+    let a = TestRoot::new();
+    let _guard = ParentGuard(a.cgroup_parent.clone());
+    std::fs::create_dir_all(a.path()).unwrap();
+    let theirs = a.exec.start(&spec("shared", &["sleep", "1000"])).unwrap();
+    let pid = theirs.pid().unwrap();
+    let b = TestRoot::new();
+    let out = common::output(
+        Command::new(common::shim())
+            .arg("--root")
+            .arg(b.path())
+            .arg("--cgroup-parent")
+            .arg(&a.cgroup_parent)
+            .args(["rm", "--force", "shared"]),
+    );
+    assert_eq!(out.status.code(), Some(125), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("another root"),
+        "{out:?}"
+    );
+    assert!(alive(pid));
+    assert_eq!(theirs.state().unwrap().status, Status::Running);
 }

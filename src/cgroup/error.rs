@@ -196,12 +196,14 @@ pub enum Error {
     /// state root: it is left alone, and the start fails.
     #[error(
         "cgroup {path} already exists and belongs to a task of another root ({owner}): \
-         not touched; stop that task (nomad-shim --root {owner} rm --force {id}) or use \
-         another task id or cgroup parent"
+         not touched; stop that task (nomad-shim --root {owner} --cgroup-parent {parent} rm --force {id}) \
+         or use another task id or cgroup parent"
     )]
     ForeignCgroup {
         /// The existing cgroup directory.
         path: PathBuf,
+        /// The cgroup parent it is in (relative to the hierarchy).
+        parent: String,
         /// The task id (the directory's name).
         id: String,
         /// The state root named by its owner mark.

@@ -773,8 +773,8 @@ fn owner_marks_decide_what_a_leftover_is() {
     let e = TaskCgroup::create_owned(&root, "p", "t", &Resources::default(), false, &other)
         .unwrap_err();
     assert!(
-        matches!(&e, Error::ForeignCgroup { path, owner, id }
-        if *path == t && owner == "/run/root-a" && id == "t"),
+        matches!(&e, Error::ForeignCgroup { path, owner, id, parent }
+        if *path == t && parent == "p" && owner == "/run/root-a" && id == "t"),
         "{e:?}"
     );
     assert!(e.to_string().contains("another root (/run/root-a)"), "{e}");

@@ -502,7 +502,40 @@ fn read_child_error(fd: &OwnedFd, spec: &TaskSpec, plan: &ChildPlan) -> Option<F
         child::Step::Exec => spec.program.clone(),
         _ => "task".into(),
     };
+    if e.step == child::Step::OomScore && matches!(e.errno, Errno::EACCES | Errno::EPERM) {
+        return Some(oom_score_refused(spec, e.errno));
+    }
     Some(Failure::errno(e.step.name(), what, e.errno))
+}
+
+/// The kernel refuses to lower `oom_score_adj` below the lowest value the
+/// process had since its last privileged write without CAP_SYS_RESOURCE
+/// (proc(5) /proc/pid/oom_score_adj). Root in a container often lacks it.
+fn oom_score_refused(spec: &TaskSpec, errno: Errno) -> Failure {
+    let value = spec.isolation.oom_score_adj.unwrap_or(0);
+    // CAP_SYS_RESOURCE is bit 24 of CapEff (capabilities(7)).
+    const CAP_SYS_RESOURCE: u32 = 24;
+    let has_cap = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        })
+        .map(|eff| eff & (1 << CAP_SYS_RESOURCE) != 0);
+    let why = match has_cap {
+        Some(false) => "lowering it needs CAP_SYS_RESOURCE, which nomad-shim does not have here",
+        _ => "lowering it needs CAP_SYS_RESOURCE",
+    };
+    Failure::new(
+        "oom_score_adj",
+        Some(errno),
+        format!(
+            "--oom-score-adj {value}: write /proc/self/oom_score_adj of the task: {}: {why} \
+             (run nomad-shim with it, or give a value no lower than its own)",
+            errno.desc()
+        ),
+    )
 }
 
 /// Everything the child needs, built before fork.
