@@ -8,6 +8,7 @@ mod api;
 mod bad_input;
 mod cgroup_tree;
 mod cli;
+mod cli_errors7;
 mod devices;
 mod filesystem;
 mod init;

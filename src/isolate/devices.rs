@@ -70,22 +70,19 @@ fn rwm() -> String {
 
 impl DeviceSpec {
     /// `HOST_PATH[:TASK_PATH][:rwm]`: `/dev/kmsg`, `/dev/kmsg:r`,
-    /// `/dev/zero:/dev/zero2`, `/dev/fuse:/dev/fuse:rw`. A second part that
-    /// does not start with `/` is the access.
+    /// `/dev/zero:/dev/zero2`, `/dev/fuse:/dev/fuse:rw`. A second part
+    /// without a `/` is the access.
     pub fn parse(s: &str) -> Result<DeviceSpec, IsolateError> {
         let bad = || IsolateError::InvalidDevice {
             device: s.to_string(),
             reason: "is not HOST_PATH[:TASK_PATH][:rwm]",
         };
         let parts: Vec<&str> = s.split(':').collect();
-        // A second part that is not an access string is a task path (a
-        // relative one is refused with that name by `validate`).
-        let is_access = |s: &str| !s.is_empty() && s.chars().all(|c| "rwm".contains(c));
+        // A second part with a `/` is a task path (a relative one, `dev/x`,
+        // is refused as that by `validate`); else it is the access.
         let (host, task, access) = match parts[..] {
             [host] => (host, None, None),
-            [host, second] if second.starts_with('/') || !is_access(second) => {
-                (host, Some(second), None)
-            }
+            [host, second] if second.contains('/') => (host, Some(second), None),
             [host, access] => (host, None, Some(access)),
             [host, task, access] => (host, Some(task), Some(access)),
             _ => return Err(bad()),
