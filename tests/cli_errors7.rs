@@ -38,6 +38,19 @@ fn a_device_that_is_a_file_is_named_not_a_device_whatever_its_task_path() {
         "{err}"
     );
     assert!(!err.contains("must be under /dev"), "{err}");
+    // A missing node: named, without Rust's "(os error 2)".
+    let err = refused(&run(&root, &["--device", "/dev/nomad-shim-nope"]));
+    assert!(
+        err.contains("stat device /dev/nomad-shim-nope: No such file or directory on the host"),
+        "{err}"
+    );
+    // With a task path outside /dev, the host node is still named first.
+    let err = refused(&run(&root, &["--device", "/etc/hostname:/etc/x"]));
+    assert!(
+        err.contains("device /etc/hostname: not a character or block device"),
+        "{err}"
+    );
+    assert!(!err.contains("must be under /dev"), "{err}");
 }
 
 #[test]
@@ -68,7 +81,18 @@ fn a_device_that_is_a_descriptor_link_is_refused_before_any_bind() {
         return;
     }
     let root = TestRoot::new();
-    for host in ["/dev/stdin", "/dev/fd/0"] {
+    // A link of our own (the VM's devtmpfs has no /dev/stdin), and the
+    // system's where they exist.
+    let link = root.path().with_file_name("stdin-link");
+    let _ = std::fs::remove_file(&link);
+    std::os::unix::fs::symlink("/proc/self/fd/0", &link).unwrap();
+    let mut hosts = vec![link.display().to_string()];
+    for system in ["/dev/stdin", "/dev/fd/0"] {
+        if std::fs::symlink_metadata(system).is_ok() {
+            hosts.push(system.to_string());
+        }
+    }
+    for host in &hosts {
         let err = refused(&run(&root, &["--device", &format!("{host}:/dev/si")]));
         assert!(
             err.contains(&format!("device {host}: leads to /proc/")),

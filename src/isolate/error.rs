@@ -381,7 +381,7 @@ pub enum IsolateError {
         reason: &'static str,
     },
     /// `stat` of a passed-through device's host path failed.
-    #[error("stat device {}: {source}", path.display())]
+    #[error("stat device {}: {}", path.display(), os_desc(source))]
     StatDevice {
         /// The host path.
         path: PathBuf,
