@@ -484,9 +484,10 @@ fn cpuset_works_under_a_parent_made_by_a_task_without_it() {
 }
 
 /// v2's "no internal processes" rule: a parent with processes of its own
-/// cannot hand a domain controller (memory, io; not the threaded cpuset,
-/// cpu, pids) down to the task's cgroup. The start fails with an error
-/// that names that cgroup and says why.
+/// cannot hand a domain controller (memory, io) down to the task's cgroup
+/// (EBUSY); a threaded one (cpuset) it can, but then the cgroup below it
+/// cannot (EOPNOTSUPP). Either way the start fails with an error that names
+/// the cgroup with the processes and says why.
 #[test]
 fn a_parent_with_processes_cannot_hand_a_controller_down() {
     if !root_or_skip("a_parent_with_processes_cannot_hand_a_controller_down") {
@@ -506,26 +507,31 @@ fn a_parent_with_processes_cannot_hand_a_controller_down() {
     let _kill = KillOnDrop(sleeper.id() as i32);
     std::fs::write(top.join("cgroup.procs"), sleeper.id().to_string()).unwrap();
     let parent = format!("{}/inner", root.cgroup_parent);
-    let out = common::output(
-        Command::new(common::shim())
-            .arg("--root")
-            .arg(root.path())
-            .arg("--cgroup-parent")
-            .arg(&parent)
-            .args(["run", "--id", "limited", "--memory", "64M", "--", "true"]),
-    );
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(125), "{out:?}");
-    let want = format!(
-        "cannot enable cgroup controller memory in {}/cgroup.subtree_control: \
-         that cgroup has processes of its own",
-        top.display()
-    );
-    assert!(err.contains(&want), "{err}");
-    assert!(
-        !top.join("inner").exists(),
-        "nothing may be created below it"
-    );
+    for (opt, value, controller) in [
+        ("--memory", "64M", "memory"),
+        ("--cpuset-cpus", "0", "cpuset"),
+    ] {
+        let out = common::output(
+            Command::new(common::shim())
+                .arg("--root")
+                .arg(root.path())
+                .arg("--cgroup-parent")
+                .arg(&parent)
+                .args(["run", "--id", "limited", opt, value, "--", "true"]),
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(125), "{out:?}");
+        let want = format!(
+            "cannot enable cgroup controller {controller} below {}: \
+             that cgroup has processes of its own",
+            top.display()
+        );
+        assert!(err.contains(&want), "{opt}: {err}");
+        assert!(
+            !top.join("inner").exists(),
+            "{opt}: nothing may be left below it"
+        );
+    }
     let _ = sleeper.kill();
     let _ = sleeper.wait();
 }

@@ -181,10 +181,10 @@ pub enum Error {
     /// the root and has processes of its own (cgroup v2's "no internal
     /// processes" rule).
     #[error(
-        "cannot enable cgroup controller {controller} in {path}/cgroup.subtree_control: \
-         that cgroup has processes of its own (cgroup v2 allows controllers below a cgroup \
-         only when its processes are in its children); move them into a child cgroup, or \
-         use a cgroup parent without processes"
+        "cannot enable cgroup controller {controller} below {path}: that cgroup has \
+         processes of its own (cgroup v2 hands controllers down from a cgroup only when its \
+         processes are in its children); move them into a child cgroup, or use a cgroup \
+         parent without processes"
     )]
     InternalProcesses {
         /// The controller.

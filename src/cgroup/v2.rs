@@ -167,7 +167,7 @@ impl Cgroup {
                 }
                 if *dir != cg.dir() {
                     for c in &enabled {
-                        write(&dir.join("cgroup.subtree_control"), &format!("+{c}"))?;
+                        enable_controller(root, dir, c)?;
                     }
                 }
             }
@@ -339,22 +339,30 @@ impl Cgroup {
 
 /// `+<c>` in the `cgroup.subtree_control` of `dir`. A cgroup other than the
 /// root that has processes of its own cannot hand a domain controller down
-/// (cgroup-v2(7), "no internal processes" rule: `EBUSY`): that is a typed
-/// error naming it.
+/// (cgroup-v2(7), "no internal processes" rule: `EBUSY`); it can hand down
+/// a threaded one (cpuset, cpu, pids), but it is then a thread root and its
+/// domain children cannot enable anything (`EOPNOTSUPP`, "invalid domain").
+/// Either way the cgroup with the processes (`dir` or an ancestor below the
+/// root) is named in a typed error.
 fn enable_controller(root: &CgroupRoot, dir: &Path, c: &str) -> Result<()> {
     let subtree = dir.join("cgroup.subtree_control");
-    match write(&subtree, &format!("+{c}")) {
-        Err(Error::Write { cause, .. })
-            if cause.raw_os_error() == Some(libc::EBUSY)
-                && dir != root.path
-                && read(&dir.join("cgroup.procs")).is_ok_and(|p| !p.trim().is_empty()) =>
-        {
-            Err(Error::InternalProcesses {
-                controller: c.to_string(),
-                path: dir.to_path_buf(),
-            })
-        }
-        other => other,
+    let result = write(&subtree, &format!("+{c}"));
+    let Err(Error::Write { cause, .. }) = &result else {
+        return result;
+    };
+    if !matches!(cause.raw_os_error(), Some(libc::EBUSY | libc::EOPNOTSUPP)) {
+        return result;
+    }
+    let busy = dir
+        .ancestors()
+        .take_while(|d| d.starts_with(&root.path) && *d != root.path)
+        .find(|d| read(&d.join("cgroup.procs")).is_ok_and(|p| !p.trim().is_empty()));
+    match busy {
+        Some(path) => Err(Error::InternalProcesses {
+            controller: c.to_string(),
+            path: path.to_path_buf(),
+        }),
+        None => result,
     }
 }
 
