@@ -327,9 +327,21 @@ impl Executor {
 
     /// Removes an ended task's directory. A task still running is refused
     /// unless `force`, which kills it first (kill signal skipped: SIGKILL).
+    ///
+    /// With `force`, an id without a task directory in this root still has
+    /// its cgroup at exactly `<parent>/<id>` killed and removed if that
+    /// cgroup is marked as made for this root (a task directory removed by
+    /// hand, or a supervisor killed before its first state write): the
+    /// command a refused start suggests must work then too.
     pub fn remove(&self, id: &str, force: bool) -> Result<()> {
         let id = TaskId::new(id)?;
-        let dir = self.root.open_task_dir(&id)?;
+        let dir = match self.root.open_task_dir(&id) {
+            Ok(dir) => dir,
+            Err(e @ crate::state::StateError::NoSuchTask { .. }) if force => {
+                return self.remove_orphan_cgroup(&id, e);
+            }
+            Err(e) => return Err(e.into()),
+        };
         match reconcile(&dir) {
             Ok(state)
                 if state.status == crate::Status::Running
@@ -376,6 +388,27 @@ impl Executor {
         dir.remove().inspect_err(|e| log::warn!("rm {id}: {e}"))?;
         log::info!("task {id} removed");
         Ok(())
+    }
+
+    /// [`Executor::remove`] with `force` of an id without a task directory:
+    /// this root's cgroup for it, if any; else `missing`.
+    fn remove_orphan_cgroup(&self, id: &TaskId, missing: crate::state::StateError) -> Result<()> {
+        use crate::cgroup::{CgroupRoot, Owner, TaskCgroup, DEFAULT_PARENT};
+        let parent = self.cgroup_parent.as_deref().unwrap_or(DEFAULT_PARENT);
+        let Ok(root) = CgroupRoot::detect() else {
+            return Err(missing.into());
+        };
+        let owner = Owner::root(self.root.path());
+        if TaskCgroup::remove_orphan(&root, parent, id.as_str(), &owner)? {
+            log::warn!(
+                "rm --force {id}: no task directory in {}; its cgroup {parent}/{id}, marked as made \
+                 for this root, was killed and removed",
+                self.root.path().display()
+            );
+            Ok(())
+        } else {
+            Err(missing.into())
+        }
     }
 }
 

@@ -228,8 +228,8 @@ fn dns_options_give_exactly_the_generated_resolv_conf() {
     }
     let root = TestRoot::new();
     let dir = TaskDir::new(&root, "task-dns");
-    // A symlink planted where the private file is written: the write must
-    // replace the link, never follow it to the decoy.
+    // A symlink planted where the private file was once written (the task
+    // dir): it is no longer written there, and never through the link.
     let decoy = root.path().with_file_name("decoy-resolv.conf");
     fs::write(&decoy, "decoy\n").unwrap();
     symlink(&decoy, dir.path.join("resolv.conf")).unwrap();
@@ -283,6 +283,48 @@ attempt('write resolv.conf', lambda: write('/etc/resolv.conf'))
         }
         other => panic!("{:?}", other.map(|t| t.id().to_string())),
     }
+}
+
+/// Regression: the private resolv.conf of `--dns-*` was written in the task
+/// dir, which is the task's `/`: the task saw it as `/resolv.conf`, and it
+/// stayed after `run --rm`. It is in the task's state directory now.
+#[test]
+fn dns_resolv_conf_is_not_in_the_tasks_root_and_nothing_is_left_after_run_rm() {
+    if !root_or_skip("dns_resolv_conf_is_not_in_the_tasks_root_and_nothing_is_left_after_run_rm") {
+        return;
+    }
+    let root = TestRoot::new();
+    let dir = TaskDir::new(&root, "task-dns-rm");
+    let out = crate::common::output(
+        root.cli()
+            .args(["run", "--rm", "--id", "dns-rm", "--chroot", "--task-dir"])
+            .arg(&dir.path)
+            .args(["--dns-server", "192.0.2.53", "--"])
+            .args(["/bin/sh", "-c"])
+            .arg("ls -a /; grep nameserver /etc/resolv.conf"),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        stdout.lines().any(|l| l == "nameserver 192.0.2.53"),
+        "the task does not see its resolv.conf: {stdout}"
+    );
+    assert!(
+        stdout.lines().any(|l| l == "etc"),
+        "no listing of /: {stdout}"
+    );
+    assert!(
+        !stdout.lines().any(|l| l == "resolv.conf"),
+        "the task sees /resolv.conf: {stdout}"
+    );
+    assert!(
+        fs::symlink_metadata(dir.path.join("resolv.conf")).is_err(),
+        "resolv.conf left in the task dir"
+    );
+    assert!(
+        fs::symlink_metadata(root.path().join("dns-rm")).is_err(),
+        "the state directory is left"
+    );
 }
 
 /// Names, sizes, modes, owners and mtimes of a directory's entries.

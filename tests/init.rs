@@ -492,7 +492,7 @@ fn sigstop_and_sigcont_stop_and_resume_the_program_under_the_init() {
         common::proc_state(program),
         common::proc_state(init)
     );
-    // SIGCONT wakes the init, which forwards it to the program.
+    // SIGCONT goes to the same process group: init and program resume.
     task.signal(Signal::SIGCONT).unwrap();
     assert!(
         common::eventually(Duration::from_secs(5), || {
@@ -504,4 +504,57 @@ fn sigstop_and_sigcont_stop_and_resume_the_program_under_the_init() {
     );
     let exit = task.stop(None, None).unwrap();
     assert_eq!(record(&exit).signal, Some(libc::SIGTERM), "{exit:?}");
+}
+
+/// Regression: SIGSTOP went to the process group but SIGCONT only to the
+/// program (through the init), so a shell's children stayed stopped and
+/// its loop never printed again.
+#[test]
+fn sigcont_resumes_the_children_of_the_program_under_the_init() {
+    if !root_or_skip("sigcont_resumes_the_children_of_the_program_under_the_init") {
+        return;
+    }
+    let root = TestRoot::new();
+    for (name, iso) in [("--ns pid", pid_ns()), ("--init", init_alone())] {
+        let mut task = start(
+            &root,
+            &sh("while :; do echo tick; sleep 0.1; done", iso.clone()),
+        );
+        let ticks = |task: &Task| stdout(task).lines().filter(|l| *l == "tick").count();
+        assert!(
+            common::eventually(Duration::from_secs(30), || ticks(&task) >= 2),
+            "{name}: the loop never ticked: {:?}",
+            stdout(&task)
+        );
+        let init = task.pid().unwrap();
+        task.signal(Signal::SIGSTOP).unwrap();
+        // Every process of the group stops: the init, the shell and (once
+        // it runs) its sleep.
+        assert!(
+            common::eventually(Duration::from_secs(5), || {
+                common::proc_state(init) == Some('T')
+                    && children_of(init)
+                        .iter()
+                        .all(|&(p, st)| st == 'T' && children_of(p).iter().all(|&(_, s)| s == 'T'))
+            }),
+            "{name}: not stopped: init {:?}, children {:?}",
+            common::proc_state(init),
+            children_of(init)
+        );
+        let stopped_at = ticks(&task);
+        task.signal(Signal::SIGCONT).unwrap();
+        assert!(
+            common::eventually(Duration::from_secs(10), || ticks(&task) >= stopped_at + 3),
+            "{name}: the loop did not resume after SIGCONT ({stopped_at} ticks, then {}); \
+             init {:?}, children {:?}",
+            ticks(&task),
+            common::proc_state(init),
+            children_of(init)
+                .iter()
+                .map(|&(p, s)| (p, s, children_of(p)))
+                .collect::<Vec<_>>()
+        );
+        let exit = task.stop(None, None).unwrap();
+        assert!(record(&exit).signal.is_some(), "{name}: {exit:?}");
+    }
 }

@@ -10,6 +10,7 @@ mod bad_input;
 mod cgroup_tree;
 mod cli;
 mod cli_errors;
+mod cli_errors7;
 mod cli_update;
 mod devices;
 mod filesystem;

@@ -177,16 +177,33 @@ pub enum Error {
         /// The OS error.
         cause: io::Error,
     },
+    /// A controller cannot be enabled for the cgroups below `path`: it is not
+    /// the root and has processes of its own (cgroup v2's "no internal
+    /// processes" rule).
+    #[error(
+        "cannot enable cgroup controller {controller} below {path}: that cgroup has \
+         processes of its own (cgroup v2 hands controllers down from a cgroup only when its \
+         processes are in its children); move them into a child cgroup, or use a cgroup \
+         parent without processes"
+    )]
+    InternalProcesses {
+        /// The controller.
+        controller: String,
+        /// The cgroup that has processes.
+        path: PathBuf,
+    },
     /// The task cgroup to create exists and was made for a task of another
     /// state root: it is left alone, and the start fails.
     #[error(
         "cgroup {path} already exists and belongs to a task of another root ({owner}): \
-         not touched; stop that task (nomad-shim --root {owner} rm --force {id}) or use \
-         another task id or cgroup parent"
+         not touched; stop that task (nomad-shim --root {owner} --cgroup-parent {parent} rm --force {id}) \
+         or use another task id or cgroup parent"
     )]
     ForeignCgroup {
         /// The existing cgroup directory.
         path: PathBuf,
+        /// The cgroup parent it is in (relative to the hierarchy).
+        parent: String,
         /// The task id (the directory's name).
         id: String,
         /// The state root named by its owner mark.

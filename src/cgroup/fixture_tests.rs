@@ -773,8 +773,8 @@ fn owner_marks_decide_what_a_leftover_is() {
     let e = TaskCgroup::create_owned(&root, "p", "t", &Resources::default(), false, &other)
         .unwrap_err();
     assert!(
-        matches!(&e, Error::ForeignCgroup { path, owner, id }
-        if *path == t && owner == "/run/root-a" && id == "t"),
+        matches!(&e, Error::ForeignCgroup { path, owner, id, parent }
+        if *path == t && parent == "p" && owner == "/run/root-a" && id == "t"),
         "{e:?}"
     );
     assert!(e.to_string().contains("another root (/run/root-a)"), "{e}");
@@ -860,4 +860,57 @@ fn kill_loop_takes_a_timeout_past_instants_range() {
     )
     .unwrap();
     assert_eq!(rounds, 1);
+}
+
+/// Regression: a parent left by a task without cpuset does not offer cpuset;
+/// the controller must be enabled in the root and then in that parent,
+/// not looked for in the parent alone.
+#[test]
+fn v2_enables_a_controller_down_the_chain_of_parents() {
+    let (tmp, root) = v2_fixture(V2_CONTROLLERS);
+    fs::write(
+        tmp.path().join("cgroup.subtree_control"),
+        "cpu memory pids\n",
+    )
+    .unwrap();
+    let parent = tmp.path().join("p");
+    fs::create_dir(&parent).unwrap();
+    for f in fs::read_dir(tmp.path()).unwrap() {
+        let f = f.unwrap();
+        if f.file_type().unwrap().is_file() {
+            fs::copy(f.path(), parent.join(f.file_name())).unwrap();
+        }
+    }
+    put(
+        &parent,
+        &[
+            ("cgroup.controllers", "cpu memory pids\n"),
+            ("cgroup.subtree_control", "cpu memory pids\n"),
+            ("cgroup.procs", ""),
+        ],
+    );
+    let res = Resources {
+        cpuset_cpus: Some("0-1".into()),
+        ..Default::default()
+    };
+    let (cg, warnings) = TaskCgroup::create(&root, "p", "t", &res, false).unwrap();
+    assert!(warnings.is_empty(), "{warnings:?}");
+    // The root offers it and hands it down, then the parent: one write each.
+    assert_eq!(get(tmp.path().join("cgroup.subtree_control")), "+cpuset");
+    assert_eq!(get(parent.join("cgroup.subtree_control")), "+cpuset");
+    assert_eq!(get(cg.dirs()[0].join("cpuset.cpus")), "0-1");
+
+    // Offered nowhere: the error names the root's list.
+    let res = Resources {
+        io_weight: Some(100),
+        ..Default::default()
+    };
+    fs::write(tmp.path().join("cgroup.controllers"), "cpu memory pids\n").unwrap();
+    match TaskCgroup::create(&root, "p", "u", &res, false).unwrap_err() {
+        Error::ControllerUnavailable { controller, path } => {
+            assert_eq!(controller, "io");
+            assert_eq!(path, tmp.path().join("cgroup.controllers"));
+        }
+        other => panic!("{other:?}"),
+    }
 }

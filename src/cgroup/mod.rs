@@ -44,11 +44,15 @@
 //!
 //! **What it never does.** It creates cgroups only at `<root>/<parent>/<id>`, and
 //! removes only those (and, when asked, the empty parents named by `parent`). The
-//! only file of a cgroup it did not create that it may write is, on v2, the
-//! `cgroup.subtree_control` of the deepest existing ancestor of the task cgroup
-//! (the root, or a parent left by an earlier task): `+<controller>` for each
-//! controller the task uses that is available there but not yet enabled — one
-//! write each, additions only, never undone (details in `v2.rs`). On v1 it writes
+//! only files of cgroups it did not create that it may write are, on v2,
+//! `cgroup.subtree_control` files on the path from the root to the task cgroup:
+//! for each controller the task uses, that of the deepest existing directory
+//! offering it (in its `cgroup.controllers`: the root, or a parent), then that of
+//! each existing directory of the configured parent path below it (parents left
+//! by earlier tasks, which may not have used that controller) — `+<controller>`
+//! where not yet enabled, one write each, additions only, never undone; a parent
+//! with processes of its own cannot hand a controller down, a typed error naming
+//! it (details in `v2.rs`). On v1 it writes
 //! only inside directories it created (a new cpuset cgroup gets its parent's
 //! `cpuset.cpus`/`cpuset.mems` copied *into* it). It signals only processes listed
 //! in the task cgroup's `cgroup.procs`.

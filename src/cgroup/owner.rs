@@ -141,7 +141,7 @@ impl TaskCgroup {
         res.validate()?;
         let rel = paths::parent_name(parent)?.join(paths::task_name(id)?);
         let leftover = TaskCgroup::everywhere(root, &rel)?;
-        if leftover.claim_leftover(owner)? {
+        if leftover.claim_leftover(owner, &rel)? {
             // The supervisor records this as an event (target = its kind).
             log::warn!(
                 target: LEFTOVER_TARGET,
@@ -188,7 +188,7 @@ impl TaskCgroup {
     /// Whether there is a leftover to clean up: `Ok(false)` if no directory of
     /// it exists; `Ok(true)` if every one that exists is marked by `owner` or,
     /// unmarked, the whole leftover is empty; else the refusal.
-    fn claim_leftover(&self, owner: &Owner) -> Result<bool> {
+    fn claim_leftover(&self, owner: &Owner, rel: &Path) -> Result<bool> {
         let root = self.root();
         let mut found = false;
         let mut unmarked = None;
@@ -196,16 +196,7 @@ impl TaskCgroup {
             match get_mark(root, &d)? {
                 Mark::Gone => {}
                 Mark::Root(r) if r == owner.0 => found = true,
-                Mark::Root(r) => {
-                    return Err(Error::ForeignCgroup {
-                        id: d
-                            .file_name()
-                            .map(|n| n.to_string_lossy().into_owned())
-                            .unwrap_or_default(),
-                        path: d,
-                        owner: r.display().to_string(),
-                    })
-                }
+                Mark::Root(r) => return Err(foreign(d, rel, &r)),
                 Mark::Unmarked => {
                     found = true;
                     unmarked.get_or_insert(d);
@@ -220,6 +211,36 @@ impl TaskCgroup {
                     name: xattr_name(root),
                 });
             }
+        }
+        Ok(found)
+    }
+
+    /// `rm --force ID` when this root has no task directory `ID` (removed by
+    /// hand, or a supervisor killed before it wrote one): the cgroup at
+    /// exactly `<parent>/<id>`, if every directory of it that exists is
+    /// marked with `owner`, gets its whole subtree killed and removed, and
+    /// `Ok(true)`. Nothing there: `Ok(false)`. Marked by another root, or
+    /// unmarked: [`Error::ForeignCgroup`] or [`Error::UnmarkedCgroup`], and
+    /// nothing is touched.
+    pub fn remove_orphan(root: &CgroupRoot, parent: &str, id: &str, owner: &Owner) -> Result<bool> {
+        let rel = paths::parent_name(parent)?.join(paths::task_name(id)?);
+        let cg = TaskCgroup::everywhere(root, &rel)?;
+        let mut found = false;
+        for d in cg.dirs() {
+            match get_mark(root, &d)? {
+                Mark::Gone => {}
+                Mark::Root(r) if r == owner.0 => found = true,
+                Mark::Root(r) => return Err(foreign(d, &rel, &r)),
+                Mark::Unmarked => {
+                    return Err(Error::UnmarkedCgroup {
+                        path: d,
+                        name: xattr_name(root),
+                    })
+                }
+            }
+        }
+        if found {
+            cg.remove()?;
         }
         Ok(found)
     }
@@ -239,5 +260,21 @@ impl TaskCgroup {
             Backend::V1(c) => c.root(),
             Backend::V2(c) => c.root(),
         }
+    }
+}
+
+/// The refusal of `dir` (the task cgroup `rel`), marked by the root `owner`.
+fn foreign(dir: PathBuf, rel: &Path, owner: &Path) -> Error {
+    Error::ForeignCgroup {
+        id: dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        parent: rel
+            .parent()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default(),
+        path: dir,
+        owner: owner.display().to_string(),
     }
 }

@@ -1,14 +1,19 @@
 //! The cgroup v2 backend: one directory in the unified hierarchy.
 //!
 //! Files written (cgroup-v2(7), Documentation/admin-guide/cgroup-v2.rst):
-//! * the deepest pre-existing ancestor's `cgroup.subtree_control`: `+<controller>`
-//!   for each controller the task uses that is listed in its `cgroup.controllers`
-//!   but not yet enabled there — one write per controller, and only additions.
-//!   Without it no controller reaches the cgroups below. This is the one file of a
-//!   cgroup we did not create that is ever written (usually `/sys/fs/cgroup` itself
-//!   or the configured parent left by an earlier task). It fails with `EBUSY` if
-//!   that ancestor is not the root and has processes of its own ("no internal
-//!   processes" rule); enabled controllers are left enabled on removal.
+//! * for each controller the task uses, down the chain of existing directories
+//!   from the root to the deepest pre-existing ancestor of the task cgroup: the
+//!   `cgroup.subtree_control` of the deepest one whose `cgroup.controllers` lists
+//!   it, then of each directory below it down to that ancestor — `+<controller>`
+//!   where not yet enabled, one write per controller and directory, only
+//!   additions. Without it no controller reaches the cgroups below. Every
+//!   directory below the root in that chain is part of the configured parent
+//!   path (a parent left by an earlier task that did not use the controller, say
+//!   `--cpuset-cpus` after a task without it); the first one written may be the
+//!   root or a cgroup we did not create, the only such file ever written. A write
+//!   fails with `EBUSY` in a cgroup other than the root that has processes of its
+//!   own ("no internal processes" rule): [`Error::InternalProcesses`] names it.
+//!   Enabled controllers are left enabled on removal.
 //! * each parent cgroup we create: the same `+<controller>` in `cgroup.subtree_control`;
 //! * the task cgroup: the limits (`memory.max`, `memory.high`, `memory.swap.max`,
 //!   `memory.oom.group` = 1, `cpu.weight`, `cpu.max`, `cpuset.cpus`, `cpuset.mems`,
@@ -88,42 +93,63 @@ impl Cgroup {
             }
         }
 
-        // What the ancestor can hand down. A limit's controller that is missing is
-        // an error before any mkdir (a warning with `best_effort`); a missing
-        // accounting controller is always just a warning.
-        let controllers_file = existing.join("cgroup.controllers");
-        let available = words(&read(&controllers_file)?);
+        // The existing directories from the root down to that ancestor: all
+        // but the root lie in the configured parent path.
+        let chain: Vec<PathBuf> = rel
+            .ancestors()
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .map(|dir| root.path.join(dir))
+            .filter(|abs| existing.starts_with(abs))
+            .collect();
+
+        // What reaches the ancestor, or can be handed down to it. A limit's
+        // controller that is missing is an error before any mkdir (a warning
+        // with `best_effort`); a missing accounting controller is always just
+        // a warning.
         let required = required(res);
         let tolerate = |c: &str| best_effort || !required.contains(&c);
+        let (mut controllers, mut subtrees) = (Vec::new(), Vec::new());
+        for dir in &chain {
+            controllers.push(words(&read(&dir.join("cgroup.controllers"))?));
+            subtrees.push(words(&read(&dir.join("cgroup.subtree_control"))?));
+        }
         let mut enable = Vec::new();
         for c in required.iter().chain(ACCOUNTING.iter()) {
-            if enable.contains(c) {
+            if enable.iter().any(|(e, _)| e == c) {
                 continue;
             }
-            if available.iter().any(|a| a == c) {
-                enable.push(*c);
-            } else {
-                let e = Error::ControllerUnavailable {
-                    controller: c.to_string(),
-                    path: controllers_file.clone(),
-                };
-                fail_or_warn(e, tolerate(c), warnings)?;
+            // The deepest directory of the chain that offers it.
+            match controllers.iter().rposition(|a| a.iter().any(|a| a == c)) {
+                Some(from) => enable.push((*c, from)),
+                None => {
+                    let e = Error::ControllerUnavailable {
+                        controller: c.to_string(),
+                        path: root.path.join("cgroup.controllers"),
+                    };
+                    fail_or_warn(e, tolerate(c), warnings)?;
+                }
             }
         }
 
-        // Enable them in the ancestor (only those not yet enabled).
-        let subtree = existing.join("cgroup.subtree_control");
-        let already = words(&read(&subtree)?);
+        // Enable each down the chain, from the deepest directory that offers
+        // it to the ancestor (only where not yet enabled): a parent left by
+        // an earlier task that did not use it does not offer it to its
+        // children until its own parent hands it down.
         let mut enabled = Vec::new();
-        for c in enable {
-            if already.iter().any(|a| a == c) {
-                enabled.push(c);
-                continue;
+        'controllers: for (c, from) in enable {
+            for (dir, subtree) in chain.iter().zip(subtrees.iter_mut()).skip(from) {
+                if subtree.iter().any(|a| a == c) {
+                    continue;
+                }
+                if let Err(e) = enable_controller(root, dir, c) {
+                    fail_or_warn(e, tolerate(c), warnings)?;
+                    continue 'controllers;
+                }
+                subtree.push(c.to_string());
             }
-            match write(&subtree, &format!("+{c}")) {
-                Ok(()) => enabled.push(c),
-                Err(e) => fail_or_warn(e, tolerate(c), warnings)?,
-            }
+            enabled.push(c);
         }
 
         let cg = Cgroup {
@@ -141,7 +167,7 @@ impl Cgroup {
                 }
                 if *dir != cg.dir() {
                     for c in &enabled {
-                        write(&dir.join("cgroup.subtree_control"), &format!("+{c}"))?;
+                        enable_controller(root, dir, c)?;
                     }
                 }
             }
@@ -300,6 +326,35 @@ impl Cgroup {
     /// that still has children (or processes). The root is never touched.
     pub(crate) fn remove_parents_if_empty(&self) -> Result<()> {
         super::remove_empty_ancestors(&self.root, &self.root.path, &self.rel)
+    }
+}
+
+/// `+<c>` in the `cgroup.subtree_control` of `dir`. A cgroup other than the
+/// root that has processes of its own cannot hand a domain controller down
+/// (cgroup-v2(7), "no internal processes" rule: `EBUSY`); it can hand down
+/// a threaded one (cpuset, cpu, pids), but it is then a thread root and its
+/// domain children cannot enable anything (`EOPNOTSUPP`, "invalid domain").
+/// Either way the cgroup with the processes (`dir` or an ancestor below the
+/// root) is named in a typed error.
+fn enable_controller(root: &CgroupRoot, dir: &Path, c: &str) -> Result<()> {
+    let subtree = dir.join("cgroup.subtree_control");
+    let result = write(&subtree, &format!("+{c}"));
+    let Err(Error::Write { cause, .. }) = &result else {
+        return result;
+    };
+    if !matches!(cause.raw_os_error(), Some(libc::EBUSY | libc::EOPNOTSUPP)) {
+        return result;
+    }
+    let busy = dir
+        .ancestors()
+        .take_while(|d| d.starts_with(&root.path) && *d != root.path)
+        .find(|d| read(&d.join("cgroup.procs")).is_ok_and(|p| !p.trim().is_empty()));
+    match busy {
+        Some(path) => Err(Error::InternalProcesses {
+            controller: c.to_string(),
+            path: path.to_path_buf(),
+        }),
+        None => result,
     }
 }
 

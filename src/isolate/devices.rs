@@ -10,8 +10,13 @@
 //!   the access asked for ([`device_rules`]: runc's defaults plus one allow
 //!   rule per device).
 //!
-//! The host path is `stat`ed in the supervisor before anything of the task
-//! exists: it must be a char or block device ([`IsolateError::NotADevice`]).
+//! The host path is resolved and `stat`ed before anything of the task
+//! exists, before its task path is looked at: it must be a char or block
+//! device ([`IsolateError::NotADevice`]). Its symlinks are resolved here
+//! (`/dev/dri/by-path/...` lead to `/dev/dri/card0`), and the node they
+//! lead to is what is bound; a link through `/proc` (`/dev/stdin` is
+//! `/proc/self/fd/0`: a descriptor of whoever opens it, not a node) is
+//! refused ([`IsolateError::DeviceThroughProc`]).
 
 use std::os::unix::fs::FileTypeExt;
 use std::os::unix::fs::MetadataExt;
@@ -65,17 +70,19 @@ fn rwm() -> String {
 
 impl DeviceSpec {
     /// `HOST_PATH[:TASK_PATH][:rwm]`: `/dev/kmsg`, `/dev/kmsg:r`,
-    /// `/dev/zero:/dev/zero2`, `/dev/fuse:/dev/fuse:rw`. A second part that
-    /// does not start with `/` is the access.
+    /// `/dev/zero:/dev/zero2`, `/dev/fuse:/dev/fuse:rw`. A second part
+    /// without a `/` is the access.
     pub fn parse(s: &str) -> Result<DeviceSpec, IsolateError> {
         let bad = || IsolateError::InvalidDevice {
             device: s.to_string(),
             reason: "is not HOST_PATH[:TASK_PATH][:rwm]",
         };
         let parts: Vec<&str> = s.split(':').collect();
+        // A second part with a `/` is a task path (a relative one, `dev/x`,
+        // is refused as that by `validate`); else it is the access.
         let (host, task, access) = match parts[..] {
             [host] => (host, None, None),
-            [host, second] if second.starts_with('/') => (host, Some(second), None),
+            [host, second] if second.contains('/') => (host, Some(second), None),
             [host, access] => (host, None, Some(access)),
             [host, task, access] => (host, Some(task), Some(access)),
             _ => return Err(bad()),
@@ -106,19 +113,27 @@ impl DeviceSpec {
         })
     }
 
-    /// Checks without touching the system: absolute paths without `..`; with
-    /// a chroot, a task path strictly under `/dev` that does not replace a
-    /// node the task's `/dev` already has; without one, the host path.
+    /// Checks: the host path absolute, without `..`, and a device node (so
+    /// that a wrong host path is named as that, whatever the task path);
+    /// the task path absolute, without `..`; with a chroot, strictly under
+    /// `/dev` and not replacing a node the task's `/dev` already has;
+    /// without one, the host path.
     pub(crate) fn validate(&self, chroot: bool) -> Result<(), IsolateError> {
         self.access()?;
         let bad = |reason| IsolateError::InvalidDevice {
             device: self.host_path.display().to_string(),
             reason,
         };
-        for path in [&self.host_path, self.task_path()] {
-            if !path.is_absolute() || path.components().any(|c| c == Component::ParentDir) {
-                return Err(bad("paths must be absolute, without '..'"));
-            }
+        let clean =
+            |p: &Path| p.is_absolute() && !p.components().any(|c| c == Component::ParentDir);
+        if !clean(&self.host_path) {
+            return Err(bad("the host path must be absolute, without '..'"));
+        }
+        self.host_node()?;
+        if !clean(self.task_path()) {
+            return Err(bad(
+                "the task path must be absolute, under /dev (e.g. /dev/x), without '..'",
+            ));
         }
         if !chroot {
             if self.task_path() != self.host_path {
@@ -150,24 +165,57 @@ impl DeviceSpec {
         (!rel.as_os_str().is_empty()).then_some(rel)
     }
 
-    /// `stat` the host node (following symlinks, as `/dev/dri/by-path/...`
-    /// are) and return the rule that allows exactly it.
-    #[doc(hidden)]
-    pub fn resolve(&self) -> Result<DeviceRule, IsolateError> {
-        let md = std::fs::metadata(&self.host_path).map_err(|source| IsolateError::StatDevice {
+    /// The host node: the host path with its symlinks resolved (as
+    /// `/dev/dri/by-path/...` are), refusing a way through `/proc`, and its
+    /// kind. What is bound into the task's `/dev`.
+    pub(crate) fn host_node(&self) -> Result<(PathBuf, DeviceKind, u64), IsolateError> {
+        let stat_err = |source| IsolateError::StatDevice {
             path: self.host_path.clone(),
             source,
-        })?;
-        let kind = if md.file_type().is_char_device() {
-            DeviceKind::Char
-        } else if md.file_type().is_block_device() {
-            DeviceKind::Block
-        } else {
-            return Err(IsolateError::NotADevice {
-                path: self.host_path.clone(),
-            });
         };
-        let rdev = md.rdev();
+        let not_a_device = || IsolateError::NotADevice {
+            path: self.host_path.clone(),
+        };
+        let mut p = self.host_path.clone();
+        // As path_resolution(7): at most 40 links.
+        for _ in 0..40 {
+            // The directory part with its links resolved (`/dev/fd/0`: the
+            // link is `/dev/fd`), then the last component, link by link.
+            let (Some(dir), Some(name)) = (p.parent(), p.file_name()) else {
+                return Err(not_a_device());
+            };
+            p = std::fs::canonicalize(dir).map_err(stat_err)?.join(name);
+            if p.starts_with("/proc") {
+                return Err(IsolateError::DeviceThroughProc {
+                    path: self.host_path.clone(),
+                    via: p,
+                });
+            }
+            match std::fs::read_link(&p) {
+                // `join` keeps an absolute target as it is.
+                Ok(target) => p = p.parent().unwrap_or(Path::new("/")).join(target),
+                Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => {
+                    let md = std::fs::symlink_metadata(&p).map_err(stat_err)?;
+                    let kind = if md.file_type().is_char_device() {
+                        DeviceKind::Char
+                    } else if md.file_type().is_block_device() {
+                        DeviceKind::Block
+                    } else {
+                        return Err(not_a_device());
+                    };
+                    return Ok((p, kind, md.rdev()));
+                }
+                Err(e) => return Err(stat_err(e)),
+            }
+        }
+        Err(stat_err(std::io::Error::from_raw_os_error(libc::ELOOP)))
+    }
+
+    /// `stat` the host node ([`DeviceSpec::host_node`]) and return the rule
+    /// that allows exactly it.
+    #[doc(hidden)]
+    pub fn resolve(&self) -> Result<DeviceRule, IsolateError> {
+        let (_, kind, rdev) = self.host_node()?;
         Ok(DeviceRule {
             kind,
             major: Some(nix::sys::stat::major(rdev) as u32),

@@ -211,6 +211,19 @@ pub enum IsolateError {
         #[source]
         source: std::io::Error,
     },
+    /// A host path named by an option (`--chroot-env`, `--mount src=`) that
+    /// cannot be examined: usually it does not exist.
+    #[error("{option}{}: {}", path.display(), crate::isolate::error::os_desc(source))]
+    OptionSource {
+        /// The option, as the CLI spells it, with its separator
+        /// (`--chroot-env `, `--mount src=`).
+        option: &'static str,
+        /// The host path.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
     /// A `chroot_env` source that is neither a directory nor a file.
     #[error("chroot_env source {path:?} is neither a directory nor a regular file")]
     UnsupportedSource {
@@ -368,7 +381,7 @@ pub enum IsolateError {
         reason: &'static str,
     },
     /// `stat` of a passed-through device's host path failed.
-    #[error("stat device {}: {source}", path.display())]
+    #[error("stat device {}: {}", path.display(), os_desc(source))]
     StatDevice {
         /// The host path.
         path: PathBuf,
@@ -376,10 +389,33 @@ pub enum IsolateError {
         #[source]
         source: std::io::Error,
     },
+    /// A passed-through host path whose symlinks lead through `/proc`
+    /// (`/dev/stdin`, `/dev/fd/N`): a descriptor of whoever opens it, not a
+    /// device node.
+    #[error(
+        "device {}: leads to {}, a descriptor in /proc, not a device node; pass the node itself (e.g. /dev/null)",
+        path.display(),
+        via.display()
+    )]
+    DeviceThroughProc {
+        /// The host path as given.
+        path: PathBuf,
+        /// Where its links lead, under `/proc`.
+        via: PathBuf,
+    },
     /// A passed-through host path that is not a char or block device.
     #[error("device {}: not a character or block device", path.display())]
     NotADevice {
         /// The host path.
         path: PathBuf,
     },
+}
+
+/// An I/O error's text without Rust's ` (os error N)` suffix.
+pub(crate) fn os_desc(e: &std::io::Error) -> String {
+    let s = e.to_string();
+    match s.rsplit_once(" (os error ") {
+        Some((msg, _)) => format!("{msg} on the host"),
+        None => s,
+    }
 }

@@ -88,11 +88,14 @@ pub struct Plan {
 /// `cwd` is the task's working directory: inside the new root with a chroot
 /// (default `/`), else on the host (default: the task dir, else `/`).
 /// `cgroup` is the task's cgroup (already created): with a chroot, it is
-/// shown read-only at `/sys/fs/cgroup`.
+/// shown read-only at `/sys/fs/cgroup`. `state_dir` is the task's state
+/// directory (`<root>/<id>/`): the private resolv.conf of a `dns` block is
+/// written there, out of the task's root.
 pub fn prepare(
     spec: &IsolationSpec,
     cwd: Option<&Path>,
     cgroup: Option<&crate::cgroup::CgroupPaths>,
+    state_dir: &Path,
 ) -> Result<Plan, IsolateError> {
     spec.validate()?;
     let mut subjects = Subjects::default();
@@ -109,6 +112,7 @@ pub fn prepare(
             host_mntns.st_ino,
             &mut subjects,
             cgroup,
+            state_dir,
         )?;
         (Some(root), mountpoints)
     } else {
@@ -118,7 +122,7 @@ pub fn prepare(
         let alloc_is_mount = spec.chroot && spec.alloc_dir.is_some();
         taskdir::build(task_dir, creds.owner(), alloc_is_mount, &mountpoints)?;
         if let (true, Some(dns)) = (spec.chroot, &spec.dns) {
-            rootfs::write_resolv_conf(task_dir, dns)?;
+            rootfs::write_resolv_conf(state_dir, dns)?;
         }
     }
     let netns = match &spec.netns {

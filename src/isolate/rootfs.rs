@@ -65,6 +65,7 @@ pub(crate) fn plan(
     host_mntns: u64,
     subjects: &mut Subjects,
     cgroup: Option<&CgroupPaths>,
+    state_dir: &Path,
 ) -> Result<(RootPlan, Vec<MountPoint>), IsolateError> {
     let task_dir = spec
         .task_dir
@@ -79,7 +80,7 @@ pub(crate) fn plan(
     // The chroot environment: read-only, nosuid, nodev binds of host paths.
     let env = spec.effective_chroot_env();
     for bind in &env {
-        let kind = source_kind(&bind.src)?;
+        let kind = source_kind(&bind.src).map_err(for_option("--chroot-env "))?;
         let flags =
             MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | keep_noexec(&bind.src);
         b.bind(
@@ -91,7 +92,7 @@ pub(crate) fn plan(
         )?;
     }
     // /etc/resolv.conf and /etc/hosts: the host's, or the task's resolv.conf.
-    b.etc_files(spec, &env)?;
+    b.etc_files(spec, &env, state_dir)?;
     // The task's writable dirs: their own mounts, so that they stay
     // writable when the root is remounted read-only at the end.
     let rw = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
@@ -330,8 +331,11 @@ impl Builder<'_> {
                 name: cstring(name)?,
                 subject,
             });
+            // The node itself, its links resolved: a link (`/dev/stdin`,
+            // `by-path/...`) is not followed the same way in the child.
+            let (node, _, _) = d.host_node()?;
             self.bind(
-                Source::Host(cstring(&d.host_path)?),
+                Source::Host(cstring(&node)?),
                 &dir.join(name),
                 Kind::File,
                 flags,
@@ -370,6 +374,18 @@ fn source_kind(src: &Path) -> Result<Kind, IsolateError> {
         Err(IsolateError::UnsupportedSource {
             path: src.to_path_buf(),
         })
+    }
+}
+
+/// Names the option a [`source_kind`] error came from.
+fn for_option(option: &'static str) -> impl Fn(IsolateError) -> IsolateError {
+    move |e| match e {
+        IsolateError::StatSource { path, source } => IsolateError::OptionSource {
+            option,
+            path,
+            source,
+        },
+        other => other,
     }
 }
 

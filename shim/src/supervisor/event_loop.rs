@@ -178,10 +178,13 @@ impl<'d> Supervisor<'d> {
 
     /// `kill(2)` of the task's main process. An init forwards every signal
     /// it can catch to the program, once; SIGSTOP it cannot catch, so that
-    /// one goes to the process group (init and program stop together; a
-    /// later SIGCONT wakes the init, which forwards it).
+    /// one goes to the process group (init, program and the program's
+    /// children stop together). SIGCONT must then go to the same group:
+    /// forwarded by the init to the program alone, it would leave the
+    /// program's children stopped (a shell's `sleep` in state T). The init
+    /// does not forward the SIGCONT it gets this way (`init.rs`).
     fn signal_task(&self, sig: Signal) -> nix::Result<()> {
-        if self.init_status.is_some() && sig == Signal::SIGSTOP {
+        if self.init_status.is_some() && matches!(sig, Signal::SIGSTOP | Signal::SIGCONT) {
             killpg(self.task, sig)
         } else {
             kill(self.task, sig)

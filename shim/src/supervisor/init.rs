@@ -42,7 +42,10 @@
 //!   Anything else: `kill(program, sig)`. The supervisor signals the task
 //!   with `kill` of the init's pid, never `killpg`, so the program gets a
 //!   stop signal exactly once; SIGSTOP, which the init cannot catch, goes to
-//!   the process group (`event_loop.rs`).
+//!   the process group (`event_loop.rs`), and so does SIGCONT, to resume
+//!   every process that SIGSTOP stopped, the program's children included.
+//!   The group's SIGCONT has reached the program already, so the init does
+//!   not forward SIGCONT (the program would see it twice).
 //! * **The exact status.** PID 1 of a namespace cannot kill itself with a
 //!   signal it has no handler for, so it cannot mirror a death by signal
 //!   by re-raising it. Instead it writes the program's raw wait status (4
@@ -148,6 +151,11 @@ fn program(plan: &ChildPlan, error_pipe: &OwnedFd) -> ! {
 fn supervise(program: libc::pid_t) -> libc::c_int {
     loop {
         let sig = crate::sys::sigwait_all();
+        if sig == libc::SIGCONT {
+            // Sent to the whole process group by the supervisor
+            // (`event_loop.rs`): the program has it already.
+            continue;
+        }
         if sig != libc::SIGCHLD {
             // ESRCH cannot happen: the program is reaped only below, and
             // then we return. Anything else (EPERM) has no one to tell.

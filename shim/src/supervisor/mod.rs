@@ -334,8 +334,13 @@ fn start_in_cgroup(
     // Everything the child needs, made now: the isolation plan (task dir
     // layout, mount list, credentials, capability sets), argv, envp, and
     // the fds of the cgroup to join.
-    let isolation = isolate::prepare(&spec.isolation, spec.cwd.as_deref(), Some(&cgroup.paths()))
-        .map_err(|e| Failure::new(Step::Isolate, None, e.to_string()))?;
+    let isolation = isolate::prepare(
+        &spec.isolation,
+        spec.cwd.as_deref(),
+        Some(&cgroup.paths()),
+        dir.path(),
+    )
+    .map_err(|e| Failure::new(Step::Isolate, None, e.to_string()))?;
     let (cgroup_procs, cgroup_dir) = match cgroup.dir_fd() {
         Ok(Some(dir)) => (Vec::new(), Some(dir)),
         Ok(None) => (
@@ -501,7 +506,40 @@ fn read_child_error(fd: &OwnedFd, spec: &TaskSpec, plan: &ChildPlan) -> Option<F
         Step::Exec => spec.program.clone(),
         _ => "task".into(),
     };
+    if e.step == Step::OomScoreAdj && matches!(e.errno, Errno::EACCES | Errno::EPERM) {
+        return Some(oom_score_refused(spec, e.errno));
+    }
     Some(Failure::errno(e.step, what, e.errno))
+}
+
+/// The kernel refuses to lower `oom_score_adj` below the lowest value the
+/// process had since its last privileged write without CAP_SYS_RESOURCE
+/// (proc(5) /proc/pid/oom_score_adj). Root in a container often lacks it.
+fn oom_score_refused(spec: &TaskSpec, errno: Errno) -> Failure {
+    let value = spec.isolation.oom_score_adj.unwrap_or(0);
+    // CAP_SYS_RESOURCE is bit 24 of CapEff (capabilities(7)).
+    const CAP_SYS_RESOURCE: u32 = 24;
+    let has_cap = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        })
+        .map(|eff| eff & (1 << CAP_SYS_RESOURCE) != 0);
+    let why = match has_cap {
+        Some(false) => "lowering it needs CAP_SYS_RESOURCE, which nomad-shim does not have here",
+        _ => "lowering it needs CAP_SYS_RESOURCE",
+    };
+    Failure::new(
+        Step::OomScoreAdj,
+        Some(errno),
+        format!(
+            "--oom-score-adj {value}: write /proc/self/oom_score_adj of the task: {}: {why} \
+             (run nomad-shim with it, or give a value no lower than its own)",
+            errno.desc()
+        ),
+    )
 }
 
 /// Everything the child needs, built before fork.

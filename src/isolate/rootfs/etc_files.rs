@@ -1,7 +1,9 @@
 //! `/etc/resolv.conf` and `/etc/hosts` in the task's root: the host's,
 //! read-only, or, with a `dns` block, a task-private resolv.conf written in
-//! the task dir and bound read-only over `/etc/resolv.conf` (as Nomad's
-//! `GenerateDNSMount` does).
+//! the task's state directory (`<root>/<id>/`, 0700, removed with the task)
+//! and bound read-only over `/etc/resolv.conf` (as Nomad's
+//! `GenerateDNSMount` does). Not in the task dir: that is the task's `/`,
+//! where the file would show as `/resolv.conf` and outlive `run --rm`.
 //!
 //! The host's files usually arrive with the read-only `/etc` bind. Two host
 //! layouts need more, because that bind is not recursive and keeps symlinks:
@@ -31,8 +33,9 @@ use crate::isolate::error::IsolateError;
 use crate::isolate::fsview_spec::DnsSpec;
 use crate::isolate::spec::{relative_dst, BindSpec, IsolationSpec, RESERVED};
 
-/// The task-private resolv.conf, in the task dir (outside every task-writable
-/// directory: the task dir itself is root's and read-only in the root).
+/// The task-private resolv.conf, in the task's state directory (root's,
+/// 0700, never inside the task's root; only the bind source needs to be
+/// reachable, by the child before it drops its credentials).
 pub(crate) const PRIVATE_RESOLV_CONF: &str = "resolv.conf";
 
 /// The files handled here.
@@ -53,6 +56,7 @@ impl Builder<'_> {
         &mut self,
         spec: &IsolationSpec,
         env: &[BindSpec],
+        state_dir: &Path,
     ) -> Result<(), IsolateError> {
         for name in FILES {
             let private = *name == "resolv.conf" && spec.dns.is_some();
@@ -65,7 +69,7 @@ impl Builder<'_> {
                 continue;
             };
             let src = if private {
-                self.task_dir.join(PRIVATE_RESOLV_CONF)
+                state_dir.join(PRIVATE_RESOLV_CONF)
             } else {
                 host
             };
@@ -239,18 +243,19 @@ fn lexical_join(base: &Path, link: &Path) -> PathBuf {
     out
 }
 
-/// Writes the task-private resolv.conf into the task dir ([`DnsSpec::render`]): the directory is
-/// opened `O_NOFOLLOW`, whatever is at the name is unlinked (a planted
-/// symlink: the link, never its target), and the file is created with
-/// `O_CREAT|O_EXCL|O_NOFOLLOW`, so no host file is ever written.
-pub(crate) fn write_resolv_conf(task_dir: &Path, dns: &DnsSpec) -> Result<(), IsolateError> {
-    let path = task_dir.join(PRIVATE_RESOLV_CONF);
+/// Writes the task-private resolv.conf into the task's state directory
+/// ([`DnsSpec::render`]): the directory is opened `O_NOFOLLOW`, whatever is
+/// at the name is unlinked (a symlink: the link, never its target), and the
+/// file is created with `O_CREAT|O_EXCL|O_NOFOLLOW`, so no other file is
+/// ever written.
+pub(crate) fn write_resolv_conf(state_dir: &Path, dns: &DnsSpec) -> Result<(), IsolateError> {
+    let path = state_dir.join(PRIVATE_RESOLV_CONF);
     let err = |source| IsolateError::WriteResolvConf {
         path: path.clone(),
         source,
     };
     let dir_flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-    let dir = open(task_dir, dir_flags, Mode::empty()).map_err(err)?;
+    let dir = open(state_dir, dir_flags, Mode::empty()).map_err(err)?;
     match unlinkat(&dir, PRIVATE_RESOLV_CONF, UnlinkatFlags::NoRemoveDir) {
         Ok(()) | Err(Errno::ENOENT) => {}
         Err(e) => return Err(err(e)),

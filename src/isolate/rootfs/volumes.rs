@@ -20,7 +20,7 @@ impl Builder<'_> {
     /// own mount has it).
     pub(super) fn volumes(&mut self, spec: &IsolationSpec) -> Result<(), IsolateError> {
         for m in &spec.mounts {
-            let kind = source_kind(&m.src)?;
+            let kind = source_kind(&m.src).map_err(super::for_option("--mount src="))?;
             let mut flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | keep_noexec(&m.src);
             if m.readonly {
                 flags |= MsFlags::MS_RDONLY;
