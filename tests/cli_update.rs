@@ -286,6 +286,46 @@ fn updates_never_let_a_denied_device_through() {
     }
 }
 
+/// Regression (issue 10 verification): clap_complete's bash script for a
+/// hyphenated binary name never completed a verb's options
+/// (clap-rs/clap#6421): `nomad-shim run --mem<TAB>` offered nothing.
+#[test]
+fn bash_completion_completes_a_verbs_options() {
+    if !root_or_skip("bash_completion_completes_a_verbs_options") {
+        return;
+    }
+    let shim = common::shim();
+    let script = ok(common::output(
+        Command::new(&shim).args(["completions", "bash"]),
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("nomad-shim.bash");
+    std::fs::write(&file, &script).unwrap();
+    // What bash-completion does on TAB: set COMP_WORDS/COMP_CWORD and call
+    // the function registered for the command with (command, word, previous).
+    let complete = |words: &str| {
+        let probe = format!(
+            "source {file}; COMP_WORDS=({words}); COMP_CWORD=$((${{#COMP_WORDS[@]}} - 1)); \
+             COMP_LINE=\"${{COMP_WORDS[*]}}\"; COMP_POINT=${{#COMP_LINE}}; \
+             _nomad__shim nomad-shim \"${{COMP_WORDS[COMP_CWORD]}}\" \"${{COMP_WORDS[COMP_CWORD-1]}}\"; \
+             printf '%s\\n' \"${{COMPREPLY[@]}}\"",
+            file = file.display()
+        );
+        ok(common::output(Command::new("bash").arg("-c").arg(probe)))
+    };
+    let run = complete("nomad-shim run --mem");
+    assert!(
+        run.lines().any(|l| l == "--memory") && run.lines().any(|l| l == "--memory-swap"),
+        "run --mem<TAB>: {run:?}"
+    );
+    let ps = complete("nomad-shim ps --f");
+    assert!(ps.lines().any(|l| l == "--format"), "ps --f<TAB>: {ps:?}");
+    let verbs = complete("nomad-shim st");
+    for v in ["start", "stop", "stats"] {
+        assert!(verbs.lines().any(|l| l == v), "st<TAB>: {verbs:?}");
+    }
+}
+
 #[test]
 fn completions_and_man_page_are_generated_from_the_parser() {
     if !root_or_skip("completions_and_man_page_are_generated_from_the_parser") {

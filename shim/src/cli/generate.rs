@@ -31,6 +31,9 @@ pub fn completions(shell: Shell) -> i32 {
     // closed pipe (`| head`) is an error to report, not a panic.
     let mut script = Vec::new();
     clap_complete::generate(shell, &mut cmd, "nomad-shim", &mut script);
+    if matches!(shell, clap_complete::Shell::Bash) {
+        script = fix_bash_hyphen(&script);
+    }
     match std::io::stdout().write_all(&script) {
         Ok(()) => 0,
         Err(e) => {
@@ -38,6 +41,16 @@ pub fn completions(shell: Shell) -> i32 {
             EXIT_ERROR
         }
     }
+}
+
+/// clap_complete's bash script for a hyphenated binary name computes the
+/// command as `nomad__shim__subcmd__run` but names its `case` arms
+/// `nomad__subcmd__shim__subcmd__run` (clap-rs/clap#6421), so no verb's
+/// options ever complete. One spelling for both.
+fn fix_bash_hyphen(script: &[u8]) -> Vec<u8> {
+    String::from_utf8_lossy(script)
+        .replace("nomad__subcmd__shim", "nomad__shim")
+        .into_bytes()
 }
 
 /// `man`: nomad-shim(1) and a section per verb, as one roff page on stdout.
