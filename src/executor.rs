@@ -155,6 +155,9 @@ impl Executor {
         // The isolation too, here in the agent: a bad mount or dns value is
         // a typed error before any process exists.
         spec.isolation.validate()?;
+        // And the limits: spec.json cannot carry every f64 (NaN and the
+        // infinities become null, which would read back as "no limit").
+        spec.resources.validate()?;
         let dir = match &spec.id {
             Some(id) => self.root.create_task_dir(&TaskId::new(id.as_str())?)?,
             None => self.create_generated()?,

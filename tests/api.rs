@@ -193,6 +193,30 @@ fn an_agent_with_only_root_names_waits_async() {
     assert_eq!(exit.code(), Some(4), "{exit:?}");
 }
 
+/// Regression (issue 10 verification): `cpus: NaN` or an infinity was
+/// accepted by `start` and written to spec.json as `null`, so the task ran
+/// with no CPU limit at all.
+#[test]
+fn a_limit_that_is_not_a_number_is_refused_by_start() {
+    if !root_or_skip("a_limit_that_is_not_a_number_is_refused_by_start") {
+        return;
+    }
+    let root = TestRoot::new();
+    for cpus in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+        let mut spec = nomad_shim::TaskSpec::new("/bin/true");
+        spec.resources(nomad_shim::Resources {
+            cpus: Some(cpus),
+            ..nomad_shim::Resources::default()
+        });
+        let e = root.exec.start(&spec).err();
+        assert!(
+            matches!(e, Some(nomad_shim::Error::Cgroup(_))),
+            "cpus {cpus}: {e:?}"
+        );
+    }
+    assert_eq!(root.exec.list().unwrap().len(), 0, "nothing was made");
+}
+
 /// The agent module above may name the crate only through its root: a
 /// `nomad_shim::<module>::` path, or `nix`, fails this test.
 #[test]
