@@ -37,9 +37,20 @@ mod agent {
         limit_applied: impl FnOnce(i32) -> bool,
     ) -> Result<Seen, Error> {
         let mut spec = TaskSpec::new("/bin/sh");
-        spec.args(["-c", "trap 'exit 3' TERM; while :; do sleep 0.05; done"]);
+        spec.args([
+            "-c",
+            "trap 'exit 3' TERM; echo ready; while :; do sleep 0.05; done",
+        ]);
         let task = executor.start(&spec)?;
         let id = task.id().clone();
+        // The SIGTERM below must find the trap set: wait for its word.
+        let log = task.dir().join("stdout.log");
+        for _ in 0..6000 {
+            if std::fs::read_to_string(&log).is_ok_and(|s| s.contains("ready")) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
         drop(task); // an agent restart: nothing happens to the task
 
         let mut task = executor.open(id.as_str())?;
@@ -260,9 +271,21 @@ fn extreme_values_and_bad_ids_do_not_panic() {
     }
     let root = TestRoot::new();
     let mut spec = nomad_shim::TaskSpec::new("/bin/sh");
-    spec.args(["-c", "trap 'exit 4' TERM; while :; do sleep 0.05; done"])
-        .kill_timeout(std::time::Duration::MAX);
+    spec.args([
+        "-c",
+        "trap 'exit 4' TERM; echo ready; while :; do sleep 0.05; done",
+    ])
+    .kill_timeout(std::time::Duration::MAX);
     let mut task = root.exec.start(&spec).unwrap();
+    // The SIGTERM must find the trap set (a slow VM is slow to get there).
+    let log = task.dir().join("stdout.log");
+    assert!(
+        crate::common::eventually(
+            crate::common::scaled(std::time::Duration::from_secs(5)),
+            || { std::fs::read_to_string(&log).is_ok_and(|s| s.contains("ready")) }
+        ),
+        "the task never set its trap"
+    );
     let exit = task
         .stop(
             Some(nomad_shim::Signal::SIGTERM),
