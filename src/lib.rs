@@ -153,6 +153,7 @@ pub use protocol::ErrorCode;
 pub use spec::LogPolicy;
 pub use spec::SpecError;
 pub use spec::TaskSpec;
+pub use state::events::Event;
 pub use state::ExitRecord;
 pub use state::StateError;
 pub use state::Status;

@@ -150,6 +150,16 @@ pub fn parse_request(line: &[u8]) -> Result<RequestLine, ReplyError> {
 ///
 /// Stable `snake_case` names on the wire; a code this library does not know
 /// (a newer supervisor's) reads as [`ErrorCode::Unknown`].
+///
+/// ```
+/// use nomad_shim::ErrorCode;
+///
+/// let code: ErrorCode = serde_json::from_str(r#""not_running""#).unwrap();
+/// assert_eq!(code, ErrorCode::NotRunning);
+/// // A code of a newer supervisor is not an error to read:
+/// let newer: ErrorCode = serde_json::from_str(r#""rate_limited""#).unwrap();
+/// assert_eq!(newer, ErrorCode::Unknown);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]

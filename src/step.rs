@@ -26,6 +26,14 @@ use serde::{Deserialize, Serialize};
 /// encoded; the numbers are private to one binary, the names are the
 /// contract). Serde names are `snake_case` and stable; a name this library
 /// does not know (a newer supervisor's) reads as [`Step::Unknown`].
+///
+/// ```
+/// use nomad_shim::Step;
+///
+/// let step: Step = serde_json::from_str(r#""exec""#).unwrap();
+/// assert_eq!(step, Step::Exec);
+/// assert_eq!(step.to_string(), "exec");
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 #[repr(u8)]

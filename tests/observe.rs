@@ -217,7 +217,7 @@ fn an_oom_killed_task_has_an_oom_event_that_inspect_shows() {
         "{msg}"
     );
     assert!(
-        humantime::parse_rfc3339(&state.events[0].time).is_ok(),
+        humantime::parse_rfc3339(&state.events[0].time.to_string()).is_ok(),
         "{:?}",
         state.events[0]
     );

@@ -17,6 +17,16 @@ use super::error::{Error, Result};
 /// co-mounted controllers, each name maps to the shared directory).
 ///
 /// [`TaskCgroup::from_paths`]: super::TaskCgroup::from_paths
+///
+/// ```
+/// use nomad_shim::CgroupPaths;
+///
+/// let v2: CgroupPaths = serde_json::from_str(r#""/sys/fs/cgroup/nomad-shim/web.1""#).unwrap();
+/// assert_eq!(v2, CgroupPaths::V2("/sys/fs/cgroup/nomad-shim/web.1".into()));
+/// let v1: CgroupPaths =
+///     serde_json::from_str(r#"{"memory": "/sys/fs/cgroup/memory/nomad-shim/web.1"}"#).unwrap();
+/// assert!(matches!(v1, CgroupPaths::V1(ref map) if map.contains_key("memory")));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum CgroupPaths {

@@ -48,6 +48,13 @@ pub struct Stats {
 /// CPU time consumed and CFS throttling, in nanoseconds.
 ///
 /// Part of [`Stats`](crate::Stats), which has an example.
+///
+/// ```
+/// use nomad_shim::CpuStats;
+///
+/// let cpu = CpuStats { usage_ns: 2_500_000, user_ns: 2_000_000, system_ns: 500_000, ..CpuStats::default() };
+/// assert_eq!(cpu.usage_ns as f64 / 1e6, 2.5); // ms of CPU in all
+/// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CpuStats {
     /// Total CPU time (v2 `cpu.stat` `usage_usec`; v1 `cpuacct.usage`).
@@ -69,6 +76,14 @@ pub struct CpuStats {
 /// Memory use in bytes.
 ///
 /// Part of [`Stats`](crate::Stats), which has an example.
+///
+/// ```
+/// use nomad_shim::MemoryStats;
+///
+/// let mem = MemoryStats { current: 64 << 20, rss: 48 << 20, ..MemoryStats::default() };
+/// assert_eq!(mem.current >> 20, 64); // MiB in use
+/// assert_eq!(mem.swap, None); // swap not accounted here
+/// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MemoryStats {
     /// Now (v2 `memory.current`; v1 `memory.usage_in_bytes`, page cache included).
@@ -89,6 +104,13 @@ pub struct MemoryStats {
 /// Task count.
 ///
 /// Part of [`Stats`](crate::Stats), which has an example.
+///
+/// ```
+/// use nomad_shim::PidsStats;
+///
+/// let pids = PidsStats { current: 3, ..PidsStats::default() };
+/// assert!(pids.current <= 128);
+/// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PidsStats {
     /// Processes and threads now in the cgroup (`pids.current`).

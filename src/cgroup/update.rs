@@ -22,6 +22,15 @@ use super::resources::{
 /// On the wire (the control socket's `update` request) `Keep` is the field
 /// left out, `Set(v)` is `v`, and `Remove` is the string `"max"`: a request
 /// of an older library (a plain [`Resources`]) reads as the same update.
+///
+/// ```
+/// use nomad_shim::Limit;
+///
+/// let keep: Limit<u64> = Limit::Keep;
+/// assert!(keep.is_keep());
+/// assert_eq!(Limit::Set(128u64).set(), Some(&128));
+/// assert_eq!(Limit::<u64>::Remove.set(), None);
+/// ```
 #[derive(Debug, Clone, Default, PartialEq)]
 pub enum Limit<T> {
     /// Leave the current value.
@@ -86,6 +95,19 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Limit<T> {
 /// limit, since v1 cannot limit swap without one). Changing `memory_max`
 /// alone keeps the swap allowance on v1 too (memsw moves with it).
 /// Removing `memory_max` on v1 removes the swap limit with it.
+///
+/// ```
+/// use nomad_shim::{Limit, ResourceUpdate};
+///
+/// // Raise the memory limit to 512 MiB and remove the pids limit; keep the rest.
+/// let update = ResourceUpdate {
+///     memory_max: Limit::Set(512 << 20),
+///     pids_max: Limit::Remove,
+///     ..ResourceUpdate::default()
+/// };
+/// assert!(update.cpus.is_keep());
+/// // task.update_resources(update)?;  (a `Resources` converts into one too)
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ResourceUpdate {

@@ -46,10 +46,21 @@ pub mod kind {
 }
 
 /// One entry of `events` in `state.json`.
+///
+/// ```
+/// use nomad_shim::Event;
+///
+/// let e: Event = serde_json::from_str(
+///     r#"{"time":"2026-11-27T21:00:01.000000Z","kind":"oom_kill","message":"the OOM killer killed 1 process"}"#,
+/// )
+/// .unwrap();
+/// assert_eq!(e.kind, "oom_kill");
+/// assert_eq!(e.time.to_string(), "2026-11-27T21:00:01.000000Z");
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Event {
-    /// When it happened (RFC 3339, UTC, microseconds).
-    pub time: String,
+    /// When it happened (RFC 3339, UTC, microseconds on disk).
+    pub time: super::Timestamp,
     /// What happened: one of [`kind`] (or a kind a newer version added).
     pub kind: String,
     /// What an operator should read: what failed, where, and the error.
@@ -68,7 +79,7 @@ impl Event {
             message.truncate(end);
         }
         Event {
-            time: super::now_rfc3339(),
+            time: super::Timestamp::now(),
             kind: kind.to_owned(),
             message,
         }
@@ -131,6 +142,6 @@ mod tests {
         let e = Event::now(kind::WARNING, "é".repeat(MAX_MESSAGE));
         assert!(e.message.len() <= MAX_MESSAGE);
         assert!(e.message.len() >= MAX_MESSAGE - 1);
-        assert!(e.time.ends_with('Z'));
+        assert!(e.time.to_string().ends_with('Z'));
     }
 }

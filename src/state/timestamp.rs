@@ -11,6 +11,14 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 /// RFC 3339, UTC, six fractional digits, exactly as before it had a type; on
 /// reading, any RFC 3339 form `humantime` accepts (another precision, a
 /// space for the `T`) is taken, and kept to the microsecond.
+///
+/// ```
+/// use nomad_shim::Timestamp;
+///
+/// let t = Timestamp::parse("2026-11-27T21:00:00.123456Z").unwrap();
+/// assert_eq!(t.to_string(), "2026-11-27T21:00:00.123456Z");
+/// assert!(Timestamp::now() > t);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Timestamp(SystemTime);
 
