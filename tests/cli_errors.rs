@@ -460,3 +460,25 @@ fn help_separates_global_options_and_shows_units_defaults_and_examples() {
         );
     }
 }
+
+/// Regression (issue 10 verification): errors outside the issue's list
+/// still named library fields: `max_files`/`max_size`, "dns settings",
+/// "mount", and `io_weight` without the way out (`--best-effort-limits`).
+#[test]
+fn more_errors_name_the_option_and_the_way_out() {
+    if !root_or_skip("more_errors_name_the_option_and_the_way_out") {
+        return;
+    }
+    let root = TestRoot::new();
+    let out = cli(&root, &["run", "--log-max-size", "0", "--", "true"]);
+    assert_usage_error(&out, &["--log-max-size"]);
+    let out = cli(&root, &["run", "--dns-server", "192.0.2.1", "--", "true"]);
+    assert_usage_error(&out, &["--dns-server", "--chroot"]);
+    let out = cli(&root, &["run", "--mount", "src=/tmp,dst=/x", "--", "true"]);
+    assert_usage_error(&out, &["--mount", "--chroot"]);
+    if io_weight_unsupported() {
+        let out = cli(&root, &["run", "--io-weight", "500", "--", "true"]);
+        let err = assert_usage_error(&out, &["--io-weight", "--best-effort-limits"]);
+        assert!(!err.contains("io_weight"), "{err}");
+    }
+}

@@ -44,6 +44,8 @@ pub fn option_of(field: &str) -> Option<&'static str> {
         "kill_timeout" => "--kill-timeout",
         "kill_signal" => "--kill-signal",
         "logs" => "--log-max-files/--log-max-size",
+        "max_files" => "--log-max-files",
+        "max_size" => "--log-max-size",
         "user" => "--user",
         "group" => "--group",
         "program" | "argv" => "PROGRAM",
@@ -53,7 +55,9 @@ pub fn option_of(field: &str) -> Option<&'static str> {
 
 /// `text` with every library field name it mentions replaced by its option.
 fn in_option_words(text: &str) -> String {
-    const FIELDS: [&str; 9] = [
+    const FIELDS: [&str; 11] = [
+        "max_files",
+        "max_size",
         "memory_reservation",
         "memory_swap",
         "memory_max",
@@ -92,6 +96,14 @@ pub fn error(e: &Error) -> String {
             "task {id}: the supervisor refused {request}: {}",
             in_option_words(reason)
         ),
+        // A limit this host cannot enforce (the supervisor's cgroup step):
+        // name the option, and the way to start without it.
+        Error::Start { id, message, .. } if message.contains("is not supported by this kernel") => {
+            format!(
+                "start {id}: {} (drop the option, or pass --best-effort-limits to start without it and a warning)",
+                in_option_words(message)
+            )
+        }
         Error::StillRunning { id, status } => format!(
             "task {id} is still {status}: stop it first (nomad-shim stop {id}), or remove it with rm --force, which kills it"
         ),
@@ -124,6 +136,12 @@ fn isolate(e: &IsolateError) -> Option<String> {
             path.display()
         ),
         IsolateError::ChrootWithoutTaskDir => "--chroot needs --task-dir".into(),
+        IsolateError::DnsWithoutChroot => {
+            "--dns-server, --dns-search and --dns-option need --chroot (they replace /etc/resolv.conf inside the task's root)".into()
+        }
+        IsolateError::MountWithoutChroot => {
+            "--mount needs --chroot (its destination is a path inside the task's root)".into()
+        }
         IsolateError::AllocWithoutTaskDir => "--alloc-dir needs --task-dir".into(),
         IsolateError::OpenNetns { path, source } => format!(
             "--netns {}: {} (give a network namespace file such as /run/netns/NAME)",
