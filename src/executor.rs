@@ -158,6 +158,11 @@ impl Executor {
         // And the limits: spec.json cannot carry every f64 (NaN and the
         // infinities become null, which would read back as "no limit").
         spec.resources.validate()?;
+        // The cgroup parent, named by the spec or the executor: a typed
+        // error here rather than the supervisor's failed cgroup step.
+        if let Some(parent) = spec.cgroup_parent.as_ref().or(self.cgroup_parent.as_ref()) {
+            crate::cgroup::parent_name(parent)?;
+        }
         let dir = match &spec.id {
             Some(id) => self.root.create_task_dir(&TaskId::new(id.as_str())?)?,
             None => self.create_generated()?,

@@ -482,3 +482,24 @@ fn more_errors_name_the_option_and_the_way_out() {
         assert!(!err.contains("io_weight"), "{err}");
     }
 }
+
+/// Regression (issue 10 verification): `kill ID -9` was taken for an
+/// unknown flag, and `--cgroup-parent ../x` failed at the supervisor's
+/// cgroup step naming no option.
+#[test]
+fn kill_takes_dash_nine_and_a_bad_cgroup_parent_is_named() {
+    if !root_or_skip("kill_takes_dash_nine_and_a_bad_cgroup_parent_is_named") {
+        return;
+    }
+    let root = TestRoot::new();
+    let out = cli(&root, &["run", "--cgroup-parent", "../x", "--", "true"]);
+    assert_usage_error(&out, &["--cgroup-parent ../x"]);
+    assert!(root.exec.list().unwrap().is_empty(), "nothing was made");
+
+    let out = cli(&root, &["start", "--id", "k9", "--", "sleep", "100"]);
+    assert!(out.status.success(), "{out:?}");
+    let out = cli(&root, &["kill", "k9", "-9"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let out = cli(&root, &["wait", "k9"]);
+    assert_eq!(out.status.code(), Some(137), "SIGKILL: {out:?}");
+}

@@ -86,6 +86,7 @@ pub use devices::{default_rules, v1_writes, Access, DeviceKind, DeviceRule};
 pub use error::{Error, Result};
 pub use owner::LEFTOVER_TARGET;
 pub use owner::{Owner, OWNER_XATTR};
+pub(crate) use paths::parent_name;
 pub use paths::CgroupPaths;
 pub use resources::{cpu_quota_us, io_weight_to_blkio, shares_to_weight, Resources, CPU_PERIOD_US};
 pub use stats::{cpu_percent, CpuStats, MemoryStats, PidsStats, Stats};

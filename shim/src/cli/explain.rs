@@ -76,6 +76,9 @@ fn in_option_words(text: &str) -> String {
 /// A library error as the CLI prints it (after `nomad-shim: `).
 pub fn error(e: &Error) -> String {
     match e {
+        Error::Cgroup(CgroupError::InvalidName { name, reason }) => {
+            format!("--cgroup-parent {name}: {reason} (give a relative path like nomad-shim or agents/web)")
+        }
         Error::Cgroup(CgroupError::InvalidResources {
             field,
             value,

@@ -130,8 +130,12 @@ Command, Supervisor (case does not matter).")]
     Kill {
         /// Task id.
         id: String,
-        /// Signal name (TERM, SIGTERM) or number
-        #[arg(default_value = "SIGTERM", value_parser = task_opts::parse_signal_arg)]
+        /// Signal name (TERM, SIGTERM) or number; kill(1)'s -9 and -KILL forms too
+        #[arg(
+            default_value = "SIGTERM",
+            allow_hyphen_values = true,
+            value_parser = task_opts::parse_kill_signal_arg
+        )]
         signal: nix::sys::signal::Signal,
     },
     /// Stop a task gracefully: its kill signal, then SIGKILL to all of it after the timeout.

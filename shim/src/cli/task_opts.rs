@@ -378,6 +378,11 @@ pub fn parse_signal_arg(s: &str) -> Result<nix::sys::signal::Signal, String> {
     })
 }
 
+/// `kill ID SIGNAL`: also kill(1)'s `-9` and `-KILL` (an operator's habit).
+pub fn parse_kill_signal_arg(s: &str) -> Result<nix::sys::signal::Signal, String> {
+    parse_signal_arg(s.strip_prefix('-').unwrap_or(s))
+}
+
 /// A count (0 or more), refusing `-1` in words rather than as a flag.
 pub fn parse_count(s: &str) -> Result<usize, String> {
     if s.trim_start().starts_with('-') {
