@@ -518,15 +518,22 @@ impl<'d> Supervisor<'d> {
 
     fn arm(&mut self, what: Timer, after: Duration) {
         let after = after.max(Duration::from_nanos(1));
-        if self
-            .timer
-            .set(
-                Expiration::OneShot(TimeSpec::from_duration(after)),
-                TimerSetTimeFlags::empty(),
-            )
-            .is_ok()
-        {
-            self.timer_for = what;
+        match self.timer.set(
+            Expiration::OneShot(TimeSpec::from_duration(after)),
+            TimerSetTimeFlags::empty(),
+        ) {
+            Ok(()) => self.timer_for = what,
+            // A time past what a timespec holds (a `Duration::MAX` grace
+            // period) never expires: nothing to arm, and nothing to say.
+            Err(_) if after.as_secs() > i64::MAX as u64 / 2 => {}
+            // Otherwise an operator must know that this wait has no end.
+            Err(e) => self.event(
+                kind::WARNING,
+                format!(
+                    "timerfd_settime for the {what:?} ({after:?}): {}: that wait will not end by itself",
+                    e.desc()
+                ),
+            ),
         }
     }
 
