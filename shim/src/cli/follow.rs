@@ -238,8 +238,13 @@ fn follow(
         for ((sig, pipe), _) in signals.iter().zip(&signalled).filter(|(_, &hit)| hit) {
             let mut b = [0u8; 16];
             while matches!((&*pipe).read(&mut b), Ok(n) if n > 0) {}
-            // Fails only once the task has ended, which this loop sees next.
-            let _ = task.signal(*sig);
+            // Not running: the task has ended, which this loop sees next.
+            // Anything else (a busy or broken supervisor) the operator who
+            // pressed Ctrl-C must hear about.
+            match task.signal(*sig) {
+                Ok(()) | Err(nomad_shim::Error::NotRunning { .. }) => {}
+                Err(e) => eprintln!("nomad-shim: forward {sig} to the task: {e}"),
+            }
         }
         if nudged {
             let mut b = [0u8; 256];
