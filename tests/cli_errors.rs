@@ -503,3 +503,29 @@ fn kill_takes_dash_nine_and_a_bad_cgroup_parent_is_named() {
     let out = cli(&root, &["wait", "k9"]);
     assert_eq!(out.status.code(), Some(137), "SIGKILL: {out:?}");
 }
+
+/// Regression (issue 10 verification): `--memory-reservation 128M` was
+/// echoed as 134217728, and an `--rlimit` the kernel refuses was a raw
+/// `set rlimit` error naming no option.
+#[test]
+fn sizes_are_echoed_as_typed_and_a_refused_rlimit_names_rlimit() {
+    if !root_or_skip("sizes_are_echoed_as_typed_and_a_refused_rlimit_names_rlimit") {
+        return;
+    }
+    let root = TestRoot::new();
+    let out = cli(
+        &root,
+        &[
+            "run",
+            "--memory-reservation",
+            "128M",
+            "--memory",
+            "64M",
+            "--",
+            "true",
+        ],
+    );
+    assert_usage_error(&out, &["--memory-reservation 128M", "--memory"]);
+    let out = cli(&root, &["run", "--rlimit", "nofile=99999999", "--", "true"]);
+    assert_usage_error(&out, &["--rlimit", "fs.nr_open"]);
+}

@@ -107,6 +107,21 @@ pub fn error(e: &Error) -> String {
                 in_option_words(message)
             )
         }
+        // setrlimit(2) refuses a hard limit above the caller's without
+        // CAP_SYS_RESOURCE, and RLIMIT_NOFILE above fs.nr_open always.
+        Error::Start {
+            id,
+            step: nomad_shim::Step::SetRlimit,
+            message,
+            ..
+        } => {
+            let nr_open = std::fs::read_to_string("/proc/sys/fs/nr_open")
+                .map(|s| s.trim().to_string())
+                .unwrap_or_else(|_| "?".into());
+            format!(
+                "start {id}: --rlimit: {message} (a hard limit above nomad-shim's own needs CAP_SYS_RESOURCE; nofile can never exceed fs.nr_open, {nr_open} here)"
+            )
+        }
         Error::StillRunning { id, status } => format!(
             "task {id} is still {status}: stop it first (nomad-shim stop {id}), or remove it with rm --force, which kills it"
         ),
@@ -114,8 +129,27 @@ pub fn error(e: &Error) -> String {
     }
 }
 
+/// A byte count as the operator would have typed it: `128M`, `1G`, `4K`,
+/// else the plain number.
+fn as_size(value: &str) -> String {
+    let Ok(n) = value.parse::<u64>() else {
+        return value.to_string();
+    };
+    for (unit, shift) in [("T", 40), ("G", 30), ("M", 20), ("K", 10)] {
+        if n != 0 && n % (1u64 << shift) == 0 {
+            return format!("{}{unit}", n >> shift);
+        }
+    }
+    value.to_string()
+}
+
 /// An invalid limit, worded for the option.
 pub fn resources(field: &str, value: &str, reason: &str) -> String {
+    let value = if field.starts_with("memory") {
+        as_size(value)
+    } else {
+        value.to_string()
+    };
     match option_of(field) {
         Some(opt) => format!("{opt} {value}: {}", in_option_words(reason)),
         None => format!("{field} = {value}: {reason}"),
