@@ -297,6 +297,22 @@ mod tokio_feature {
         }
     }
 
+    /// Regression (issue 10 verification): in a runtime built without IO,
+    /// tokio panicked inside wait_async.
+    #[test]
+    fn wait_async_in_a_runtime_without_io_is_an_error_not_a_panic() {
+        if !root_or_skip("wait_async_in_a_runtime_without_io_is_an_error_not_a_panic") {
+            return;
+        }
+        let root = TestRoot::new();
+        let mut task = root.sh("exec sleep 60");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let e = rt.block_on(task.wait_async()).unwrap_err();
+        assert!(e.to_string().contains("IO enabled"), "{e}");
+    }
+
     #[test]
     fn many_waits_from_one_thread_with_tokio() {
         if !root_or_skip("many_waits_from_one_thread_with_tokio") {

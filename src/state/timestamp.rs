@@ -39,15 +39,20 @@ impl Timestamp {
     }
 }
 
+/// The last instant RFC 3339 (and `humantime`) can write:
+/// 9999-12-31T23:59:59.999999Z.
+const LAST: Duration = Duration::new(253_402_300_799, 999_999_000);
+
 impl From<SystemTime> for Timestamp {
     /// Truncated to the microsecond: what is written is what is read back.
+    /// Clamped to what RFC 3339 can write (1970-01-01 to the end of 9999),
+    /// so that formatting a `Timestamp` can never fail or panic.
     fn from(t: SystemTime) -> Timestamp {
-        let micros = |d: Duration| Duration::from_micros(d.as_micros() as u64);
-        Timestamp(match t.duration_since(UNIX_EPOCH) {
-            Ok(d) => UNIX_EPOCH + micros(d),
-            // Before 1970 (not written by us): kept as it is.
-            Err(_) => t,
-        })
+        let d = t
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or(Duration::ZERO)
+            .min(LAST);
+        Timestamp(UNIX_EPOCH + Duration::from_micros(d.as_micros() as u64))
     }
 }
 
@@ -103,6 +108,19 @@ mod tests {
         assert!(
             Timestamp::parse("2026-11-27T21:00:00.1Z").unwrap()
                 < Timestamp::parse("2026-11-27T21:00:00.2Z").unwrap()
+        );
+    }
+
+    #[test]
+    fn times_humantime_cannot_write_are_clamped_not_a_panic() {
+        // Regression (issue 10 verification): Display panicked on both.
+        let before = Timestamp::from(UNIX_EPOCH - Duration::from_secs(1));
+        assert_eq!(before.to_string(), "1970-01-01T00:00:00.000000Z");
+        let after = Timestamp::from(UNIX_EPOCH + Duration::from_secs(300_000_000_000));
+        assert_eq!(after.to_string(), "9999-12-31T23:59:59.999999Z");
+        assert_eq!(
+            serde_json::to_string(&after).unwrap(),
+            "\"9999-12-31T23:59:59.999999Z\""
         );
     }
 

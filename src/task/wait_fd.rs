@@ -146,8 +146,15 @@ impl Task {
     /// current-thread runtime can wait on thousands of tasks at once.
     ///
     /// It must be awaited inside a tokio runtime with IO enabled
-    /// (`enable_io()` or `enable_all()`); outside any runtime it returns
-    /// [`Error::Io`] (`ErrorKind::Unsupported`). Cancel-safe: dropping the
+    /// (`enable_io()` or `enable_all()`); outside any runtime, or in one
+    /// without IO, it returns [`Error::Io`] (`ErrorKind::Unsupported`).
+    ///
+    /// # Panics
+    ///
+    /// Never by itself. In a runtime without IO, tokio panics at the fd's
+    /// registration; that panic is caught and returned as the error above,
+    /// except in a program built with `panic = "abort"`, where tokio's panic
+    /// aborts before anything can catch it. Cancel-safe: dropping the
     /// future loses nothing, and the exit is still returned by the next
     /// wait.
     ///
@@ -184,8 +191,23 @@ impl Task {
                     "Task::wait_async must be awaited inside a tokio runtime",
                 )));
             }
-            let fd = crate::sys::register_readable(self.as_fd())
-                .map_err(io_err("register the wait fd of", self.id().to_string()))?;
+            // A runtime built without IO (no `enable_io()`) makes tokio
+            // panic at registration, with no way to ask first: that misuse
+            // is turned into an error here (where panics unwind).
+            let wait_fd = self.as_fd();
+            let registered = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                crate::sys::register_readable(wait_fd)
+            }))
+            .map_err(|_| {
+                io_err("wait_async (a tokio runtime without IO) on", self.id().to_string())(
+                    std::io::Error::new(
+                        std::io::ErrorKind::Unsupported,
+                        "Task::wait_async needs a tokio runtime with IO enabled (enable_io or enable_all)",
+                    ),
+                )
+            })?;
+            let fd =
+                registered.map_err(io_err("register the wait fd of", self.id().to_string()))?;
             // Level-triggered underneath, edge-triggered in tokio: a fd that
             // is already readable when registered is reported at once.
             let guard = fd
