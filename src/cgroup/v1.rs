@@ -576,6 +576,25 @@ impl Cgroup {
     /// `rmdir` the task directory of every hierarchy, each with its
     /// sub-cgroups deepest first (after the caller killed everything); all are
     /// attempted, the first error is returned.
+    /// `rmdir(2)` of the task's directory in every hierarchy, the freezer's
+    /// last, stopping at the first the kernel refuses: whether all are gone.
+    /// The kernel refuses (`EBUSY`) a cgroup that has a process or a child
+    /// cgroup, so success proves there was nothing to kill or to walk; with
+    /// the freezer's directory kept until the end, a refusal leaves the
+    /// usual freeze-kill path intact. Never on a fixture, whose files prove
+    /// nothing.
+    pub(crate) fn rmdir_if_empty(&self) -> Result<bool> {
+        if self.root.fixture {
+            return Ok(false);
+        }
+        for d in self.dirs().iter().rev() {
+            if !files::rmdir_if_empty(&self.root, d)? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
     pub(crate) fn rmdir(&self) -> Result<()> {
         let mut result = Ok(());
         for d in self.dirs() {
