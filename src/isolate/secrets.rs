@@ -23,7 +23,7 @@
 //!   source is this task's tag, mounted exactly at `<task_dir>/secrets`;
 //!   anything else mounted there is left alone.
 
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
@@ -188,17 +188,23 @@ fn mounted_at(task_dir: &Path) -> Result<Option<(OwnedFd, MountEntry)>, IsolateE
     let Some(fd) = open_secrets(task_dir)? else {
         return Ok(None);
     };
-    let fdinfo = format!("/proc/self/fdinfo/{}", fd.as_raw_fd());
     let read = |path: &str| {
         std::fs::read_to_string(path).map_err(|source| IsolateError::ReadProcMounts {
             path: path.to_string(),
             source,
         })
     };
-    let Some(mnt_id) = read(&fdinfo)?.lines().find_map(|l| {
-        l.strip_prefix("mnt_id:")
-            .and_then(|v| v.trim().parse::<u64>().ok())
-    }) else {
+    // statx's mount id (one call); fdinfo's on a kernel without it.
+    let mnt_id = match crate::sys::mount_id(fd.as_fd()) {
+        Some(id) => Some(id),
+        None => read(&format!("/proc/self/fdinfo/{}", fd.as_raw_fd()))?
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("mnt_id:")
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+            }),
+    };
+    let Some(mnt_id) = mnt_id else {
         return Ok(None);
     };
     let entry = read("/proc/self/mountinfo")?
