@@ -1217,18 +1217,16 @@ fn idle_memory(env: &Environment, tmpfs: &Path, n: usize) -> Vec<MemRow> {
         });
         reap_zombies();
     }
-    // Issue 7: the pid namespace's init (a fork of the supervisor that
-    // forwards signals and reaps), measured on its own: the task's recorded
-    // pid under `--ns pid` is the init, the program its child.
+    // Issue 7: what the pid namespace's init (a fork of the supervisor that
+    // forwards signals and reaps) adds per task: the whole tree of a task
+    // (supervisor + init + program) against the same task with
+    // `init: Some(false)` (supervisor + program), N of each alive at once.
+    // The init's own PSS is shown too, for information.
     if let Some((path, _)) = &env.shim_static {
         let exec = Executor::with_root(tmpfs.join("root-mem-init"))
             .shim_path(path)
             .cgroup_parent(CGROUP_PARENT);
-        rows.push(MemRow {
-            key: "init (pid namespace)".into(),
-            what: "the init of a library task `/bin/sleep 1000` with `IsolationSpec { pid: true }` (the task's recorded pid), per task".into(),
-            result: init_memory(&exec, n),
-        });
+        rows.extend(init_memory(&exec, n));
         reap_zombies();
     }
     for tini in &env.tini {
@@ -1276,36 +1274,123 @@ fn shim_memory(exec: &Executor, n: usize) -> Res<Mem> {
     result
 }
 
-fn init_memory(exec: &Executor, n: usize) -> Res<Mem> {
+/// Row keys of the init's memory (see `init_memory`).
+const MEM_INIT_OWN: &str = "init (pid namespace)";
+const MEM_TREE_INIT: &str = "task tree, with init";
+const MEM_TREE_NO_INIT: &str = "task tree, `--no-init`";
+const MEM_INIT_ADDS: &str = "init adds, per task";
+
+/// N library tasks `/bin/sleep 1000` with `IsolationSpec { pid: true }` and
+/// the init, and N with `init: Some(false)`, alive together (so the shared
+/// pages of the binaries are split the same way for both). Rows: the init's
+/// own PSS; the average PSS of a task's whole tree (supervisor + init +
+/// program, and supervisor + program); their difference, which is what the
+/// init adds per task (issue 7's target).
+fn init_memory(exec: &Executor, n: usize) -> Vec<MemRow> {
     let mut ids = Vec::new();
-    let result = (|| {
-        let mut pids = Vec::new();
-        let mut spec = TaskSpec::new("/bin/sleep");
-        spec.arg("1000").isolation(IsolationSpec {
-            pid: true,
-            ..IsolationSpec::default()
-        });
-        for _ in 0..n {
+    let result = (|| -> Res<[Mem; 4]> {
+        // [with init, without]: the tree's pids; and the inits' pids.
+        let mut trees: [Vec<i32>; 2] = [Vec::new(), Vec::new()];
+        let mut inits = Vec::new();
+        for i in 0..2 * n {
+            // Alternate, so that neither set starts later on average.
+            let with_init = i % 2 == 0;
+            let mut spec = TaskSpec::new("/bin/sleep");
+            spec.arg("1000").isolation(IsolationSpec {
+                pid: true,
+                init: Some(with_init),
+                ..IsolationSpec::default()
+            });
             let task = exec.start(&spec).map_err(|e| format!("start sleep: {e}"))?;
             ids.push(task.id().to_string());
             let pid = task.pid().ok_or("no task pid")?;
+            let sup = task.supervisor_pid().ok_or("no supervisor pid")?;
             let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-            if comm.trim() == "sleep" {
-                return Err(
-                    "no init: the task's pid is the program itself (a shim without an init)".into(),
-                );
+            let tree = &mut trees[usize::from(!with_init)];
+            tree.push(sup);
+            tree.push(pid);
+            if with_init {
+                if comm.trim() == "sleep" {
+                    return Err(
+                        "no init: the task's pid is the program itself (a shim without an init)"
+                            .into(),
+                    );
+                }
+                inits.push(pid);
+                // The program: the init's only child (proc(5),
+                // /proc/PID/task/TID/children).
+                let kids = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+                    .map_err(|e| format!("/proc/{pid}/task/{pid}/children: {e}"))?;
+                let kids: Vec<i32> = kids
+                    .split_whitespace()
+                    .filter_map(|k| k.parse().ok())
+                    .collect();
+                if kids.len() != 1 {
+                    return Err(format!("the init {pid} has {} children, not 1", kids.len()));
+                }
+                tree.extend(kids);
+            } else if comm.trim() != "sleep" {
+                return Err(format!(
+                    "--no-init: the task's pid {pid} is `{}`, not sleep",
+                    comm.trim()
+                ));
             }
-            pids.push(pid);
         }
         std::thread::sleep(Duration::from_millis(300));
-        average_rollup(&pids)
+        // Averages per process, scaled to per task (n tasks per set).
+        let per_task = |pids: &[i32]| -> Res<Mem> {
+            let mut m = average_rollup(pids)?;
+            let k = m.n as f64 / n as f64;
+            m.pss *= k;
+            m.pss_anon *= k;
+            m.pss_file *= k;
+            m.rss *= k;
+            m.private_dirty *= k;
+            m.n = n;
+            Ok(m)
+        };
+        let own = average_rollup(&inits)?;
+        let with = per_task(&trees[0])?;
+        let without = per_task(&trees[1])?;
+        let adds = Mem {
+            n,
+            pss: with.pss - without.pss,
+            pss_anon: with.pss_anon - without.pss_anon,
+            pss_file: with.pss_file - without.pss_file,
+            rss: with.rss - without.rss,
+            private_dirty: with.private_dirty - without.private_dirty,
+        };
+        Ok([own, with, without, adds])
     })();
     for id in &ids {
         if let Err(e) = exec.remove(id, true) {
             eprintln!("idle memory: remove {id}: {e}");
         }
     }
-    result
+    let what = [
+        "the init alone (the task's recorded pid under `IsolationSpec { pid: true }`): information",
+        "supervisor + init + program (`/bin/sleep 1000`, `IsolationSpec { pid: true }`), summed per task",
+        "supervisor + program, the same task with `init: Some(false)` (`--no-init`), summed per task; alive together with the tasks above",
+        "the difference of the two rows above: what the init adds to a task",
+    ];
+    let keys = [MEM_INIT_OWN, MEM_TREE_INIT, MEM_TREE_NO_INIT, MEM_INIT_ADDS];
+    match result {
+        Ok(mems) => keys
+            .iter()
+            .zip(what)
+            .zip(mems)
+            .map(|((key, what), m)| MemRow {
+                key: (*key).into(),
+                what: what.into(),
+                result: Ok(m),
+            })
+            .collect(),
+        Err(e) => vec![MemRow {
+            key: MEM_INIT_ADDS.into(),
+            what: what[3].into(),
+            result: Err(e),
+        }],
+    }
 }
 
 fn tini_memory(tini: &Path, n: usize) -> Res<Mem> {
@@ -1486,7 +1571,7 @@ fn render(
         let _ = writeln!(r, "\n### Idle supervisor memory\n");
         let _ = writeln!(
             r,
-            "Averages over N live supervisors, each with a task `/bin/sleep 1000`, from `/proc/<supervisor pid>/smaps_rollup`, in KiB; each kind measured alone (its N supervisors and N sleeps), then stopped.\n"
+            "Averages over N live supervisors, each with a task `/bin/sleep 1000`, from `/proc/<supervisor pid>/smaps_rollup`, in KiB; each kind measured alone (its N supervisors and N sleeps), then stopped. The init rows (issue 7) sum `smaps_rollup` over a task's processes instead: N tasks under a pid namespace with the init and N with `--no-init`, alive together; the init's own row is information, the target is on the difference.\n"
         );
         let _ = writeln!(
             r,
@@ -1500,7 +1585,7 @@ fn render(
                         "nomad-shim (static)" => {
                             format!("PSS ≤ 200 KiB: {}", verdict(m.pss <= 200.0))
                         }
-                        "init (pid namespace)" => {
+                        MEM_INIT_ADDS => {
                             format!("PSS ≤ 64 KiB: {}", verdict(m.pss <= 64.0))
                         }
                         _ => String::new(),

@@ -83,6 +83,38 @@ pub(crate) fn write(path: &Path, value: &str) -> Result<()> {
     Ok(())
 }
 
+/// Write each of `values` to one cgroup file, each in a single `write(2)`
+/// on one open descriptor (cgroupfs parses every write on its own, whatever
+/// the file offset). Errors name the file and the value that failed.
+pub(crate) fn write_each(path: &Path, values: &[&str]) -> Result<()> {
+    let err = |value: &str| {
+        let value = value.to_string();
+        move |cause| Error::Write {
+            path: path.to_path_buf(),
+            value,
+            cause,
+        }
+    };
+    let Some(first) = values.first() else {
+        return Ok(());
+    };
+    let mut f = OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(path)
+        .map_err(err(first))?;
+    for value in values {
+        let n = f.write(value.as_bytes()).map_err(err(value))?;
+        if n != value.len() {
+            return Err(err(value)(io::Error::new(
+                ErrorKind::WriteZero,
+                "short write",
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// The pids listed in a `cgroup.procs` file.
 pub(crate) fn read_pids(procs: &Path) -> Result<Vec<i32>> {
     let s = read(procs)?;

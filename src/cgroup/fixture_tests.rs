@@ -816,9 +816,16 @@ fn v1_devices_hierarchy_is_required_and_gets_the_rules() {
     };
     assert_eq!(map["devices"], dir, "state.json lists the devices path");
     cg.restrict_devices(&default_rules()).unwrap();
-    // A fixture file keeps the last write: "a" denied, the pts rule last.
+    // One descriptor per file, one write per rule: a fixture file holds
+    // every write in order ("a" denied, then the allow list, pts last).
     assert_eq!(get(dir.join("devices.deny")), "a");
-    assert_eq!(get(dir.join("devices.allow")), "c 136:* rwm");
+    let allowed: String = v1_writes(&default_rules())
+        .into_iter()
+        .filter(|(f, _)| *f == "devices.allow")
+        .map(|(_, l)| l)
+        .collect();
+    assert!(allowed.ends_with("c 136:* rwm"), "{allowed}");
+    assert_eq!(get(dir.join("devices.allow")), allowed);
     // A list without "deny all" first is refused before anything is written.
     let e = cg.restrict_devices(&default_rules()[1..]).unwrap_err();
     assert!(matches!(e, Error::InvalidDeviceRules { .. }), "{e}");

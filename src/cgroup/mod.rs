@@ -308,6 +308,16 @@ impl TaskCgroup {
     /// `EBUSY`). Idempotent: directories already gone are fine. The parents stay (see
     /// [`remove_parents_if_empty`](Self::remove_parents_if_empty)).
     pub fn remove(&self) -> Result<()> {
+        // v1, the common case at a task's end (its processes were killed at
+        // its exit): an empty cgroup goes with one rmdir per hierarchy,
+        // without walking the subtree and reading every cgroup.procs twice
+        // (kill, then removal). Anything refused or failing takes the full
+        // path below.
+        if let Backend::V1(c) = &self.backend {
+            if matches!(c.rmdir_if_empty(), Ok(true)) {
+                return Ok(());
+            }
+        }
         self.kill_all()?;
         match &self.backend {
             Backend::V1(c) => c.rmdir(),

@@ -42,9 +42,17 @@ pub(crate) fn gone(e: &Error) -> bool {
 /// `dir` gives an empty list; a sub-cgroup removed during the walk is skipped.
 /// Symlinks are not followed (cgroupfs has none; a fixture could).
 pub(crate) fn subtree(dir: &Path) -> Vec<PathBuf> {
+    use std::os::unix::fs::MetadataExt;
     let mut out = Vec::new();
-    if fs::symlink_metadata(dir).is_ok_and(|m| m.is_dir()) {
-        walk(dir, &mut out);
+    match fs::symlink_metadata(dir) {
+        // A directory's link count is 2 + its subdirectories on cgroupfs
+        // (kernfs: `subdirs + 2`), tmpfs and ext4: exactly 2 means no
+        // sub-cgroup, and the listing is skipped (open, getdents64 twice,
+        // close per hierarchy on every kill and removal). A filesystem that
+        // reports another count for directories (btrfs: 1) is listed.
+        Ok(m) if m.is_dir() && m.nlink() == 2 => out.push(dir.to_path_buf()),
+        Ok(m) if m.is_dir() => walk(dir, &mut out),
+        _ => {}
     }
     out
 }

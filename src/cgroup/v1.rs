@@ -81,6 +81,17 @@ pub(crate) struct Cgroup {
 
 /// The mount point of `controller` under `root`, if it is mounted there.
 fn find_mount(root: &Path, controller: &str) -> Option<PathBuf> {
+    find_mount_listed(root, controller, &mut None)
+}
+
+/// [`find_mount`], with the sorted listing of `root` (needed only for a
+/// controller that is neither a directory nor a link of its own name there)
+/// read at most once into `listing` for all the controllers of one call site.
+fn find_mount_listed(
+    root: &Path,
+    controller: &str,
+    listing: &mut Option<Vec<std::ffi::OsString>>,
+) -> Option<PathBuf> {
     let is_mount = |p: &Path| p.join("cgroup.procs").is_file();
     let direct = root.join(controller);
     // systemd's symlinks (`cpu -> cpu,cpuacct`): use the directory they point to,
@@ -96,10 +107,13 @@ fn find_mount(root: &Path, controller: &str) -> Option<PathBuf> {
     } else if is_mount(&direct) {
         return Some(direct);
     }
-    let entries = fs::read_dir(root).ok()?;
-    let mut names: Vec<_> = entries.flatten().map(|e| e.file_name()).collect();
-    names.sort();
-    names.into_iter().find_map(|n| {
+    if listing.is_none() {
+        let entries = fs::read_dir(root).ok()?;
+        let mut names: Vec<_> = entries.flatten().map(|e| e.file_name()).collect();
+        names.sort();
+        *listing = Some(names);
+    }
+    listing.as_deref()?.iter().find_map(|n| {
         let name = n.to_str()?;
         let p = root.join(name);
         (name.split(',').any(|c| c == controller) && is_mount(&p)).then_some(p)
@@ -291,8 +305,11 @@ impl Cgroup {
     /// leftover of task cgroup `rel` can be, whatever limits made it.
     pub(crate) fn everywhere(root: &CgroupRoot, rel: &Path) -> Result<Cgroup> {
         let mut hierarchies = Vec::new();
+        // One listing of the root for every controller this host lacks
+        // (v1 hosts often mount only some: net_cls, rdma...).
+        let mut listing = None;
         for c in ALL_CONTROLLERS {
-            if let Some(mount) = find_mount(&root.path, c) {
+            if let Some(mount) = find_mount_listed(&root.path, c, &mut listing) {
                 add(&mut hierarchies, c, mount, rel);
             }
         }
@@ -566,6 +583,25 @@ impl Cgroup {
     /// `rmdir` the task directory of every hierarchy, each with its
     /// sub-cgroups deepest first (after the caller killed everything); all are
     /// attempted, the first error is returned.
+    /// `rmdir(2)` of the task's directory in every hierarchy, the freezer's
+    /// last, stopping at the first the kernel refuses: whether all are gone.
+    /// The kernel refuses (`EBUSY`) a cgroup that has a process or a child
+    /// cgroup, so success proves there was nothing to kill or to walk; with
+    /// the freezer's directory kept until the end, a refusal leaves the
+    /// usual freeze-kill path intact. Never on a fixture, whose files prove
+    /// nothing.
+    pub(crate) fn rmdir_if_empty(&self) -> Result<bool> {
+        if self.root.fixture {
+            return Ok(false);
+        }
+        for d in self.dirs().iter().rev() {
+            if !files::rmdir_if_empty(&self.root, d)? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
     pub(crate) fn rmdir(&self) -> Result<()> {
         let mut result = Ok(());
         for d in self.dirs() {

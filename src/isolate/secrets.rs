@@ -23,7 +23,7 @@
 //!   source is this task's tag, mounted exactly at `<task_dir>/secrets`;
 //!   anything else mounted there is left alone.
 
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
@@ -66,8 +66,10 @@ pub fn mount_secrets(spec: &IsolationSpec, id: &str) -> Result<bool, IsolateErro
     }
     let path = task_dir.join("secrets");
     let tag = secrets_source(id);
-    unmount_secrets(task_dir, id)?;
-    if let Some((_, m)) = mounted_at(task_dir)? {
+    // What is left at secrets/ once our own leftovers are gone, read in the
+    // same pass (one read of mountinfo, which grows with the host's mounts).
+    let (_, left) = unmount_tagged(task_dir, &tag)?;
+    if let Some(m) = left {
         if m.source.starts_with(SOURCE_PREFIX) {
             return Err(IsolateError::SecretsInUse {
                 path,
@@ -114,15 +116,20 @@ pub fn mount_secrets(spec: &IsolationSpec, id: &str) -> Result<bool, IsolateErro
 /// only if, that is what is mounted there (see the module doc). Returns
 /// whether anything was unmounted. Missing directories are not an error.
 pub fn unmount_secrets(task_dir: &Path, id: &str) -> Result<bool, IsolateError> {
-    let tag = secrets_source(id);
+    unmount_tagged(task_dir, &secrets_source(id)).map(|(unmounted, _)| unmounted)
+}
+
+/// [`unmount_secrets`] for source `tag`; also returns what is mounted at
+/// `<task_dir>/secrets` afterwards (another mount than ours, or `None`).
+fn unmount_tagged(task_dir: &Path, tag: &str) -> Result<(bool, Option<MountEntry>), IsolateError> {
     let mut unmounted = false;
     // A few rounds: a leftover of an earlier run may lie under this one.
     for _ in 0..8 {
         let Some((fd, m)) = mounted_at(task_dir)? else {
-            break;
+            return Ok((unmounted, None));
         };
         if m.fstype != "tmpfs" || m.source != tag {
-            break;
+            return Ok((unmounted, Some(m)));
         }
         // MNT_DETACH: a task process that still has it as cwd or an open
         // file (none should be left) does not keep it in the host's table.
@@ -135,7 +142,7 @@ pub fn unmount_secrets(task_dir: &Path, id: &str) -> Result<bool, IsolateError> 
         })?;
         unmounted = true;
     }
-    Ok(unmounted)
+    Ok((unmounted, mounted_at(task_dir)?.map(|(_, m)| m)))
 }
 
 /// `<task_dir>/secrets` opened `O_PATH|O_DIRECTORY|O_NOFOLLOW` (the task
@@ -181,17 +188,23 @@ fn mounted_at(task_dir: &Path) -> Result<Option<(OwnedFd, MountEntry)>, IsolateE
     let Some(fd) = open_secrets(task_dir)? else {
         return Ok(None);
     };
-    let fdinfo = format!("/proc/self/fdinfo/{}", fd.as_raw_fd());
     let read = |path: &str| {
         std::fs::read_to_string(path).map_err(|source| IsolateError::ReadProcMounts {
             path: path.to_string(),
             source,
         })
     };
-    let Some(mnt_id) = read(&fdinfo)?.lines().find_map(|l| {
-        l.strip_prefix("mnt_id:")
-            .and_then(|v| v.trim().parse::<u64>().ok())
-    }) else {
+    // statx's mount id (one call); fdinfo's on a kernel without it.
+    let mnt_id = match crate::sys::mount_id(fd.as_fd()) {
+        Some(id) => Some(id),
+        None => read(&format!("/proc/self/fdinfo/{}", fd.as_raw_fd()))?
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("mnt_id:")
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+            }),
+    };
+    let Some(mnt_id) = mnt_id else {
         return Ok(None);
     };
     let entry = read("/proc/self/mountinfo")?
