@@ -33,15 +33,7 @@ impl TaskDir {
 
 impl Drop for TaskDir {
     fn drop(&mut self) {
-        let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap();
-        let needle = self.path.to_string_lossy().into_owned();
-        let left: Vec<&str> = mounts
-            .lines()
-            .filter(|l| l.contains(needle.as_str()))
-            .collect();
-        if !std::thread::panicking() {
-            assert!(left.is_empty(), "mounts left in the host's table: {left:?}");
-        }
+        crate::common::assert_no_mounts_under(&self.path);
     }
 }
 

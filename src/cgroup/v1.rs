@@ -284,6 +284,12 @@ impl Cgroup {
             }
             add(&mut hierarchies, c, mount, &rel);
         }
+        Cgroup::freezer_first(root, hierarchies)
+    }
+
+    /// The cgroup of `hierarchies` (made canonical), which must include the
+    /// freezer: it is what kills the task (docs/cgroups.md).
+    fn freezer_first(root: &CgroupRoot, hierarchies: Vec<Hierarchy>) -> Result<Cgroup> {
         let hierarchies = canonical(hierarchies);
         if !hierarchies
             .first()
@@ -313,20 +319,7 @@ impl Cgroup {
                 add(&mut hierarchies, c, mount, rel);
             }
         }
-        let hierarchies = canonical(hierarchies);
-        if !hierarchies
-            .first()
-            .is_some_and(|h| h.controllers.iter().any(|c| c == ctl::FREEZER))
-        {
-            return Err(Error::ControllerUnavailable {
-                controller: ctl::FREEZER.to_string(),
-                path: root.path.join(ctl::FREEZER),
-            });
-        }
-        Ok(Cgroup {
-            root: root.clone(),
-            hierarchies,
-        })
+        Cgroup::freezer_first(root, hierarchies)
     }
 
     /// The cgroup root this cgroup is under.

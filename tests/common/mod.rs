@@ -293,6 +293,22 @@ pub fn scaled(d: Duration) -> Duration {
 
 /// Polls `cond` every few ms until true or `timeout` (scaled; test helper
 /// only: the library itself never polls on a clock).
+/// For the drop guards of task dirs: no mount whose line in the host's
+/// mountinfo names `path` may be left (skipped while a test panics, so that
+/// its own failure is the one reported).
+pub fn assert_no_mounts_under(path: &Path) {
+    if std::thread::panicking() {
+        return;
+    }
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let needle = path.to_string_lossy().into_owned();
+    let left: Vec<&str> = mounts
+        .lines()
+        .filter(|l| l.contains(needle.as_str()))
+        .collect();
+    assert!(left.is_empty(), "mounts left in the host's table: {left:?}");
+}
+
 pub fn eventually(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let timeout = scaled(timeout);
     let t0 = Instant::now();
