@@ -13,6 +13,8 @@ use crate::isolate::IsolationSpec;
 
 /// Nomad's default: 10 files of 10 MB per stream.
 const DEFAULT_LOG_MAX_FILES: u32 = 10;
+/// Most log files kept per stream (each rotation renames every older one).
+pub const MAX_LOG_FILES: u32 = 1000;
 const DEFAULT_LOG_MAX_SIZE: u64 = 10 * 1024 * 1024;
 const DEFAULT_KILL_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -275,6 +277,14 @@ impl TaskSpec {
                     format!("{} is not absolute", cwd.display()),
                 ));
             }
+        }
+        // Each rotation renames every older file: a bound keeps it short
+        // (and the supervisor's loop responsive).
+        if self.logs.max_files > MAX_LOG_FILES {
+            return Err(SpecError::new(
+                "logs",
+                format!("max_files must be at most {MAX_LOG_FILES}"),
+            ));
         }
         if self.logs.max_files == 0 || self.logs.max_size == 0 {
             return Err(SpecError::new(

@@ -568,3 +568,76 @@ fn a_task_that_fills_the_disk_still_has_its_exact_exit_recorded() {
     assert_eq!(v["status"], "exited", "{v}");
     assert_eq!(v["exit"]["code"], 7, "{v}");
 }
+
+/// Regression (issue 10 third check): `--user 4294967295` ran the task as
+/// root, since setresuid(2) reads (uid_t)-1 as "leave unchanged".
+#[test]
+fn the_id_minus_one_is_refused_not_run_as_root() {
+    if !root_or_skip("the_id_minus_one_is_refused_not_run_as_root") {
+        return;
+    }
+    let root = TestRoot::new();
+    for args in [
+        vec!["run", "--user", "4294967295", "--", "/usr/bin/id", "-u"],
+        vec![
+            "run",
+            "--user",
+            "65534",
+            "--group",
+            "4294967295",
+            "--",
+            "/usr/bin/id",
+            "-u",
+        ],
+    ] {
+        let out = common::output(root.cli().args(&args));
+        assert_eq!(out.status.code(), Some(125), "{args:?}: {out:?}");
+        assert!(out.stdout.is_empty(), "the task ran: {out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("4294967295"), "{err}");
+    }
+    // The library, with the ids set directly.
+    let mut spec = nomad_shim::TaskSpec::new("/usr/bin/id");
+    spec.isolation(nomad_shim::IsolationSpec {
+        uid: Some(u32::MAX),
+        gid: Some(u32::MAX),
+        ..nomad_shim::IsolationSpec::default()
+    });
+    let e = root.exec.start(&spec).err();
+    assert!(
+        matches!(
+            e,
+            Some(nomad_shim::Error::Isolate(
+                nomad_shim::IsolateError::InvalidId { .. }
+            ))
+        ),
+        "{e:?}"
+    );
+}
+
+/// Regression (issue 10 third check): `LogPolicy { max_files: u32::MAX }`
+/// made each rotation attempt four billion renames, and the supervisor's
+/// loop stopped answering.
+#[test]
+fn an_absurd_log_file_count_is_refused() {
+    if !root_or_skip("an_absurd_log_file_count_is_refused") {
+        return;
+    }
+    let root = TestRoot::new();
+    let mut spec = nomad_shim::TaskSpec::new("/bin/true");
+    spec.logs(nomad_shim::LogPolicy {
+        max_files: u32::MAX,
+        max_size: 1,
+    });
+    let e = root.exec.start(&spec).err();
+    assert!(matches!(e, Some(nomad_shim::Error::Spec(_))), "{e:?}");
+    let out = common::output(
+        root.cli()
+            .args(["run", "--log-max-files", "100000", "--", "true"]),
+    );
+    assert_eq!(out.status.code(), Some(125), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--log-max-files"),
+        "{out:?}"
+    );
+}

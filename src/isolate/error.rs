@@ -409,6 +409,13 @@ pub enum IsolateError {
         /// The host path.
         path: PathBuf,
     },
+    /// 4294967295, `(uid_t)-1`: setresuid(2) and setresgid(2) read it as
+    /// "leave unchanged", so it can never name the task's user or group.
+    #[error("user or group id {id} is not an id ((uid_t)-1 means \"unchanged\" to the kernel, which would leave the task root)")]
+    InvalidId {
+        /// The id.
+        id: u32,
+    },
 }
 
 /// An I/O error's text without Rust's ` (os error N)` suffix.

@@ -227,6 +227,14 @@ impl IsolationSpec {
         if self.uid.is_some() && self.gid.is_none() {
             return Err(IsolateError::UidWithoutGid);
         }
+        // (uid_t)-1 is not an id: setresuid(2)/setresgid(2) read it as
+        // "leave unchanged", so the task would keep the supervisor's root.
+        let no_id = self.uid == Some(u32::MAX)
+            || self.gid == Some(u32::MAX)
+            || self.groups.contains(&u32::MAX);
+        if no_id {
+            return Err(IsolateError::InvalidId { id: u32::MAX });
+        }
         self.validate_chroot_env()?;
         fsview_spec::validate_dns(self.dns.as_ref(), self.chroot)?;
         fsview_spec::validate_mounts(&self.mounts, self.chroot, &self.chroot_env_dsts())?;

@@ -37,6 +37,8 @@ pub fn resolve_user(user: &str, group: Option<&str>) -> Result<ResolvedUser, Iso
         source,
     };
     let entry = match user.parse::<u32>() {
+        // (uid_t)-1: "unchanged" to setresuid(2), never a user.
+        Ok(u32::MAX) => return Err(IsolateError::InvalidId { id: u32::MAX }),
         Ok(uid) => User::from_uid(Uid::from_raw(uid)).map_err(lookup)?,
         Err(_) => Some(User::from_name(user).map_err(lookup)?.ok_or_else(|| {
             IsolateError::UnknownUser {
@@ -80,6 +82,9 @@ pub fn resolve_user(user: &str, group: Option<&str>) -> Result<ResolvedUser, Iso
 /// A group name or a numeric gid.
 fn resolve_group(group: &str) -> Result<u32, IsolateError> {
     if let Ok(gid) = group.parse::<u32>() {
+        if gid == u32::MAX {
+            return Err(IsolateError::InvalidId { id: gid });
+        }
         return Ok(gid);
     }
     Group::from_name(group)
