@@ -127,6 +127,7 @@ fn pids_max_of(pid: i32) -> Option<String> {
 }
 
 #[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
 fn an_agent_with_only_root_names_starts_reopens_signals_updates_stats_and_waits() {
     if !root_or_skip("an_agent_with_only_root_names_starts_reopens_signals_updates_stats_and_waits")
     {
@@ -162,6 +163,7 @@ fn an_agent_with_only_root_names_starts_reopens_signals_updates_stats_and_waits(
 /// `agent::wait_fd`: the fd of a running task is not readable; once the
 /// task has ended it is, and `try_wait` answers without blocking.
 #[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
 fn an_agent_waits_on_the_task_fd_without_a_thread() {
     if !root_or_skip("an_agent_waits_on_the_task_fd_without_a_thread") {
         return;
@@ -189,6 +191,7 @@ fn an_agent_waits_on_the_task_fd_without_a_thread() {
 /// `agent::run_async`, on a current-thread runtime (feature `tokio`).
 #[cfg(feature = "tokio")]
 #[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
 fn an_agent_with_only_root_names_waits_async() {
     if !root_or_skip("an_agent_with_only_root_names_waits_async") {
         return;
@@ -208,6 +211,7 @@ fn an_agent_with_only_root_names_waits_async() {
 /// accepted by `start` and written to spec.json as `null`, so the task ran
 /// with no CPU limit at all.
 #[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
 fn a_limit_that_is_not_a_number_is_refused_by_start() {
     if !root_or_skip("a_limit_that_is_not_a_number_is_refused_by_start") {
         return;
@@ -265,6 +269,7 @@ fn the_agent_names_only_the_crate_root() {
 /// never a panic: a kill timeout past `Instant`'s range (in the spec and in
 /// `stop`), ids that are no ids, a task that does not exist.
 #[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
 fn extreme_values_and_bad_ids_do_not_panic() {
     if !root_or_skip("extreme_values_and_bad_ids_do_not_panic") {
         return;

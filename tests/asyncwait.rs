@@ -44,6 +44,7 @@ impl Drop for Cont {
 }
 
 #[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
 fn wait_fd_is_readable_only_once_the_exit_is_durable() {
     if !root_or_skip("wait_fd_is_readable_only_once_the_exit_is_durable") {
         return;
@@ -82,6 +83,7 @@ fn wait_fd_is_readable_only_once_the_exit_is_durable() {
 }
 
 #[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
 fn wait_fd_of_a_task_reopened_while_it_runs() {
     if !root_or_skip("wait_fd_of_a_task_reopened_while_it_runs") {
         return;
@@ -103,6 +105,7 @@ fn wait_fd_of_a_task_reopened_while_it_runs() {
 }
 
 #[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
 fn wait_fd_after_the_supervisor_is_killed_says_lost() {
     if !root_or_skip("wait_fd_after_the_supervisor_is_killed_says_lost") {
         return;
@@ -136,6 +139,7 @@ fn wait_fd_after_the_supervisor_is_killed_says_lost() {
 }
 
 #[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
 fn wait_fd_of_a_task_opened_after_a_kill_9_of_its_supervisor() {
     if !root_or_skip("wait_fd_of_a_task_opened_after_a_kill_9_of_its_supervisor") {
         return;
@@ -158,6 +162,7 @@ fn wait_fd_of_a_task_opened_after_a_kill_9_of_its_supervisor() {
 }
 
 #[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
 fn wait_fd_of_a_task_that_ended_before_open_is_ready_at_once() {
     if !root_or_skip("wait_fd_of_a_task_that_ended_before_open_is_ready_at_once") {
         return;
@@ -176,6 +181,7 @@ fn wait_fd_of_a_task_that_ended_before_open_is_ready_at_once() {
 }
 
 #[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
 fn many_waits_from_one_thread_with_epoll() {
     if !root_or_skip("many_waits_from_one_thread_with_epoll") {
         return;
@@ -218,6 +224,7 @@ mod tokio_feature {
     }
 
     #[test]
+    #[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
     fn wait_async_on_many_tasks_from_one_current_thread_runtime() {
         if !root_or_skip("wait_async_on_many_tasks_from_one_current_thread_runtime") {
             return;
@@ -255,6 +262,7 @@ mod tokio_feature {
     }
 
     #[test]
+    #[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
     fn wait_async_is_pending_while_the_task_runs_and_lost_after_kill_9() {
         if !root_or_skip("wait_async_is_pending_while_the_task_runs_and_lost_after_kill_9") {
             return;
@@ -281,6 +289,7 @@ mod tokio_feature {
     }
 
     #[test]
+    #[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
     fn wait_async_outside_a_runtime_is_an_error_not_a_panic() {
         if !root_or_skip("wait_async_outside_a_runtime_is_an_error_not_a_panic") {
             return;
@@ -300,6 +309,7 @@ mod tokio_feature {
     /// Regression (issue 10 verification): in a runtime built without IO,
     /// tokio panicked inside wait_async.
     #[test]
+    #[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
     fn wait_async_in_a_runtime_without_io_is_an_error_not_a_panic() {
         if !root_or_skip("wait_async_in_a_runtime_without_io_is_an_error_not_a_panic") {
             return;
@@ -314,6 +324,7 @@ mod tokio_feature {
     }
 
     #[test]
+    #[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
     fn many_waits_from_one_thread_with_tokio() {
         if !root_or_skip("many_waits_from_one_thread_with_tokio") {
             return;

@@ -11,6 +11,7 @@ use crate::common::{self, root_or_skip, TestRoot};
 const BAD_IDS: &[&str] = &["..", "a/b", "", "a\0b", "-rf", "new\nline", "../../etc"];
 
 #[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
 fn invalid_ids_are_refused_by_start_open_and_the_cli() {
     if !root_or_skip("invalid_ids_are_refused_by_start_open_and_the_cli") {
         return;
@@ -51,6 +52,7 @@ fn invalid_ids_are_refused_by_start_open_and_the_cli() {
 }
 
 #[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
 fn an_existing_id_is_refused_and_the_task_is_untouched() {
     if !root_or_skip("an_existing_id_is_refused_and_the_task_is_untouched") {
         return;
@@ -79,6 +81,7 @@ fn an_existing_id_is_refused_and_the_task_is_untouched() {
 }
 
 #[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
 fn a_missing_program_is_a_start_error_not_an_exit_127() {
     if !root_or_skip("a_missing_program_is_a_start_error_not_an_exit_127") {
         return;
@@ -112,6 +115,7 @@ fn a_missing_program_is_a_start_error_not_an_exit_127() {
 }
 
 #[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
 fn a_non_executable_file_is_a_start_error() {
     if !root_or_skip("a_non_executable_file_is_a_start_error") {
         return;
@@ -143,6 +147,7 @@ fn a_non_executable_file_is_a_start_error() {
 }
 
 #[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
 fn a_root_that_is_not_writable_is_a_clear_error() {
     if !root_or_skip("a_root_that_is_not_writable_is_a_clear_error") {
         return;
@@ -191,6 +196,7 @@ fn broken_copy(
 }
 
 #[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
 fn broken_state_files_are_typed_errors_and_never_hide_the_others() {
     if !root_or_skip("broken_state_files_are_typed_errors_and_never_hide_the_others") {
         return;
@@ -311,6 +317,7 @@ fn broken_state_files_are_typed_errors_and_never_hide_the_others() {
 }
 
 #[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
 fn a_lock_held_by_someone_else_is_reported() {
     if !root_or_skip("a_lock_held_by_someone_else_is_reported") {
         return;
@@ -380,6 +387,7 @@ impl Drop for CgroupGuard {
 }
 
 #[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
 fn a_tampered_cgroup_path_in_state_json_is_never_killed() {
     if !root_or_skip("a_tampered_cgroup_path_in_state_json_is_never_killed") {
         return;
@@ -484,6 +492,7 @@ fn a_tampered_cgroup_path_in_state_json_is_never_killed() {
 }
 
 #[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
 fn a_fifo_in_place_of_spec_json_does_not_hang_ps() {
     if !root_or_skip("a_fifo_in_place_of_spec_json_does_not_hang_ps") {
         return;
@@ -524,6 +533,7 @@ fn in_small_tmpfs(dir: &std::path::Path, size: &str, script: &str) -> std::proce
 }
 
 #[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
 fn a_full_disk_fails_a_start_clearly() {
     if !root_or_skip("a_full_disk_fails_a_start_clearly") {
         return;
@@ -546,6 +556,7 @@ fn a_full_disk_fails_a_start_clearly() {
 }
 
 #[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
 fn a_task_that_fills_the_disk_still_has_its_exact_exit_recorded() {
     if !root_or_skip("a_task_that_fills_the_disk_still_has_its_exact_exit_recorded") {
         return;
@@ -572,6 +583,7 @@ fn a_task_that_fills_the_disk_still_has_its_exact_exit_recorded() {
 /// Regression (issue 10 third check): `--user 4294967295` ran the task as
 /// root, since setresuid(2) reads (uid_t)-1 as "leave unchanged".
 #[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
 fn the_id_minus_one_is_refused_not_run_as_root() {
     if !root_or_skip("the_id_minus_one_is_refused_not_run_as_root") {
         return;
@@ -619,6 +631,7 @@ fn the_id_minus_one_is_refused_not_run_as_root() {
 /// made each rotation attempt four billion renames, and the supervisor's
 /// loop stopped answering.
 #[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
 fn an_absurd_log_file_count_is_refused() {
     if !root_or_skip("an_absurd_log_file_count_is_refused") {
         return;

@@ -171,6 +171,7 @@ fn spec(id: &str, args: &[&str]) -> TaskSpec {
 }
 
 #[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
 fn a_leftover_cgroup_of_this_root_is_killed_and_reused() {
     if !root_or_skip("a_leftover_cgroup_of_this_root_is_killed_and_reused") {
         return;
@@ -213,6 +214,7 @@ fn a_leftover_cgroup_of_this_root_is_killed_and_reused() {
 }
 
 #[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
 fn a_cgroup_of_another_roots_live_task_is_never_touched() {
     if !root_or_skip("a_cgroup_of_another_roots_live_task_is_never_touched") {
         return;
@@ -245,6 +247,7 @@ fn a_cgroup_of_another_roots_live_task_is_never_touched() {
 }
 
 #[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
 fn an_unmarked_cgroup_is_refused_unless_empty() {
     if !root_or_skip("an_unmarked_cgroup_is_refused_unless_empty") {
         return;
@@ -341,6 +344,7 @@ fn assert_all_gone(root: &TestRoot, id: &str, pid: i32, subs: &[PathBuf]) {
 }
 
 #[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
 fn a_process_in_a_subcgroup_dies_with_stop() {
     if !root_or_skip("a_process_in_a_subcgroup_dies_with_stop") {
         return;
@@ -356,6 +360,7 @@ fn a_process_in_a_subcgroup_dies_with_stop() {
 }
 
 #[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
 fn a_process_in_a_subcgroup_dies_with_rm_force() {
     if !root_or_skip("a_process_in_a_subcgroup_dies_with_rm_force") {
         return;
@@ -370,6 +375,7 @@ fn a_process_in_a_subcgroup_dies_with_rm_force() {
 }
 
 #[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
 fn a_process_in_a_subcgroup_dies_with_a_reconcile_after_kill_9() {
     if !root_or_skip("a_process_in_a_subcgroup_dies_with_a_reconcile_after_kill_9") {
         return;
@@ -415,6 +421,7 @@ fn allowed_cpus_under(root: &TestRoot, parent: &str, id: &str, opts: &[&str]) ->
 }
 
 #[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
 fn a_task_started_pinned_runs_on_every_cpu_of_its_cpuset() {
     if !root_or_skip("a_task_started_pinned_runs_on_every_cpu_of_its_cpuset") {
         return;
@@ -446,6 +453,7 @@ fn a_task_started_pinned_runs_on_every_cpu_of_its_cpuset() {
 /// available at …/cgroup.controllers`. Two levels of parent, so that the
 /// case holds whatever an earlier test enabled in the root.
 #[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
 fn cpuset_works_under_a_parent_made_by_a_task_without_it() {
     if !root_or_skip("cpuset_works_under_a_parent_made_by_a_task_without_it") {
         return;
@@ -489,6 +497,7 @@ fn cpuset_works_under_a_parent_made_by_a_task_without_it() {
 /// cannot (EOPNOTSUPP). Either way the start fails with an error that names
 /// the cgroup with the processes and says why.
 #[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
 fn a_parent_with_processes_cannot_hand_a_controller_down() {
     if !root_or_skip("a_parent_with_processes_cannot_hand_a_controller_down") {
         return;
@@ -552,6 +561,7 @@ impl Drop for KillOnDrop {
 /// X at exactly `<parent>/<id>`; without one, it still says there is no
 /// such task.
 #[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
 fn rm_force_of_a_missing_task_dir_kills_the_cgroup_marked_by_its_root() {
     if !root_or_skip("rm_force_of_a_missing_task_dir_kills_the_cgroup_marked_by_its_root") {
         return;
@@ -605,6 +615,7 @@ fn rm_force_of_a_missing_task_dir_kills_the_cgroup_marked_by_its_root() {
 /// `rm --force` of a missing task directory never touches a cgroup marked
 /// by another root.
 #[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
 fn rm_force_of_a_missing_task_dir_leaves_another_roots_cgroup() {
     if !root_or_skip("rm_force_of_a_missing_task_dir_leaves_another_roots_cgroup") {
         return;

@@ -9,6 +9,7 @@ fn text(b: &[u8]) -> String {
 }
 
 #[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
 fn run_prints_the_output_and_exits_with_the_task_code() {
     if !root_or_skip("run_prints_the_output_and_exits_with_the_task_code") {
         return;
@@ -34,6 +35,7 @@ fn run_prints_the_output_and_exits_with_the_task_code() {
 }
 
 #[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
 fn start_ps_inspect_kill_wait_rm() {
     if !root_or_skip("start_ps_inspect_kill_wait_rm") {
         return;
@@ -100,6 +102,7 @@ fn start_ps_inspect_kill_wait_rm() {
 }
 
 #[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
 fn stop_with_signal_and_timeout_and_rm_force() {
     if !root_or_skip("stop_with_signal_and_timeout_and_rm_force") {
         return;
@@ -139,6 +142,7 @@ fn stop_with_signal_and_timeout_and_rm_force() {
 }
 
 #[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
 fn logs_tail_and_follow() {
     if !root_or_skip("logs_tail_and_follow") {
         return;
@@ -167,6 +171,7 @@ fn logs_tail_and_follow() {
 }
 
 #[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
 fn errors_are_one_line_with_the_documented_exit_codes() {
     if !root_or_skip("errors_are_one_line_with_the_documented_exit_codes") {
         return;
@@ -181,6 +186,7 @@ fn errors_are_one_line_with_the_documented_exit_codes() {
 }
 
 #[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
 fn usage_errors_are_one_line_and_exit_125() {
     if !root_or_skip("usage_errors_are_one_line_and_exit_125") {
         return;

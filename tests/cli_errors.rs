@@ -33,6 +33,7 @@ fn assert_usage_error(out: &Output, names: &[&str]) -> String {
 }
 
 #[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
 fn an_invalid_limit_names_its_option_not_the_library_field() {
     if !root_or_skip("an_invalid_limit_names_its_option_not_the_library_field") {
         return;
@@ -64,6 +65,7 @@ fn an_invalid_limit_names_its_option_not_the_library_field() {
 }
 
 #[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
 fn hostname_without_a_uts_namespace_says_add_ns_uts() {
     if !root_or_skip("hostname_without_a_uts_namespace_says_add_ns_uts") {
         return;
@@ -81,6 +83,7 @@ fn hostname_without_a_uts_namespace_says_add_ns_uts() {
 }
 
 #[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
 fn a_relative_task_dir_names_task_dir() {
     if !root_or_skip("a_relative_task_dir_names_task_dir") {
         return;
@@ -92,6 +95,7 @@ fn a_relative_task_dir_names_task_dir() {
 }
 
 #[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
 fn a_cpu_the_host_lacks_is_named_with_the_online_list() {
     if !root_or_skip("a_cpu_the_host_lacks_is_named_with_the_online_list") {
         return;
@@ -134,6 +138,7 @@ fn a_cpu_the_host_lacks_is_named_with_the_online_list() {
 }
 
 #[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
 fn a_root_that_is_a_file_is_named() {
     if !root_or_skip("a_root_that_is_a_file_is_named") {
         return;
@@ -153,6 +158,7 @@ fn a_root_that_is_a_file_is_named() {
 }
 
 #[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
 fn negative_values_are_values_not_flags() {
     if !root_or_skip("negative_values_are_values_not_flags") {
         return;
@@ -167,6 +173,7 @@ fn negative_values_are_values_not_flags() {
 }
 
 #[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
 fn a_bad_signal_reads_like_every_usage_error() {
     if !root_or_skip("a_bad_signal_reads_like_every_usage_error") {
         return;
@@ -189,6 +196,7 @@ fn a_bad_signal_reads_like_every_usage_error() {
 }
 
 #[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
 fn a_missing_netns_is_named_once() {
     if !root_or_skip("a_missing_netns_is_named_once") {
         return;
@@ -201,6 +209,7 @@ fn a_missing_netns_is_named_once() {
 }
 
 #[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
 fn a_huge_environment_names_env_not_spec_json() {
     if !root_or_skip("a_huge_environment_names_env_not_spec_json") {
         return;
@@ -215,6 +224,7 @@ fn a_huge_environment_names_env_not_spec_json() {
 }
 
 #[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
 fn rm_of_a_broken_task_names_force() {
     if !root_or_skip("rm_of_a_broken_task_names_force") {
         return;
@@ -237,6 +247,7 @@ fn rm_of_a_broken_task_names_force() {
 }
 
 #[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
 fn an_oom_kill_is_stated_by_run_and_wait() {
     if !root_or_skip("an_oom_kill_is_stated_by_run_and_wait") {
         return;
@@ -282,6 +293,7 @@ fn supervisor_pid(root: &TestRoot, id: &str) -> i32 {
 }
 
 #[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
 fn a_lost_task_is_stated_by_run_and_wait() {
     if !root_or_skip("a_lost_task_is_stated_by_run_and_wait") {
         return;
@@ -333,6 +345,7 @@ fn io_weight_unsupported() -> bool {
 }
 
 #[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
 fn a_skipped_limit_is_stated_by_run_and_wait() {
     if !root_or_skip("a_skipped_limit_is_stated_by_run_and_wait") {
         return;
@@ -358,6 +371,7 @@ fn a_skipped_limit_is_stated_by_run_and_wait() {
 }
 
 #[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
 fn stats_text_shows_the_cpu_time_json_shows() {
     if !root_or_skip("stats_text_shows_the_cpu_time_json_shows") {
         return;
@@ -399,6 +413,7 @@ fn stats_text_shows_the_cpu_time_json_shows() {
 }
 
 #[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
 fn help_separates_global_options_and_shows_units_defaults_and_examples() {
     if !root_or_skip("help_separates_global_options_and_shows_units_defaults_and_examples") {
         return;
@@ -465,6 +480,7 @@ fn help_separates_global_options_and_shows_units_defaults_and_examples() {
 /// still named library fields: `max_files`/`max_size`, "dns settings",
 /// "mount", and `io_weight` without the way out (`--best-effort-limits`).
 #[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
 fn more_errors_name_the_option_and_the_way_out() {
     if !root_or_skip("more_errors_name_the_option_and_the_way_out") {
         return;
@@ -487,6 +503,7 @@ fn more_errors_name_the_option_and_the_way_out() {
 /// unknown flag, and `--cgroup-parent ../x` failed at the supervisor's
 /// cgroup step naming no option.
 #[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
 fn kill_takes_dash_nine_and_a_bad_cgroup_parent_is_named() {
     if !root_or_skip("kill_takes_dash_nine_and_a_bad_cgroup_parent_is_named") {
         return;
@@ -508,6 +525,7 @@ fn kill_takes_dash_nine_and_a_bad_cgroup_parent_is_named() {
 /// echoed as 134217728, and an `--rlimit` the kernel refuses was a raw
 /// `set rlimit` error naming no option.
 #[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
 fn sizes_are_echoed_as_typed_and_a_refused_rlimit_names_rlimit() {
     if !root_or_skip("sizes_are_echoed_as_typed_and_a_refused_rlimit_names_rlimit") {
         return;

@@ -27,6 +27,7 @@ fn refused(out: &Output) -> String {
 }
 
 #[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
 fn a_device_that_is_a_file_is_named_not_a_device_whatever_its_task_path() {
     if !root_or_skip("a_device_that_is_a_file_is_named_not_a_device_whatever_its_task_path") {
         return;
@@ -54,6 +55,7 @@ fn a_device_that_is_a_file_is_named_not_a_device_whatever_its_task_path() {
 }
 
 #[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
 fn a_device_with_a_relative_task_path_says_so_not_bad_access() {
     if !root_or_skip("a_device_with_a_relative_task_path_says_so_not_bad_access") {
         return;
@@ -76,6 +78,7 @@ fn a_device_with_a_relative_task_path_says_so_not_bad_access() {
 }
 
 #[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
 fn a_device_that_is_a_descriptor_link_is_refused_before_any_bind() {
     if !root_or_skip("a_device_that_is_a_descriptor_link_is_refused_before_any_bind") {
         return;
@@ -104,6 +107,7 @@ fn a_device_that_is_a_descriptor_link_is_refused_before_any_bind() {
 }
 
 #[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
 fn a_device_symlink_is_bound_as_the_node_it_leads_to() {
     if !root_or_skip("a_device_symlink_is_bound_as_the_node_it_leads_to") {
         return;
@@ -143,6 +147,7 @@ fn have_cap_sys_resource() -> bool {
 }
 
 #[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
 fn a_refused_lower_oom_score_adj_names_the_option_and_cap_sys_resource() {
     if !root_or_skip("a_refused_lower_oom_score_adj_names_the_option_and_cap_sys_resource") {
         return;
@@ -167,6 +172,7 @@ fn a_refused_lower_oom_score_adj_names_the_option_and_cap_sys_resource() {
 }
 
 #[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
 fn a_missing_chroot_env_or_mount_source_names_the_option() {
     if !root_or_skip("a_missing_chroot_env_or_mount_source_names_the_option") {
         return;

@@ -49,6 +49,7 @@ fn unlimited(v: &str) -> bool {
 }
 
 #[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
 fn update_sets_and_removes_each_limit_live() {
     if !root_or_skip("update_sets_and_removes_each_limit_live") {
         return;
@@ -170,6 +171,7 @@ fn update_sets_and_removes_each_limit_live() {
 }
 
 #[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
 fn the_library_update_removes_a_limit_and_sets_swap_alone() {
     if !root_or_skip("the_library_update_removes_a_limit_and_sets_swap_alone") {
         return;
@@ -224,6 +226,7 @@ fn the_library_update_removes_a_limit_and_sets_swap_alone() {
 }
 
 #[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
 fn updates_never_let_a_denied_device_through() {
     if !root_or_skip("updates_never_let_a_denied_device_through") {
         return;
@@ -290,6 +293,7 @@ fn updates_never_let_a_denied_device_through() {
 /// hyphenated binary name never completed a verb's options
 /// (clap-rs/clap#6421): `nomad-shim run --mem<TAB>` offered nothing.
 #[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
 fn bash_completion_completes_a_verbs_options() {
     if !root_or_skip("bash_completion_completes_a_verbs_options") {
         return;
@@ -327,6 +331,7 @@ fn bash_completion_completes_a_verbs_options() {
 }
 
 #[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
 fn completions_and_man_page_are_generated_from_the_parser() {
     if !root_or_skip("completions_and_man_page_are_generated_from_the_parser") {
         return;
@@ -377,6 +382,7 @@ fn completions_and_man_page_are_generated_from_the_parser() {
 }
 
 #[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
 fn ps_format_takes_templates_and_field_lists() {
     if !root_or_skip("ps_format_takes_templates_and_field_lists") {
         return;
@@ -411,6 +417,7 @@ fn ps_format_takes_templates_and_field_lists() {
 }
 
 #[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
 fn a_refused_update_names_the_options() {
     if !root_or_skip("a_refused_update_names_the_options") {
         return;

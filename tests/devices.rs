@@ -102,6 +102,7 @@ fn host_can_open(path: &Path, write: bool) -> bool {
 }
 
 #[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
 fn a_root_task_in_the_chroot_can_mknod_but_not_open_host_devices() {
     if !root_or_skip("a_root_task_in_the_chroot_can_mknod_but_not_open_host_devices") {
         return;
@@ -159,6 +160,7 @@ fn a_root_task_in_the_chroot_can_mknod_but_not_open_host_devices() {
 }
 
 #[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
 fn without_a_chroot_a_root_task_cannot_open_a_node_it_makes() {
     if !root_or_skip("without_a_chroot_a_root_task_cannot_open_a_node_it_makes") {
         return;
@@ -216,6 +218,7 @@ fn kernel_log_has(marker: &str) -> bool {
 }
 
 #[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
 fn a_passed_through_device_works_and_nothing_else_does() {
     if !root_or_skip("a_passed_through_device_works_and_nothing_else_does") {
         return;
@@ -267,6 +270,7 @@ fn a_passed_through_device_works_and_nothing_else_does() {
 }
 
 #[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
 fn a_device_that_is_not_one_is_refused_naming_it() {
     if !root_or_skip("a_device_that_is_not_one_is_refused_naming_it") {
         return;
@@ -304,6 +308,7 @@ fn a_device_that_is_not_one_is_refused_naming_it() {
 }
 
 #[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
 fn state_lists_the_devices_cgroup_and_nothing_is_left_after_the_task() {
     if !root_or_skip("state_lists_the_devices_cgroup_and_nothing_is_left_after_the_task") {
         return;

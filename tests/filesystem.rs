@@ -87,6 +87,7 @@ fn line<'a>(out: &'a str, key: &str) -> &'a str {
 }
 
 #[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
 fn sys_is_read_only_and_shows_the_tasks_own_memory_limit() {
     if !root_or_skip("sys_is_read_only_and_shows_the_tasks_own_memory_limit") {
         return;
@@ -124,6 +125,7 @@ print('cpu topology: ' + str(os.path.isdir('/sys/devices/system/cpu')))
 /// runc's masked paths that exist on this kernel read empty in the task;
 /// those that do not exist stay absent.
 #[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
 fn masked_paths_show_nothing_and_proc_sys_is_read_only_even_with_cap_sys_admin() {
     if !root_or_skip("masked_paths_show_nothing_and_proc_sys_is_read_only_even_with_cap_sys_admin")
     {
@@ -188,6 +190,7 @@ attempt('irq', lambda: write('/proc/irq/default_smp_affinity', b'1'))
 }
 
 #[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
 fn default_dns_files_are_the_hosts_and_read_only() {
     if !root_or_skip("default_dns_files_are_the_hosts_and_read_only") {
         return;
@@ -214,6 +217,7 @@ attempt('write hosts', lambda: write('/etc/hosts'))
 }
 
 #[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
 fn dns_options_give_exactly_the_generated_resolv_conf() {
     if !root_or_skip("dns_options_give_exactly_the_generated_resolv_conf") {
         return;
@@ -281,6 +285,7 @@ attempt('write resolv.conf', lambda: write('/etc/resolv.conf'))
 /// dir, which is the task's `/`: the task saw it as `/resolv.conf`, and it
 /// stayed after `run --rm`. It is in the task's state directory now.
 #[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
 fn dns_resolv_conf_is_not_in_the_tasks_root_and_nothing_is_left_after_run_rm() {
     if !root_or_skip("dns_resolv_conf_is_not_in_the_tasks_root_and_nothing_is_left_after_run_rm") {
         return;
@@ -351,6 +356,7 @@ fn host_mounts_on(paths: &[&str]) -> Vec<String> {
 }
 
 #[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
 fn host_mounts_are_read_write_or_read_only_as_asked() {
     if !root_or_skip("host_mounts_are_read_write_or_read_only_as_asked") {
         return;
@@ -400,6 +406,7 @@ print('file: ' + open('/local/conf/one-file').read().strip())
 }
 
 #[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
 fn a_mount_destination_cannot_escape_the_root() {
     if !root_or_skip("a_mount_destination_cannot_escape_the_root") {
         return;
@@ -482,6 +489,7 @@ attempt('write cfg', lambda: write('/local/cfg/inner/probe', b'in the volume'))
 }
 
 #[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
 fn the_default_chroot_env_works_here_and_a_missing_named_path_is_an_error() {
     if !root_or_skip("the_default_chroot_env_works_here_and_a_missing_named_path_is_an_error") {
         return;
@@ -525,6 +533,7 @@ fn the_default_chroot_env_works_here_and_a_missing_named_path_is_an_error() {
 /// link names inside the root, so the task reads the file through the link;
 /// with `--dns-server`, the private file is bound over that target instead.
 #[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
 fn a_resolv_conf_symlink_out_of_etc_resolves_inside_the_root() {
     if !root_or_skip("a_resolv_conf_symlink_out_of_etc_resolves_inside_the_root") {
         return;
@@ -608,6 +617,7 @@ impl Drop for Unmount {
 /// whose resolv.conf is a bind mount from the same filesystem (a device
 /// comparison would miss it; statx's mount-root attribute does not).
 #[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
 fn a_resolv_conf_that_is_a_mount_on_the_host_is_the_one_the_task_sees() {
     if !root_or_skip("a_resolv_conf_that_is_a_mount_on_the_host_is_the_one_the_task_sees") {
         return;

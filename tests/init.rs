@@ -83,6 +83,7 @@ fn children_of(pid: i32) -> Vec<(i32, char)> {
 }
 
 #[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
 fn stop_of_a_python_server_under_ns_pid_ends_it_by_its_sigterm_in_under_a_second() {
     if !root_or_skip(
         "stop_of_a_python_server_under_ns_pid_ends_it_by_its_sigterm_in_under_a_second",
@@ -173,6 +174,7 @@ fn orphans(root: &TestRoot, iso: IsolationSpec) -> (Task, i32, i32) {
 }
 
 #[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
 fn a_task_that_leaves_100_orphans_ends_with_no_zombie_left() {
     if !root_or_skip("a_task_that_leaves_100_orphans_ends_with_no_zombie_left") {
         return;
@@ -221,6 +223,7 @@ fn a_task_that_leaves_100_orphans_ends_with_no_zombie_left() {
 }
 
 #[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
 fn signals_reach_the_program_through_the_init_exactly_once() {
     if !root_or_skip("signals_reach_the_program_through_the_init_exactly_once") {
         return;
@@ -279,6 +282,7 @@ fn status_of(
 }
 
 #[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
 fn the_exit_through_the_init_is_the_programs_exact_status() {
     if !root_or_skip("the_exit_through_the_init_is_the_programs_exact_status") {
         return;
@@ -337,6 +341,7 @@ fn the_exit_through_the_init_is_the_programs_exact_status() {
 }
 
 #[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
 fn a_program_that_cannot_be_executed_fails_the_start_as_without_the_init() {
     if !root_or_skip("a_program_that_cannot_be_executed_fails_the_start_as_without_the_init") {
         return;
@@ -368,6 +373,7 @@ fn a_program_that_cannot_be_executed_fails_the_start_as_without_the_init() {
 }
 
 #[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
 fn no_init_keeps_the_program_as_pid_1_and_init_alone_is_its_parent() {
     if !root_or_skip("no_init_keeps_the_program_as_pid_1_and_init_alone_is_its_parent") {
         return;
@@ -407,6 +413,7 @@ fn no_init_keeps_the_program_as_pid_1_and_init_alone_is_its_parent() {
 }
 
 #[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
 fn the_init_holds_no_view_of_the_host_and_runs_with_the_tasks_credentials() {
     if !root_or_skip("the_init_holds_no_view_of_the_host_and_runs_with_the_tasks_credentials") {
         return;
@@ -472,6 +479,7 @@ fn the_init_holds_no_view_of_the_host_and_runs_with_the_tasks_credentials() {
 }
 
 #[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
 fn sigstop_and_sigcont_stop_and_resume_the_program_under_the_init() {
     if !root_or_skip("sigstop_and_sigcont_stop_and_resume_the_program_under_the_init") {
         return;
@@ -510,6 +518,7 @@ fn sigstop_and_sigcont_stop_and_resume_the_program_under_the_init() {
 /// program (through the init), so a shell's children stayed stopped and
 /// its loop never printed again.
 #[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
 fn sigcont_resumes_the_children_of_the_program_under_the_init() {
     if !root_or_skip("sigcont_resumes_the_children_of_the_program_under_the_init") {
         return;

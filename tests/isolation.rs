@@ -68,6 +68,7 @@ fn status_field<'a>(out: &'a str, key: &str) -> &'a str {
 }
 
 #[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
 fn nobody_in_the_chroot_holds_no_capability_and_cannot_regain_privilege() {
     if !root_or_skip("nobody_in_the_chroot_holds_no_capability_and_cannot_regain_privilege") {
         return;
@@ -103,6 +104,7 @@ fn nobody_in_the_chroot_holds_no_capability_and_cannot_regain_privilege() {
 }
 
 #[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
 fn cap_add_gives_exactly_that_capability_and_it_binds_port_80() {
     if !root_or_skip("cap_add_gives_exactly_that_capability_and_it_binds_port_80") {
         return;
@@ -136,6 +138,7 @@ fn cap_add_gives_exactly_that_capability_and_it_binds_port_80() {
 }
 
 #[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
 fn only_the_task_dirs_are_writable_and_host_paths_are_absent() {
     if !root_or_skip("only_the_task_dirs_are_writable_and_host_paths_are_absent") {
         return;
@@ -171,6 +174,7 @@ ls /";
 }
 
 #[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
 fn a_classic_chroot_escape_does_not_reach_the_host_root() {
     if !root_or_skip("a_classic_chroot_escape_does_not_reach_the_host_root") {
         return;
@@ -221,6 +225,7 @@ fn snapshot(dir: &str) -> Vec<(String, u64, u32, u32, i64, Vec<u8>)> {
 }
 
 #[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
 fn symlinks_planted_in_the_task_dir_leave_host_files_unchanged() {
     if !root_or_skip("symlinks_planted_in_the_task_dir_leave_host_files_unchanged") {
         return;
@@ -274,6 +279,7 @@ fn symlinks_planted_in_the_task_dir_leave_host_files_unchanged() {
 }
 
 #[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
 fn namespaces_hostname_and_rlimits() {
     if !root_or_skip("namespaces_hostname_and_rlimits") {
         return;
@@ -318,6 +324,7 @@ fn namespaces_hostname_and_rlimits() {
 }
 
 #[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
 fn a_user_that_does_not_exist_is_a_start_error() {
     if !root_or_skip("a_user_that_does_not_exist_is_a_start_error") {
         return;
@@ -336,6 +343,7 @@ fn a_user_that_does_not_exist_is_a_start_error() {
 }
 
 #[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
 fn an_isolation_step_failure_names_the_step_and_path() {
     if !root_or_skip("an_isolation_step_failure_names_the_step_and_path") {
         return;
@@ -356,6 +364,7 @@ fn an_isolation_step_failure_names_the_step_and_path() {
 }
 
 #[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
 fn a_real_server_runs_as_nobody_in_the_chroot_and_stops_cleanly() {
     if !root_or_skip("a_real_server_runs_as_nobody_in_the_chroot_and_stops_cleanly") {
         return;
@@ -417,6 +426,7 @@ fn a_real_server_runs_as_nobody_in_the_chroot_and_stops_cleanly() {
 }
 
 #[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
 fn a_task_cannot_reach_the_shim_binary_through_its_supervisor() {
     if !root_or_skip("a_task_cannot_reach_the_shim_binary_through_its_supervisor") {
         return;
@@ -442,6 +452,7 @@ impl Drop for NetNs {
 }
 
 #[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
 fn a_task_joins_the_network_namespace_it_is_given() {
     if !root_or_skip("a_task_joins_the_network_namespace_it_is_given") {
         return;

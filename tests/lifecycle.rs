@@ -8,6 +8,7 @@ use nomad_shim::{Status, TaskExit, TaskSpec};
 use crate::common::{self, root_or_skip, TestRoot};
 
 #[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
 fn exit_codes_are_reported_exactly() {
     if !root_or_skip("exit_codes_are_reported_exactly") {
         return;
@@ -25,6 +26,7 @@ fn exit_codes_are_reported_exactly() {
 }
 
 #[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
 fn death_by_signal_is_reported_exactly() {
     if !root_or_skip("death_by_signal_is_reported_exactly") {
         return;
@@ -46,6 +48,7 @@ fn death_by_signal_is_reported_exactly() {
 }
 
 #[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
 fn exit_record_has_rusage_and_timestamps() {
     if !root_or_skip("exit_record_has_rusage_and_timestamps") {
         return;
@@ -76,6 +79,7 @@ fn exit_record_has_rusage_and_timestamps() {
 }
 
 #[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
 fn output_goes_to_the_log_files() {
     if !root_or_skip("output_goes_to_the_log_files") {
         return;
@@ -94,6 +98,7 @@ fn output_goes_to_the_log_files() {
 }
 
 #[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
 fn logs_rotate_at_the_size_limit() {
     if !root_or_skip("logs_rotate_at_the_size_limit") {
         return;
@@ -115,6 +120,7 @@ fn logs_rotate_at_the_size_limit() {
 }
 
 #[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
 fn shutdown_escalates_to_sigkill_after_the_timeout() {
     if !root_or_skip("shutdown_escalates_to_sigkill_after_the_timeout") {
         return;
@@ -145,6 +151,7 @@ fn shutdown_escalates_to_sigkill_after_the_timeout() {
 }
 
 #[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
 fn graceful_stop_with_the_kill_signal() {
     if !root_or_skip("graceful_stop_with_the_kill_signal") {
         return;
@@ -168,6 +175,7 @@ fn graceful_stop_with_the_kill_signal() {
 }
 
 #[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
 fn signal_reaches_the_task_and_try_wait_does_not_block() {
     if !root_or_skip("signal_reaches_the_task_and_try_wait_does_not_block") {
         return;
@@ -194,6 +202,7 @@ fn signal_reaches_the_task_and_try_wait_does_not_block() {
 }
 
 #[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
 fn force_stop_kills_the_whole_process_group() {
     if !root_or_skip("force_stop_kills_the_whole_process_group") {
         return;
@@ -214,6 +223,7 @@ fn force_stop_kills_the_whole_process_group() {
 }
 
 #[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
 fn the_main_process_exit_ends_its_group_and_the_supervisor() {
     if !root_or_skip("the_main_process_exit_ends_its_group_and_the_supervisor") {
         return;
@@ -236,6 +246,7 @@ fn the_main_process_exit_ends_its_group_and_the_supervisor() {
 }
 
 #[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
 fn argv_and_env_arrive_verbatim() {
     if !root_or_skip("argv_and_env_arrive_verbatim") {
         return;
@@ -272,6 +283,7 @@ fn argv_and_env_arrive_verbatim() {
 }
 
 #[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
 fn a_bare_program_name_is_found_in_path() {
     if !root_or_skip("a_bare_program_name_is_found_in_path") {
         return;
@@ -291,6 +303,7 @@ fn a_bare_program_name_is_found_in_path() {
 }
 
 #[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
 fn agent_fds_without_cloexec_do_not_reach_the_task() {
     if !root_or_skip("agent_fds_without_cloexec_do_not_reach_the_task") {
         return;
@@ -325,6 +338,7 @@ fn agent_fds_without_cloexec_do_not_reach_the_task() {
 }
 
 #[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
 fn attach_nudges_on_output_and_closes_once_the_exit_is_durable() {
     if !root_or_skip("attach_nudges_on_output_and_closes_once_the_exit_is_durable") {
         return;

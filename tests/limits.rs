@@ -58,6 +58,7 @@ fn spec(program: &str, args: &[&str], resources: Resources) -> TaskSpec {
 }
 
 #[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
 fn a_task_past_its_memory_limit_is_oom_killed_and_reported() {
     if !root_or_skip("a_task_past_its_memory_limit_is_oom_killed_and_reported") {
         return;
@@ -105,6 +106,7 @@ fn a_task_past_its_memory_limit_is_oom_killed_and_reported() {
 }
 
 #[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
 fn a_fork_bomb_is_contained_by_the_pids_limit_and_killed_in_under_a_second() {
     if !root_or_skip("a_fork_bomb_is_contained_by_the_pids_limit_and_killed_in_under_a_second") {
         return;
@@ -147,6 +149,7 @@ fn a_fork_bomb_is_contained_by_the_pids_limit_and_killed_in_under_a_second() {
 }
 
 #[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
 fn stop_leaves_no_process_even_of_daemons_that_left_the_session() {
     if !root_or_skip("stop_leaves_no_process_even_of_daemons_that_left_the_session") {
         return;
@@ -183,6 +186,7 @@ fn stop_leaves_no_process_even_of_daemons_that_left_the_session() {
 }
 
 #[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
 fn a_cpu_bound_task_under_half_a_cpu_uses_about_half_a_core() {
     if !root_or_skip("a_cpu_bound_task_under_half_a_cpu_uses_about_half_a_core") {
         return;
@@ -211,6 +215,7 @@ fn a_cpu_bound_task_under_half_a_cpu_uses_about_half_a_core() {
 }
 
 #[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
 fn update_resources_raises_the_memory_limit_of_a_running_task() {
     if !root_or_skip("update_resources_raises_the_memory_limit_of_a_running_task") {
         return;
@@ -275,6 +280,7 @@ fn update_resources_raises_the_memory_limit_of_a_running_task() {
 }
 
 #[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
 fn the_limits_written_match_what_was_asked() {
     if !root_or_skip("the_limits_written_match_what_was_asked") {
         return;
@@ -333,6 +339,7 @@ fn the_limits_written_match_what_was_asked() {
 }
 
 #[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
 fn a_limit_the_host_cannot_enforce_is_an_error_naming_it_unless_best_effort() {
     if !root_or_skip("a_limit_the_host_cannot_enforce_is_an_error_naming_it_unless_best_effort") {
         return;
@@ -350,6 +357,7 @@ fn a_limit_the_host_cannot_enforce_is_an_error_naming_it_unless_best_effort() {
 }
 
 #[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
 fn no_cgroup_is_left_after_a_supervisor_is_killed_and_the_task_reopened() {
     if !root_or_skip("no_cgroup_is_left_after_a_supervisor_is_killed_and_the_task_reopened") {
         return;

@@ -106,6 +106,7 @@ fn cgroup_dirs(task_dir: &Path) -> Vec<PathBuf> {
 }
 
 #[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
 fn the_library_logs_start_open_stop_and_a_reconcile_that_finds_a_task_lost() {
     if !root_or_skip("the_library_logs_start_open_stop_and_a_reconcile_that_finds_a_task_lost") {
         return;
@@ -187,6 +188,7 @@ fn the_library_logs_start_open_stop_and_a_reconcile_that_finds_a_task_lost() {
 }
 
 #[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
 fn an_oom_killed_task_has_an_oom_event_that_inspect_shows() {
     if !root_or_skip("an_oom_killed_task_has_an_oom_event_that_inspect_shows") {
         return;
@@ -273,6 +275,7 @@ impl Drop for MountedSubCgroup {
 }
 
 #[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
 fn a_cgroup_that_cannot_be_removed_is_an_event_and_rm_removes_it_later() {
     if !root_or_skip("a_cgroup_that_cannot_be_removed_is_an_event_and_rm_removes_it_later") {
         return;
@@ -322,6 +325,7 @@ fn a_cgroup_that_cannot_be_removed_is_an_event_and_rm_removes_it_later() {
 }
 
 #[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
 fn a_leftover_cgroup_killed_at_start_is_an_event() {
     if !root_or_skip("a_leftover_cgroup_killed_at_start_is_an_event") {
         return;
@@ -412,6 +416,7 @@ impl Drop for SmallRoot {
 }
 
 #[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
 fn output_dropped_on_a_full_disk_is_an_event_with_the_bytes_counted() {
     if !root_or_skip("output_dropped_on_a_full_disk_is_an_event_with_the_bytes_counted") {
         return;

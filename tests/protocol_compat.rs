@@ -114,6 +114,7 @@ fn control_sock(root: &TestRoot, task: &nomad_shim::Task) -> PathBuf {
 }
 
 #[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
 fn version_1_request_lines_get_replies_a_version_1_library_reads() {
     if !root_or_skip("version_1_request_lines_get_replies_a_version_1_library_reads") {
         return;
@@ -263,6 +264,7 @@ impl Drop for FakeV1 {
 }
 
 #[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
 fn the_new_library_understands_a_version_1_supervisor() {
     if !root_or_skip("the_new_library_understands_a_version_1_supervisor") {
         return;

@@ -44,6 +44,7 @@ fn kill_agent(mut agent: std::process::Child) {
 }
 
 #[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
 fn task_survives_the_agent_and_open_wait_returns_the_exact_code() {
     if !root_or_skip("task_survives_the_agent_and_open_wait_returns_the_exact_code") {
         return;
@@ -71,6 +72,7 @@ fn task_survives_the_agent_and_open_wait_returns_the_exact_code() {
 }
 
 #[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
 fn an_exit_while_no_agent_lives_is_known_later_at_once() {
     if !root_or_skip("an_exit_while_no_agent_lives_is_known_later_at_once") {
         return;
@@ -91,6 +93,7 @@ fn an_exit_while_no_agent_lives_is_known_later_at_once() {
 }
 
 #[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
 fn a_killed_supervisor_takes_the_task_with_it_and_the_exit_is_lost() {
     if !root_or_skip("a_killed_supervisor_takes_the_task_with_it_and_the_exit_is_lost") {
         return;
@@ -165,6 +168,7 @@ fn impostor_at(pid: i32) -> Option<Impostor> {
 }
 
 #[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
 fn a_reused_pid_is_never_signalled() {
     if !root_or_skip("a_reused_pid_is_never_signalled") {
         return;
@@ -213,6 +217,7 @@ fn a_reused_pid_is_never_signalled() {
 }
 
 #[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
 fn two_hundred_tasks_from_eight_threads() {
     if !root_or_skip("two_hundred_tasks_from_eight_threads") {
         return;

@@ -101,6 +101,7 @@ fn run_to_end(root: &TestRoot, spec: &TaskSpec) -> (TaskExit, String, String) {
 }
 
 #[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
 fn secrets_is_a_tmpfs_of_the_task_user_with_and_without_chroot_and_goes_at_the_end() {
     if !root_or_skip(
         "secrets_is_a_tmpfs_of_the_task_user_with_and_without_chroot_and_goes_at_the_end",
@@ -162,6 +163,7 @@ fn secrets_is_a_tmpfs_of_the_task_user_with_and_without_chroot_and_goes_at_the_e
 }
 
 #[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
 fn secrets_is_unmounted_after_stop() {
     if !root_or_skip("secrets_is_unmounted_after_stop") {
         return;
@@ -184,6 +186,7 @@ fn secrets_is_unmounted_after_stop() {
 }
 
 #[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
 fn secrets_is_unmounted_by_the_reconcile_after_the_supervisor_is_killed() {
     if !root_or_skip("secrets_is_unmounted_by_the_reconcile_after_the_supervisor_is_killed") {
         return;
@@ -220,6 +223,7 @@ fn script(path: &Path, word: &str) {
 }
 
 #[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
 fn a_bare_name_is_found_in_local_then_the_task_dir_then_path() {
     if !root_or_skip("a_bare_name_is_found_in_local_then_the_task_dir_then_path") {
         return;
@@ -254,6 +258,7 @@ fn a_bare_name_is_found_in_local_then_the_task_dir_then_path() {
 }
 
 #[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
 fn an_absolute_path_missing_on_the_host_runs_from_the_task_dir_without_chroot() {
     if !root_or_skip("an_absolute_path_missing_on_the_host_runs_from_the_task_dir_without_chroot") {
         return;
@@ -285,6 +290,7 @@ fn have_sys_resource() -> bool {
 }
 
 #[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
 fn oom_score_adj_is_the_tasks_and_out_of_range_is_a_typed_error() {
     if !root_or_skip("oom_score_adj_is_the_tasks_and_out_of_range_is_a_typed_error") {
         return;
@@ -357,6 +363,7 @@ fn oom_score_adj_is_the_tasks_and_out_of_range_is_a_typed_error() {
 }
 
 #[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
 fn allowed_caps_refuses_a_cap_add_outside_it_and_limits_the_set() {
     if !root_or_skip("allowed_caps_refuses_a_cap_add_outside_it_and_limits_the_set") {
         return;
@@ -470,6 +477,7 @@ impl Drop for SharedDir {
 }
 
 #[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
 fn a_secrets_copy_propagated_to_another_namespace_goes_with_the_task() {
     if !root_or_skip("a_secrets_copy_propagated_to_another_namespace_goes_with_the_task") {
         return;
