@@ -75,24 +75,16 @@ impl Builder<'_> {
             };
             let flags = MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
             let flags = flags | keep_noexec(&src);
-            if mountpoint {
-                self.bind(
-                    Source::Host(cstring(&src)?),
-                    &rel,
-                    Kind::File,
-                    flags,
-                    Some(&src),
-                )?;
-            } else {
+            let n = self.mountpoints.len();
+            self.bind(
+                Source::Host(cstring(&src)?),
+                &rel,
+                Kind::File,
+                flags,
+                Some(&src),
+            )?;
+            if !mountpoint {
                 // Onto a file of a chroot env bind: no mount point to make.
-                let n = self.mountpoints.len();
-                self.bind(
-                    Source::Host(cstring(&src)?),
-                    &rel,
-                    Kind::File,
-                    flags,
-                    Some(&src),
-                )?;
                 self.mountpoints.truncate(n);
             }
         }
