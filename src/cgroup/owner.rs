@@ -140,17 +140,28 @@ impl TaskCgroup {
     ) -> Result<(TaskCgroup, Vec<Error>)> {
         res.validate()?;
         let rel = paths::parent_name(parent)?.join(paths::task_name(id)?);
-        let leftover = TaskCgroup::everywhere(root, &rel)?;
-        if leftover.claim_leftover(owner, &rel)? {
-            // The supervisor records this as an event (target = its kind).
-            log::warn!(
-                target: LEFTOVER_TARGET,
-                "a leftover cgroup {} of this root was killed and removed before the task's own was made",
-                rel.display()
-            );
-            leftover.remove()?;
-        }
-        let (cg, warnings) = TaskCgroup::create(root, parent, id, res, best_effort)?;
+        // The common case first: nothing at <parent>/<id>, so nothing to
+        // look at. A leftover, live or not, always has a freezer and (v1) a
+        // devices directory, which every task joins: its `mkdir` answers
+        // EEXIST, and only then are the marks of every hierarchy read.
+        let (cg, warnings) = match TaskCgroup::create(root, parent, id, res, best_effort) {
+            Err(Error::Mkdir { cause, .. })
+                if cause.kind() == std::io::ErrorKind::AlreadyExists =>
+            {
+                let leftover = TaskCgroup::everywhere(root, &rel)?;
+                if leftover.claim_leftover(owner, &rel)? {
+                    // The supervisor records this as an event (target = its kind).
+                    log::warn!(
+                        target: LEFTOVER_TARGET,
+                        "a leftover cgroup {} of this root was killed and removed before the task's own was made",
+                        rel.display()
+                    );
+                    leftover.remove()?;
+                }
+                TaskCgroup::create(root, parent, id, res, best_effort)?
+            }
+            other => other?,
+        };
         if let Err(e) = cg.mark(owner) {
             if let Err(rm) = cg.remove() {
                 log::warn!("cgroup {} not marked, and not removed: {rm}", rel.display());
