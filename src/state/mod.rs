@@ -456,9 +456,14 @@ impl Root {
         }
     }
 
-    /// A root at `path` (not created until a task is).
+    /// A root at `path` (not created until a task is). A relative path is
+    /// made absolute against the current directory now: the supervisor runs
+    /// from `/`, and a task's paths must not change with the agent's cwd.
+    /// (An empty path stays empty and fails when a task is created.)
     pub fn new(path: impl Into<PathBuf>) -> Root {
-        Root { path: path.into() }
+        let path = path.into();
+        let path = std::path::absolute(&path).unwrap_or(path);
+        Root { path }
     }
 
     /// Its path.
@@ -474,6 +479,7 @@ impl Root {
     /// Creates the root (0700) if missing, then task `id`'s directory (0700),
     /// exclusively: an existing id is [`StateError::Exists`].
     pub fn create_task_dir(&self, id: &TaskId) -> Result<TaskDir, StateError> {
+        self.not_empty("create root directory")?;
         if let Err(e) = fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
@@ -506,13 +512,30 @@ impl Root {
 
     /// Opens task `id`'s existing directory.
     pub fn open_task_dir(&self, id: &TaskId) -> Result<TaskDir, StateError> {
+        self.not_empty("open task directory")?;
         TaskDir::open(self, id)
+    }
+
+    /// An empty root would put task directories in the current directory.
+    fn not_empty(&self, op: &'static str) -> Result<(), StateError> {
+        if self.path.as_os_str().is_empty() {
+            return Err(StateError::io(
+                op,
+                PathBuf::new(),
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "the root directory is an empty path",
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// The ids of every entry in the root that looks like a task directory,
     /// sorted. Entries whose names are not valid ids are skipped; a missing
     /// root is an empty list.
     pub fn task_ids(&self) -> Result<Vec<TaskId>, StateError> {
+        self.not_empty("list root directory")?;
         let entries = match fs::read_dir(&self.path) {
             Ok(e) => e,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),

@@ -324,3 +324,21 @@ fn a_malformed_timestamp_or_cgroup_is_a_parse_error_naming_the_file() {
         assert!(e.to_string().contains("state.json"), "{e}");
     }
 }
+
+#[test]
+fn a_relative_root_is_made_absolute_against_the_cwd() {
+    let cwd = std::env::current_dir().unwrap();
+    assert_eq!(Root::new("some/rel").path(), cwd.join("some/rel"));
+    assert_eq!(Root::new("/abs/x").path(), Path::new("/abs/x"));
+}
+
+#[test]
+fn an_empty_root_fails_when_a_task_is_created_naming_it() {
+    let root = Root::new("");
+    let id = TaskId::new("t1").unwrap();
+    let err = root.create_task_dir(&id).unwrap_err();
+    assert!(matches!(err, StateError::Io { .. }), "{err:?}");
+    assert!(err.to_string().contains("empty path"), "{err}");
+    assert!(root.open_task_dir(&id).is_err());
+    assert!(root.task_ids().is_err());
+}
