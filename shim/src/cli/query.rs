@@ -77,10 +77,23 @@ pub(crate) fn command_of(executor: &Executor, id: &str) -> String {
             nomad_shim::state::read_json::<nomad_shim::TaskSpec>(dir.fd(), dir.path(), names::SPEC)
                 .ok()
         })
-        .map(|s| s.argv().join(" "))
+        .map(|s| printable(&s.argv().join(" ")))
         .unwrap_or_default()
         .chars()
         .take(60)
+        .collect()
+}
+
+/// `s` on one line: control characters (a newline in an argument, an
+/// escape sequence) are shown escaped, as `\n` or `\u{1b}`, so a task's
+/// arguments can neither break `ps`'s table nor drive the terminal.
+fn printable(s: &str) -> String {
+    s.chars()
+        .flat_map(|c| {
+            let escaped = c.is_control().then(|| c.escape_default());
+            let plain = (!c.is_control()).then_some(c);
+            escaped.into_iter().flatten().chain(plain)
+        })
         .collect()
 }
 
@@ -232,4 +245,13 @@ pub(crate) fn duration_ns(ns: u64) -> String {
 
 fn kib(bytes: u64) -> String {
     format!("{} KiB", bytes / 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn commands_print_on_one_line() {
+        assert_eq!(super::printable("sh -c 'a\nb'"), "sh -c 'a\\nb'");
+        assert_eq!(super::printable("a\tb\u{1b}[2J é"), "a\\tb\\u{1b}[2J é");
+    }
 }
