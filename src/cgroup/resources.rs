@@ -173,6 +173,13 @@ impl Resources {
         if self.pids_max == Some(0) {
             return Err(bad("pids_max", 0, "must be at least 1"));
         }
+        if let Some(n) = self.pids_max.filter(|&n| n > PID_MAX_LIMIT) {
+            return Err(bad(
+                "pids_max",
+                n,
+                "must be at most 4194304 (the kernel's PID_MAX_LIMIT); leave it unset for no limit",
+            ));
+        }
         if let Some(w) = self.io_weight {
             if !(1..=10_000).contains(&w) {
                 return Err(bad("io_weight", w, "must be within 1..=10000"));
@@ -196,6 +203,10 @@ impl Resources {
         self.cpuset_cpus.is_some() || self.cpuset_mems.is_some()
     }
 }
+
+/// The largest `pids.max` the kernel takes (`PID_MAX_LIMIT` on 64-bit,
+/// include/linux/threads.h); a larger value fails with EINVAL or ERANGE.
+const PID_MAX_LIMIT: u64 = 4 * 1024 * 1024;
 
 /// Nomad/v1 shares → v2 `cpu.weight` (runc's and crun's conversion).
 pub fn shares_to_weight(shares: u64) -> u64 {
@@ -334,6 +345,13 @@ mod tests {
             (
                 Resources {
                     pids_max: Some(0),
+                    ..Default::default()
+                },
+                "pids_max",
+            ),
+            (
+                Resources {
+                    pids_max: Some(u64::MAX),
                     ..Default::default()
                 },
                 "pids_max",
