@@ -382,3 +382,46 @@ fn attach_refusals_are_typed() {
     let e = shell.attach_stdio().unwrap_err();
     assert!(matches!(e, Error::NotRunning { .. }), "{e:?}");
 }
+
+#[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
+fn a_killed_supervisor_ends_attach_with_125_and_the_terminal_restored() {
+    if !root_or_skip("a_killed_supervisor_ends_attach_with_125_and_the_terminal_restored") {
+        return;
+    }
+    let root = TestRoot::new();
+    let dir = root.path().parent().unwrap().to_path_buf();
+    let out = common::output(
+        root.cli()
+            .args(["start", "--id", "gone", "-it", "--", "/bin/sh"]),
+    );
+    assert!(out.status.success(), "{out:?}");
+    let script = format!(
+        "stty -g > '{d}/before'\n{cli} attach gone\necho $? > '{d}/rc'\nstty -g > '{d}/after'\nexec cat\n",
+        d = dir.display(),
+        cli = cli_words(&root)
+    );
+    let tmux = Tmux::new(&dir, &script);
+    tmux.line("echo ready$((1+1))");
+    tmux.wait_line("ready2");
+    let sup = root
+        .exec
+        .open("gone")
+        .unwrap()
+        .state()
+        .unwrap()
+        .supervisor
+        .unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(sup.pid),
+        nix::sys::signal::SIGKILL,
+    )
+    .unwrap();
+    assert_eq!(wait_file(&dir.join("rc")), "125\n", "{}", tmux.screen());
+    let before = wait_file(&dir.join("before"));
+    assert_eq!(wait_file(&dir.join("after")), before);
+    assert_eq!(
+        root.exec.open("gone").unwrap().state().unwrap().status,
+        Status::Lost
+    );
+}

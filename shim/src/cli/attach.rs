@@ -324,15 +324,11 @@ pub fn attach(executor: &Executor, id: &str) -> Result<i32, Error> {
     let mut task = executor.open(id)?;
     let state = task.state()?;
     if !state.tty && state.stdin != Stdin::Piped {
-        return Err(Error::Refused {
-            id: task.id().clone(),
-            request: "attach",
-            code: nomad_shim::ErrorCode::BadRequest,
-            reason: format!(
-                "task {id} has no terminal and no stdin (start it with -i or -t); \
-                 `nomad-shim logs -f {id}` follows its output"
-            ),
-        });
+        eprintln!(
+            "nomad-shim: task {id} has no terminal and no stdin (start it with -i or -t); \
+             `nomad-shim logs -f {id}` follows its output"
+        );
+        return Ok(super::EXIT_ERROR);
     }
     let stream = task.attach_stdio()?;
     if !state.tty {
