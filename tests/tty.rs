@@ -161,14 +161,17 @@ fn run_it_is_a_terminal_that_follows_the_window_and_is_restored() {
         .task
         .unwrap()
         .pid;
-    let sleeping = eventually(Duration::from_secs(10), || {
+    let sleeping = || {
         let kids = std::fs::read_to_string(format!("/proc/{shell}/task/{shell}/children"));
         kids.unwrap_or_default().split_whitespace().any(|k| {
             std::fs::read_to_string(format!("/proc/{k}/comm")).is_ok_and(|c| c == "sleep\n")
         })
-    });
-    assert!(sleeping, "sleep 100 did not start:\n{}", tmux.screen());
+    };
+    let started = eventually(Duration::from_secs(10), sleeping);
+    assert!(started, "sleep 100 did not start:\n{}", tmux.screen());
     tmux.keys(&["C-c"]);
+    let interrupted = eventually(Duration::from_secs(10), || !sleeping());
+    assert!(interrupted, "Ctrl-C did not end sleep:\n{}", tmux.screen());
     tmux.line("echo alive$((1+1))");
     tmux.wait_line("alive2");
     assert_eq!(tmux.count_lines("slept"), 0, "{}", tmux.screen());
@@ -424,4 +427,40 @@ fn a_killed_supervisor_ends_attach_with_125_and_the_terminal_restored() {
         root.exec.open("gone").unwrap().state().unwrap().status,
         Status::Lost
     );
+}
+
+#[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
+fn in_a_chroot_as_nobody_the_terminal_is_dev_console_and_the_users() {
+    if !root_or_skip("in_a_chroot_as_nobody_the_terminal_is_dev_console_and_the_users") {
+        return;
+    }
+    let root = TestRoot::new();
+    let task_dir = root.path().with_file_name("td");
+    let mut spec = TaskSpec::new("/bin/sh");
+    spec.args([
+        "-c",
+        "tty; stat -c '%u %t' /dev/console; stty size; id -u; echo typed > /dev/tty",
+    ])
+    .user("nobody")
+    .tty(true)
+    .tty_size(WindowSize { rows: 33, cols: 77 })
+    .isolation(nomad_shim::IsolationSpec {
+        chroot: true,
+        task_dir: Some(task_dir.clone()),
+        pid: true,
+        ipc: true,
+        uts: true,
+        ..Default::default()
+    });
+    let mut task = root.exec.start(&spec).unwrap();
+    assert_eq!(task.wait().unwrap().code(), Some(0));
+    let log = std::fs::read_to_string(root.path().join(task.id().as_str()).join("stdout.log"));
+    // ttyname(3) finds the terminal at /dev/console (the chroot's devpts
+    // has its own ptys); it is nobody's; 136 (0x88) is the ptys' major.
+    assert_eq!(
+        log.unwrap(),
+        "/dev/console\r\n65534 88\r\n33 77\r\n65534\r\ntyped\r\n"
+    );
+    common::assert_no_mounts_under(&task_dir);
 }

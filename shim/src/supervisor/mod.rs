@@ -284,7 +284,7 @@ fn prepare_and_start(dir: &TaskDir, lock: File) -> Result<(), Failure> {
 fn start_in_cgroup(
     dir: &TaskDir,
     lock: File,
-    spec: TaskSpec,
+    mut spec: TaskSpec,
     mut state: TaskState,
     me: Identity,
     cgroup: &TaskCgroup,
@@ -342,6 +342,10 @@ fn start_in_cgroup(
     };
     state.stdin = spec.stdin;
     state.tty = spec.tty;
+    if let Some(ends) = &child_ends {
+        terminal::console_for_chroot(&mut spec, ends)
+            .map_err(|e| Failure::errno(Step::OpenPty, "of the task", e))?;
+    }
 
     // Everything the child needs, made now: the isolation plan (task dir
     // layout, mount list, credentials, capability sets), argv, envp, and

@@ -20,7 +20,7 @@
 //! attach, the screen of a detached task).
 
 use std::io::{ErrorKind, Read, Write};
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 
 use nix::errno::Errno;
@@ -45,6 +45,33 @@ pub struct ChildEnds {
     pub fd: OwnedFd,
     /// `fd` is a terminal: fds 0-2, and the controlling terminal.
     pub tty: bool,
+}
+
+/// With a chroot, the task's `/dev/pts` is a devpts instance of its own,
+/// where the terminal (the host's) has no name: `ttyname(3)` and `tty(1)`
+/// would find none. The terminal is bound onto the task's `/dev/console`,
+/// as runc binds its console there, where glibc's `ttyname` finds it by
+/// device and inode. The bind is one more passed device of the task's
+/// `/dev` (the device cgroup allows every pty, 136:*, anyway). Not when
+/// the spec passes a `/dev/console` of its own.
+pub fn console_for_chroot(spec: &mut TaskSpec, ends: &ChildEnds) -> nix::Result<()> {
+    let console = std::path::Path::new("/dev/console");
+    let taken = spec
+        .isolation
+        .devices
+        .iter()
+        .any(|d| d.task_path.as_deref().unwrap_or(&d.host_path) == console);
+    if !ends.tty || !spec.isolation.chroot || taken {
+        return Ok(());
+    }
+    // The slave's name in the host's devpts (/dev/pts/N).
+    let host = nix::fcntl::readlink(format!("/proc/self/fd/{}", ends.fd.as_raw_fd()).as_str())?;
+    spec.isolation.devices.push(nomad_shim::DeviceSpec {
+        host_path: host.into(),
+        task_path: Some(console.into()),
+        access: "rw".into(),
+    });
+    Ok(())
 }
 
 /// The supervisor's ends and the attached client.
@@ -106,6 +133,14 @@ impl TaskStdio {
                 fcntl(fd.as_fd(), FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))?;
             }
             fcntl(pty.master.as_fd(), FcntlArg::F_SETFL(OFlag::O_NONBLOCK))?;
+            // The terminal is the task's user's, as a login's is (and as
+            // runc and Docker give it): `mesg`, `script`, a reopen of
+            // /dev/console work as that user. Its mode stays the one the
+            // host's devpts gave it (devpts(5) `mode=`).
+            if let Some(uid) = spec.isolation.uid {
+                let gid = spec.isolation.gid.map(nix::unistd::Gid::from_raw);
+                nix::unistd::fchown(&pty.slave, Some(nix::unistd::Uid::from_raw(uid)), gid)?;
+            }
             stdio.master = Some(pty.master);
             return Ok(Some((
                 stdio,
@@ -355,5 +390,90 @@ impl TaskStdio {
             let _ = (&client).write_all(&self.to_client);
             let _ = client.shutdown(std::net::Shutdown::Both);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nix::poll::PollFlags;
+
+    fn drain_fd(fd: BorrowedFd<'_>) -> Vec<u8> {
+        let mut all = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            match nix::unistd::read(fd, &mut buf) {
+                Ok(0) => return all,
+                Ok(n) => all.extend_from_slice(&buf[..n]),
+                Err(Errno::EINTR) => {}
+                Err(e) => panic!("read: {e}"),
+            }
+        }
+    }
+
+    #[test]
+    fn nothing_asked_is_dev_null() {
+        assert!(TaskStdio::open(&TaskSpec::new("x")).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_piped_stdin_gets_the_clients_bytes_and_closes_at_its_eof() {
+        let mut spec = TaskSpec::new("x");
+        spec.stdin(Stdin::Piped);
+        let (mut stdio, ends) = TaskStdio::open(&spec).unwrap().unwrap();
+        assert!(!ends.tty);
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        stdio.attach(theirs, b"early ");
+        (&ours).write_all(b"abc").unwrap();
+        ours.shutdown(std::net::Shutdown::Write).unwrap();
+        for _ in 0..3 {
+            stdio.on_ready(None, Some(PollFlags::POLLIN));
+        }
+        // EOF: the supervisor's write end is closed.
+        assert_eq!(drain_fd(ends.fd.as_fd()), b"early abc");
+        assert!(stdio.attached(), "half-closed: still attached");
+    }
+
+    #[test]
+    fn terminal_output_is_logged_replayed_to_the_next_client_and_ends_at_eio() {
+        let mut spec = TaskSpec::new("x");
+        spec.tty(true).tty_size(WindowSize { rows: 5, cols: 7 });
+        let (mut stdio, ends) = TaskStdio::open(&spec).unwrap().unwrap();
+        assert!(ends.tty);
+        assert_eq!(
+            crate::sys::window_size(ends.fd.as_fd()).unwrap(),
+            WindowSize { rows: 5, cols: 7 }
+        );
+        stdio
+            .resize(WindowSize {
+                rows: 40,
+                cols: 120,
+            })
+            .unwrap();
+        assert_eq!(
+            crate::sys::window_size(ends.fd.as_fd()).unwrap(),
+            WindowSize {
+                rows: 40,
+                cols: 120
+            }
+        );
+        nix::unistd::write(&ends.fd, b"hello\n").unwrap();
+        // The line discipline's ONLCR: \n becomes \r\n.
+        assert_eq!(stdio.read_output(), b"hello\r\n");
+        // Nobody attached: kept (bounded) for the next client.
+        let big = vec![b'x'; REPLAY + 100];
+        stdio.queue_output(&big);
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        stdio.attach(theirs, b"");
+        stdio.write_client();
+        ours.set_nonblocking(true).unwrap();
+        let mut got = vec![0u8; 2 * REPLAY];
+        let n = (&ours).read(&mut got).unwrap();
+        assert_eq!(n, REPLAY);
+        // The slave closed (the task gone): EIO, the terminal is done.
+        drop(ends);
+        assert!(stdio.output_open());
+        stdio.read_output();
+        assert!(!stdio.output_open());
     }
 }
