@@ -464,3 +464,24 @@ fn in_a_chroot_as_nobody_the_terminal_is_dev_console_and_the_users() {
     );
     common::assert_no_mounts_under(&task_dir);
 }
+
+#[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
+fn run_it_from_a_pipe_ends_the_terminals_input_with_ctrl_d() {
+    if !root_or_skip("run_it_from_a_pipe_ends_the_terminals_input_with_ctrl_d") {
+        return;
+    }
+    let root = TestRoot::new();
+    let mut child = common::spawn(
+        root.cli()
+            .args(["run", "-it", "--", "wc", "-l"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    );
+    child.stdin.take().unwrap().write_all(b"x\ny\n").unwrap();
+    let out = common::wait_output(child);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    // The terminal echoes what it is given, then wc's answer; \r\n line ends.
+    assert!(text(&out.stdout).ends_with("2\r\n"), "{out:?}");
+}

@@ -24,6 +24,8 @@ use super::exit_code;
 const CTRL_P: u8 = 0x10;
 /// `Ctrl-Q`, the second.
 const CTRL_Q: u8 = 0x11;
+/// `Ctrl-D`, a terminal's end of input (VEOF).
+const CTRL_D: u8 = 0x04;
 
 /// The caller's terminal in raw mode; the settings it had come back when
 /// this is dropped.
@@ -181,9 +183,13 @@ pub fn relay_terminal(
                 Err(e) => return Err(io_err("read stdin", e.into())),
             };
             if n == 0 {
-                // End of our input: the task's terminal stays (^D is how a
-                // terminal says end of input); only we stop reading.
+                // End of our input (a pipe or file: a terminal in raw mode
+                // has none). A terminal says end of input with its VEOF
+                // key: ^D, which the task's line discipline turns into
+                // end-of-file for a reader at the start of a line
+                // (`printf 'echo hi\n' | run -it -- sh` ends).
                 stdin_open = false;
+                send(stream, &[CTRL_D])?;
                 let _ = stream.shutdown(std::net::Shutdown::Write);
             } else {
                 let (keys, detach) = if detach_keys {
