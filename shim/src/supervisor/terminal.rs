@@ -92,8 +92,6 @@ pub struct TaskStdio {
     stdin_eof: bool,
     /// Output for the client (or kept for the next one).
     to_client: Vec<u8>,
-    /// Output dropped for the current client (it read too slowly).
-    pub dropped: u64,
     /// Input not yet taken by the task.
     to_task: Vec<u8>,
 }
@@ -115,7 +113,6 @@ impl TaskStdio {
             client_eof: false,
             stdin_eof: false,
             to_client: Vec::new(),
-            dropped: 0,
             to_task: Vec::new(),
         };
         if spec.tty {
@@ -177,7 +174,6 @@ impl TaskStdio {
         let _ = stream.set_nonblocking(true);
         self.client = Some(stream);
         self.client_eof = false;
-        self.dropped = 0;
         self.take_input(early);
     }
 
@@ -282,9 +278,6 @@ impl TaskStdio {
         if self.to_client.len() > cap {
             let excess = self.to_client.len() - cap;
             self.to_client.drain(..excess);
-            if self.client.is_some() {
-                self.dropped += excess as u64;
-            }
         }
     }
 
