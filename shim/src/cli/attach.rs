@@ -46,14 +46,38 @@ impl RawMode {
         };
         let mut raw = saved.clone();
         termios::cfmakeraw(&mut raw);
+        // A panic does not unwind in a release build (panic = "abort"), so
+        // no drop guard would run: a hook restores the terminal first.
+        *SAVED.lock().unwrap_or_else(|p| p.into_inner()) = Some(saved.clone());
+        static HOOK: std::sync::Once = std::sync::Once::new();
+        HOOK.call_once(|| {
+            let next = std::panic::take_hook();
+            std::panic::set_hook(Box::new(move |info| {
+                restore();
+                next(info);
+            }));
+        });
         termios::tcsetattr(stdin.as_fd(), SetArg::TCSANOW, &raw)
             .map_err(|e| io_err("set the terminal to raw mode", e.into()))?;
         Ok(Some(RawMode { saved }))
     }
 }
 
+/// The settings to restore while a [`RawMode`] lives (for the panic hook).
+static SAVED: std::sync::Mutex<Option<Termios>> = std::sync::Mutex::new(None);
+
+/// Puts the saved settings back, if raw mode is on.
+fn restore() {
+    let saved = SAVED.lock().unwrap_or_else(|p| p.into_inner()).take();
+    if let Some(saved) = saved {
+        // Nothing is left to report a failure to: the terminal is gone.
+        let _ = termios::tcsetattr(io::stdin().as_fd(), SetArg::TCSANOW, &saved);
+    }
+}
+
 impl Drop for RawMode {
     fn drop(&mut self) {
+        SAVED.lock().unwrap_or_else(|p| p.into_inner()).take();
         // Nothing is left to report a failure to: the terminal is gone.
         let _ = termios::tcsetattr(io::stdin().as_fd(), SetArg::TCSANOW, &self.saved);
     }
