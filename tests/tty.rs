@@ -485,3 +485,114 @@ fn run_it_from_a_pipe_ends_the_terminals_input_with_ctrl_d() {
     // The terminal echoes what it is given, then wc's answer; \r\n line ends.
     assert!(text(&out.stdout).ends_with("2\r\n"), "{out:?}");
 }
+
+/// A supervisor older than `attach_stdio` and `resize` (of protocol 2, then
+/// of protocol 1) on a task's `control.sock`: each connection gets the next
+/// reply; the real socket is put back on drop.
+struct OlderSupervisor {
+    sock: PathBuf,
+    aside: PathBuf,
+    thread: Option<std::thread::JoinHandle<Vec<String>>>,
+}
+
+impl OlderSupervisor {
+    fn new(sock: PathBuf, replies: Vec<&'static str>) -> OlderSupervisor {
+        let aside = sock.with_extension("real");
+        std::fs::rename(&sock, &aside).unwrap();
+        let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+        let thread = std::thread::spawn(move || {
+            let mut seen = Vec::new();
+            for reply in replies {
+                let Ok((stream, _)) = listener.accept() else {
+                    break;
+                };
+                let mut line = String::new();
+                let mut reader = std::io::BufReader::new(&stream);
+                if std::io::BufRead::read_line(&mut reader, &mut line).is_err() || line.is_empty() {
+                    break;
+                }
+                seen.push(line.trim_end().to_owned());
+                let _ = (&stream).write_all(format!("{reply}\n").as_bytes());
+            }
+            seen
+        });
+        OlderSupervisor {
+            sock,
+            aside,
+            thread: Some(thread),
+        }
+    }
+
+    fn lines(mut self) -> Vec<String> {
+        self.thread.take().unwrap().join().unwrap()
+    }
+}
+
+impl Drop for OlderSupervisor {
+    fn drop(&mut self) {
+        if let Some(t) = self.thread.take() {
+            if !t.is_finished() {
+                drop(std::os::unix::net::UnixStream::connect(&self.sock));
+            }
+            let _ = t.join();
+        }
+        let _ = std::fs::remove_file(&self.sock);
+        let _ = std::fs::rename(&self.aside, &self.sock);
+    }
+}
+
+#[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
+fn an_older_supervisor_answers_the_new_ops_unsupported() {
+    if !root_or_skip("an_older_supervisor_answers_the_new_ops_unsupported") {
+        return;
+    }
+    let root = TestRoot::new();
+    let task = root.sh("sleep 100");
+    let sock = root.path().join(task.id().as_str()).join("control.sock");
+    let older = OlderSupervisor::new(
+        sock,
+        vec![
+            r#"{"version":2,"ok":false,"code":"unsupported","error":"unsupported op \"attach_stdio\": this supervisor speaks protocol version 2 (ops: state, signal, shutdown, stats, attach, update)"}"#,
+            r#"{"ok":false,"error":"bad request: unknown variant `resize`, expected one of `state`, `signal`, `shutdown`, `stats`, `attach`, `update` at line 1 column 27"}"#,
+        ],
+    );
+    let e = task.attach_stdio().unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::Refused {
+                code: ErrorCode::Unsupported,
+                request: "attach_stdio",
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    let e = task.resize(WindowSize { rows: 2, cols: 3 }).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::Refused {
+                code: ErrorCode::Unsupported,
+                request: "resize",
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    let lines = older.lines();
+    let sent: Vec<serde_json::Value> = lines
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(sent[0]["op"], "attach_stdio");
+    assert_eq!(
+        (
+            sent[1]["op"].as_str(),
+            sent[1]["rows"].as_u64(),
+            sent[1]["cols"].as_u64()
+        ),
+        (Some("resize"), Some(2), Some(3))
+    );
+}
