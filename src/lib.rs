@@ -108,6 +108,7 @@ pub mod protocol;
 pub mod spec;
 #[doc(hidden)]
 pub mod state;
+mod stdio;
 #[doc(hidden)]
 pub mod step;
 #[doc(hidden)]
@@ -160,6 +161,8 @@ pub use state::Status;
 pub use state::TaskId;
 pub use state::TaskState;
 pub use state::Timestamp;
+pub use stdio::Stdin;
+pub use stdio::WindowSize;
 pub use step::Step;
 pub use task::Task;
 pub use task::TaskExit;

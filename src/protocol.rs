@@ -47,7 +47,16 @@ pub const PROTOCOL_VERSION: u32 = 2;
 
 /// The ops of [`Request`], as on the wire (for messages and for telling an
 /// unknown op from a malformed known one).
-pub const OPS: [&str; 6] = ["state", "signal", "shutdown", "stats", "attach", "update"];
+pub const OPS: [&str; 8] = [
+    "state",
+    "signal",
+    "shutdown",
+    "stats",
+    "attach",
+    "update",
+    "attach_stdio",
+    "resize",
+];
 
 /// A request to the supervisor.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -84,6 +93,26 @@ pub enum Request {
         /// The new limits; fields left out are not changed, `"max"` removes
         /// one (the JSON of a plain [`Resources`](crate::cgroup::Resources) reads as the same update).
         resources: crate::cgroup::ResourceUpdate,
+    },
+    /// Attach to the task's own stdin and terminal (a task started with
+    /// `stdin: piped` or `tty`). After the `ok` reply the connection carries
+    /// raw bytes, no more JSON: from the client, the task's input (to its
+    /// stdin pipe, or typed into its terminal); to the client, with a
+    /// terminal, the terminal's output (what it wrote while nobody was
+    /// attached, up to 64 KiB, first). Without a terminal nothing comes
+    /// back: the output is in the log files (`attach` follows them). The
+    /// client's end-of-file (`shutdown(SHUT_WR)`) closes the task's stdin
+    /// pipe; with a terminal it only detaches. The supervisor closes the
+    /// connection once the task has ended and its final state is durable.
+    /// One client at a time: another gets [`ErrorCode::Busy`].
+    AttachStdio,
+    /// Set the size of the task's terminal (`TIOCSWINSZ`; the kernel sends
+    /// `SIGWINCH` to its foreground process group).
+    Resize {
+        /// Lines.
+        rows: u16,
+        /// Columns.
+        cols: u16,
     },
 }
 
@@ -419,7 +448,7 @@ mod tests {
         assert_eq!(
             e.message,
             "unsupported op \"checkpoint\": this supervisor speaks protocol version 2 \
-             (ops: state, signal, shutdown, stats, attach, update)"
+             (ops: state, signal, shutdown, stats, attach, update, attach_stdio, resize)"
         );
         // The messages of version 1, kept.
         for (line, message) in [
@@ -576,6 +605,11 @@ mod tests {
             Request::Update {
                 resources: crate::cgroup::ResourceUpdate::default(),
             },
+            Request::AttachStdio,
+            Request::Resize {
+                rows: 30,
+                cols: 100,
+            },
         ];
         // Exhaustive: a new op fails to compile here until it is listed.
         let op = |r: &Request| match r {
@@ -585,6 +619,8 @@ mod tests {
             Request::Stats => "stats",
             Request::Attach => "attach",
             Request::Update { .. } => "update",
+            Request::AttachStdio => "attach_stdio",
+            Request::Resize { .. } => "resize",
         };
         assert_eq!(all.len(), OPS.len());
         for r in all {

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::cgroup::Resources;
 use crate::isolate::IsolationSpec;
+use crate::stdio::{Stdin, WindowSize};
 
 /// Nomad's default: 10 files of 10 MB per stream.
 const DEFAULT_LOG_MAX_FILES: u32 = 10;
@@ -114,6 +115,17 @@ pub struct TaskSpec {
     /// Filesystem isolation, namespaces, capabilities, rlimits.
     #[serde(default)]
     pub isolation: IsolationSpec,
+    /// The task's standard input: `/dev/null` (default) or held by the
+    /// supervisor for an attached client ([`Stdin`]).
+    #[serde(default, skip_serializing_if = "Stdin::is_null")]
+    pub stdin: Stdin,
+    /// A pseudo-terminal as the task's stdin, stdout and stderr, its
+    /// controlling terminal; its output is logged as stdout.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub tty: bool,
+    /// The terminal's size when it is made (with [`TaskSpec::tty`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tty_size: Option<WindowSize>,
 }
 
 fn default_kill_signal() -> Signal {
@@ -142,6 +154,9 @@ impl TaskSpec {
             best_effort_limits: false,
             cgroup_parent: None,
             isolation: IsolationSpec::default(),
+            stdin: Stdin::Null,
+            tty: false,
+            tty_size: None,
         }
     }
 
@@ -230,6 +245,35 @@ impl TaskSpec {
     /// Sets the isolation (chroot, namespaces, capabilities, rlimits).
     pub fn isolation(&mut self, isolation: IsolationSpec) -> &mut TaskSpec {
         self.isolation = isolation;
+        self
+    }
+
+    /// Sets what the task reads on its stdin ([`Stdin`]).
+    pub fn stdin(&mut self, stdin: Stdin) -> &mut TaskSpec {
+        self.stdin = stdin;
+        self
+    }
+
+    /// Gives the task a pseudo-terminal as stdin, stdout and stderr (its
+    /// controlling terminal, `docker run -t`). Its output is logged as
+    /// stdout, with the terminal's `\r\n` line ends. With
+    /// [`Stdin::Piped`] an attached client types into it.
+    ///
+    /// ```
+    /// use nomad_shim::{Stdin, TaskSpec};
+    ///
+    /// let mut spec = TaskSpec::new("/bin/sh");
+    /// spec.tty(true).stdin(Stdin::Piped); // docker run -it
+    /// assert!(spec.tty);
+    /// ```
+    pub fn tty(&mut self, tty: bool) -> &mut TaskSpec {
+        self.tty = tty;
+        self
+    }
+
+    /// The terminal's size when it is made (only with [`TaskSpec::tty`]).
+    pub fn tty_size(&mut self, size: WindowSize) -> &mut TaskSpec {
+        self.tty_size = Some(size);
         self
     }
 

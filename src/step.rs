@@ -131,6 +131,9 @@ pub enum Step {
     Exec,
     /// The init's own steps: becoming a subreaper, forking the program.
     Init,
+    /// Making the task's pseudo-terminal its controlling terminal
+    /// (`ioctl(TIOCSCTTY)`, tty_ioctl(4)).
+    ControllingTerminal,
 
     // The supervisor's setup, before the task child exists
     // (shim/src/supervisor/mod.rs).
@@ -174,6 +177,8 @@ pub enum Step {
     Secrets,
     /// `clone3(2)` (or `fork(2)`) of the task child.
     Clone3,
+    /// Opening the task's pseudo-terminal (`openpty(3)`) or stdin pipe.
+    OpenPty,
 
     /// A step this library does not know: named by a newer supervisor.
     /// Never encoded.
@@ -183,7 +188,7 @@ pub enum Step {
 
 impl Step {
     /// Every step that can be encoded, in number order.
-    pub const ALL: [Step; 64] = [
+    pub const ALL: [Step; 66] = [
         Step::SetRlimit,
         Step::JoinNetns,
         Step::CheckMountNamespace,
@@ -228,6 +233,7 @@ impl Step {
         Step::CloseRange,
         Step::Exec,
         Step::Init,
+        Step::ControllingTerminal,
         Step::Fork,
         Step::Prctl,
         Step::Spec,
@@ -248,6 +254,7 @@ impl Step {
         Step::Isolate,
         Step::Secrets,
         Step::Clone3,
+        Step::OpenPty,
     ];
 
     /// True for the steps of [`crate::isolate::Plan::apply_in_child`], whose
@@ -303,6 +310,7 @@ impl Step {
             Step::CloseRange => "close_range",
             Step::Exec => "exec",
             Step::Init => "init",
+            Step::ControllingTerminal => "controlling_terminal",
             Step::Fork => "fork",
             Step::Prctl => "prctl",
             Step::Spec => "spec",
@@ -323,6 +331,7 @@ impl Step {
             Step::Isolate => "isolate",
             Step::Secrets => "secrets",
             Step::Clone3 => "clone3",
+            Step::OpenPty => "open_pty",
             Step::Unknown => "unknown",
         }
     }

@@ -17,6 +17,7 @@ use crate::protocol::{ErrorCode, Reply, Request, RequestLine, MAX_LINE};
 use crate::state::events::kind;
 use crate::state::{names, ExitRecord, Status, TaskDir, TaskId, TaskState, Timestamp};
 
+mod stdio;
 mod wait_fd;
 
 /// How long a control request may take before the supervisor is considered

@@ -22,3 +22,4 @@ mod observe;
 mod protocol_compat;
 mod recovery;
 mod taskdir_misc;
+mod tty;

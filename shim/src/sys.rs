@@ -330,3 +330,55 @@ pub fn release_heap() {
         }
     }
 }
+
+// The task's terminal (issue 8): the ioctls nix declares no safe wrapper for.
+
+/// `ioctl(fd, TIOCSCTTY, 0)`: makes the terminal `fd` the controlling
+/// terminal of the calling session leader, which has none (tty_ioctl(4)).
+/// Async-signal-safe: for the task child after its `setsid`.
+pub fn set_controlling_terminal(fd: std::os::fd::BorrowedFd<'_>) -> nix::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: TIOCSCTTY takes an int argument (0: do not steal a terminal
+    // that is another session's), no pointer; `fd` is a valid descriptor.
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSCTTY, 0) };
+    nix::errno::Errno::result(r).map(drop)
+}
+
+/// `ioctl(fd, TIOCSWINSZ, size)`: sets a terminal's window size; the
+/// kernel sends SIGWINCH to its foreground process group when it changed
+/// (tty_ioctl(4)).
+pub fn set_window_size(
+    fd: std::os::fd::BorrowedFd<'_>,
+    size: nomad_shim::WindowSize,
+) -> nix::Result<()> {
+    use std::os::fd::AsRawFd;
+    let ws = libc::winsize {
+        ws_row: size.rows,
+        ws_col: size.cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads one `struct winsize` from the pointer, which
+    // points at a live, initialised one on our stack.
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
+    nix::errno::Errno::result(r).map(drop)
+}
+
+/// `ioctl(fd, TIOCGWINSZ)`: a terminal's window size (ENOTTY: not one).
+pub fn window_size(fd: std::os::fd::BorrowedFd<'_>) -> nix::Result<nomad_shim::WindowSize> {
+    use std::os::fd::AsRawFd;
+    let mut ws = libc::winsize {
+        ws_row: 0,
+        ws_col: 0,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCGWINSZ writes one `struct winsize` through the pointer,
+    // which points at one on our stack, valid for writes.
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCGWINSZ, &mut ws) };
+    nix::errno::Errno::result(r)?;
+    Ok(nomad_shim::WindowSize {
+        rows: ws.ws_row,
+        cols: ws.ws_col,
+    })
+}

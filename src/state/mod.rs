@@ -322,6 +322,13 @@ pub struct TaskState {
     /// output dropped, a leftover cgroup killed, the task found lost.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub events: Vec<Event>,
+    /// The task's stdin is held by the supervisor for an attached client
+    /// (`"piped"`); absent: `/dev/null`.
+    #[serde(default, skip_serializing_if = "crate::Stdin::is_null")]
+    pub stdin: crate::Stdin,
+    /// The task's stdio is a pseudo-terminal; absent: false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub tty: bool,
 }
 
 #[derive(Deserialize)]
@@ -347,6 +354,8 @@ impl TaskState {
             exit: None,
             warnings: Vec::new(),
             events: Vec::new(),
+            stdin: crate::Stdin::Null,
+            tty: false,
         }
     }
 

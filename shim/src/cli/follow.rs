@@ -17,6 +17,7 @@ use nix::sys::signal::Signal;
 use nomad_shim::state::names;
 use nomad_shim::{Error, Executor, Task};
 
+use super::attach::StdinPump;
 use super::{exit_code, task_opts::TaskOpts};
 
 /// `run`: start, copy the output while it runs, exit with the task's code.
@@ -24,6 +25,23 @@ pub fn run(executor: &Executor, opts: TaskOpts, rm: bool) -> Result<i32, Error> 
     let mut task = super::launch::start(executor, &opts.spec())?;
     super::print_warnings(&task);
     let id = task.id().to_string();
+    if opts.tty {
+        // The task's terminal, relayed (attach.rs); None: detached from.
+        let code = super::attach::run_terminal(&mut task, opts.interactive)?;
+        if let (Some(_), true) = (code, rm) {
+            executor.remove(&id, false)?;
+        }
+        return Ok(code.unwrap_or(0));
+    }
+    let mut pump = match opts.interactive {
+        true => match task.attach_stdio() {
+            Ok(stream) => Some(StdinPump::new(stream)),
+            // Over already: nothing to send it.
+            Err(Error::NotRunning { .. }) => None,
+            Err(e) => return Err(e),
+        },
+        false => None,
+    };
     // Ctrl-C and friends go to the task, not to us: the task decides.
     // signal-hook's self-pipe writes one constant byte per signal, so each
     // signal gets its own socket pair.
@@ -43,7 +61,7 @@ pub fn run(executor: &Executor, opts: TaskOpts, rm: bool) -> Result<i32, Error> 
         Stream::new(task.dir(), names::STDOUT, Sink::Stdout),
         Stream::new(task.dir(), names::STDERR, Sink::Stderr),
     ];
-    follow(&task, &mut streams, &pipes)?;
+    follow(&task, &mut streams, &pipes, pump.as_mut())?;
     for id in ids {
         signal_hook::low_level::unregister(id);
     }
@@ -75,7 +93,7 @@ pub fn logs(
     }
     let mut streams = vec![stream];
     if follow_ {
-        follow(&task, &mut streams, &[])?;
+        follow(&task, &mut streams, &[], None)?;
     } else {
         streams[0].copy_new()?;
     }
@@ -203,10 +221,24 @@ impl Stream {
 /// grew, and closes it once the final state is durable; in between this
 /// sleeps in `poll(2)`. (An inotify watch would do as well, but closing one
 /// waits for an RCU grace period, some 12 ms here, on every `run`.)
+/// `attach` to a task with a piped stdin and no terminal: its output from
+/// now on, our stdin into its own.
+pub fn follow_from_end(task: &Task, pump: &mut StdinPump) -> Result<(), Error> {
+    let mut streams = vec![
+        Stream::new(task.dir(), names::STDOUT, Sink::Stdout),
+        Stream::new(task.dir(), names::STDERR, Sink::Stderr),
+    ];
+    for s in &mut streams {
+        s.print_tail(0)?;
+    }
+    follow(task, &mut streams, &[], Some(pump))
+}
+
 fn follow(
     task: &Task,
     streams: &mut [Stream],
     signals: &[(Signal, UnixStream)],
+    mut pump: Option<&mut StdinPump>,
 ) -> Result<(), Error> {
     let nudges = match task.attach() {
         Ok(s) => Some(s),
@@ -223,6 +255,11 @@ fn follow(
         for (_, pipe) in signals {
             fds.push(PollFd::new(pipe.as_fd(), PollFlags::POLLIN));
         }
+        // Our stdin, last, while a pump (`-i`) has more of it to send.
+        let stdin = io::stdin();
+        if pump.as_ref().is_some_and(|p| p.active()) {
+            fds.push(PollFd::new(stdin.as_fd(), PollFlags::POLLIN));
+        }
         match nix::poll::poll(&mut fds, PollTimeout::NONE) {
             Ok(_) | Err(nix::errno::Errno::EINTR) => {}
             Err(e) => return Err(io_err("poll", e.into())),
@@ -234,7 +271,13 @@ fn follow(
         };
         let nudged = hit(0);
         let signalled: Vec<bool> = (0..signals.len()).map(|i| hit(1 + i)).collect();
+        let stdin_ready = hit(1 + signals.len());
         drop(fds);
+        if stdin_ready {
+            if let Some(p) = pump.as_mut() {
+                p.on_ready()?;
+            }
+        }
         for ((sig, pipe), _) in signals.iter().zip(&signalled).filter(|(_, &hit)| hit) {
             let mut b = [0u8; 16];
             while matches!((&*pipe).read(&mut b), Ok(n) if n > 0) {}

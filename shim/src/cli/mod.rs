@@ -4,6 +4,7 @@
 //! executed, 127 when it is not found; `run` and `wait` exit with the task's
 //! code, or 128+N when signal N ended it.
 
+mod attach;
 mod explain;
 mod follow;
 mod generate;
@@ -180,6 +181,15 @@ Command, Supervisor (case does not matter).")]
         #[arg(long, value_name = "N", allow_hyphen_values = true, value_parser = task_opts::parse_count)]
         tail: Option<usize>,
     },
+    /// Connect this terminal to a task's own terminal (or stdin) started with -t or -i.
+    /// Ctrl-P Ctrl-Q detaches and leaves the task running; when the task ends, exit with its code.
+    #[command(after_help = "Examples:
+  nomad-shim start --id sh -it -- /bin/sh && nomad-shim attach sh
+  printf 'a\\nb\\n' | nomad-shim attach wc   # a task started with -i (no -t)")]
+    Attach {
+        /// Task id.
+        id: String,
+    },
     /// Remove an ended task's state.
     #[command(after_help = "Examples:
   nomad-shim rm web
@@ -274,6 +284,7 @@ pub fn main() -> i32 {
             follow,
             tail,
         } => follow::logs(&executor, &id, stderr, follow, tail),
+        Command::Attach { id } => attach::attach(&executor, &id),
         Command::Rm { id, force } => {
             let removed = executor.remove(&id, force).map(|()| 0);
             if let (Err(e), false) = (&removed, force) {

@@ -149,6 +149,13 @@ pub fn inspect(executor: &Executor, id: &str, json: bool) -> Result<i32, Error> 
         }
     }
     println!("directory:   {}", task.dir().display());
+    // A task's own terminal or stdin (-t, -i), for `attach`.
+    match (state.tty, state.stdin == nomad_shim::Stdin::Piped) {
+        (true, true) => println!("stdio:       a terminal, with input (attach to it)"),
+        (true, false) => println!("stdio:       a terminal, output only (attach to it)"),
+        (false, true) => println!("stdio:       stdin piped (attach to it)"),
+        (false, false) => {}
+    }
     print_events(&state);
     Ok(0)
 }

@@ -16,6 +16,12 @@ pub struct TaskOpts {
     /// Task id [default: generated]
     #[arg(long)]
     id: Option<String>,
+    /// Keep the task's stdin open for this command (run) or a later `attach` (start) [stdin: piped]
+    #[arg(long, short = 'i')]
+    pub interactive: bool,
+    /// Give the task a terminal (a pty) as stdin, stdout and stderr; its output is logged as stdout [tty]
+    #[arg(long, short = 't')]
+    pub tty: bool,
     /// Parent cgroup of the task's cgroup, relative to each hierarchy's root [default: nomad-shim]
     #[arg(long, value_name = "PATH")]
     pub cgroup_parent: Option<String>,
@@ -193,6 +199,17 @@ impl TaskOpts {
             io_weight: self.io_weight,
         });
         spec.best_effort_limits = self.best_effort_limits;
+        if self.interactive {
+            spec.stdin(nomad_shim::Stdin::Piped);
+        }
+        if self.tty {
+            spec.tty(true);
+            // The caller's terminal's size, where it has one: what the
+            // program sees from its first instruction on.
+            if let Some(size) = super::attach::our_window_size() {
+                spec.tty_size(size);
+            }
+        }
         spec.isolation(IsolationSpec {
             chroot: self.chroot,
             chroot_env: self.chroot_env.clone(),

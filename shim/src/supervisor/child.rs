@@ -30,6 +30,8 @@ pub struct ChildPlan {
     pub cgroup_procs: Vec<OwnedFd>,
     /// Run the shim's init as the parent of the program (`init.rs`).
     pub init: Option<super::init::InitPlan>,
+    /// fds 0-2 are a terminal, to become the controlling terminal.
+    pub tty: bool,
 }
 
 /// The fds the child takes as its stdio.
@@ -116,6 +118,17 @@ fn steps(plan: &ChildPlan, stdio: ChildStdio<'_>) -> Result<(), StepError> {
     nix::unistd::dup2_stdin(stdio.stdin).map_err(fail(Step::Stdio))?;
     nix::unistd::dup2_stdout(stdio.stdout).map_err(fail(Step::Stdio))?;
     nix::unistd::dup2_stderr(stdio.stderr).map_err(fail(Step::Stdio))?;
+
+    // With a terminal: it becomes the controlling terminal of the session
+    // made above (tty_ioctl(4) TIOCSCTTY: the caller is a session leader
+    // without one), so that ^C and ^Z typed into it signal the foreground
+    // process group, and the task's /dev/tty is it. Through the descriptor,
+    // before the root changes: the terminal is the host's devpts's, and
+    // need not be reachable by name from the task's root.
+    if plan.tty {
+        crate::sys::set_controlling_terminal(stdio.stdin)
+            .map_err(fail(Step::ControllingTerminal))?;
+    }
 
     // 3-7. rlimits, network namespace, the root (bind mounts, /dev, /proc,
     //    pivot_root), hostname, privileges, working directory.

@@ -25,6 +25,8 @@ use nomad_shim::{ExitRecord, Status, TaskSpec};
 
 use super::logs::{Drained, LogSink};
 
+mod stdio;
+
 /// Most control connections served at once; more wait in the backlog.
 const MAX_CLIENTS: usize = 32;
 
@@ -117,6 +119,8 @@ pub struct Supervisor<'d> {
     /// Per stream: bytes of output dropped (the log file could not be
     /// written), and the error of the episode under way, if one is.
     dropped: [(u64, Option<String>); 2],
+    /// The task's own terminal or stdin pipe, and its client (`stdio.rs`).
+    stdio: Option<super::terminal::TaskStdio>,
 }
 
 impl<'d> Supervisor<'d> {
@@ -152,6 +156,7 @@ impl<'d> Supervisor<'d> {
             timer_for: Timer::Idle,
             init_status: None,
             dropped: [(0, None), (0, None)],
+            stdio: None,
         }
     }
 
@@ -201,7 +206,7 @@ impl<'d> Supervisor<'d> {
         // A task that exited before the loop started: its SIGCHLD is pending
         // on the signalfd and is read in the first round.
         loop {
-            if self.exited() && self.logs.iter().all(|l| l.pipe().is_none()) {
+            if self.exited() && self.logs.iter().all(|l| l.pipe().is_none()) && !self.stdio_open() {
                 break;
             }
             let mut ready = Ready::default();
@@ -238,6 +243,15 @@ impl<'d> Supervisor<'d> {
                 for c in &self.clients {
                     fds.push(PollFd::new(c.stream.as_fd(), PollFlags::POLLIN));
                 }
+                let n_clients = self.clients.len();
+                if let Some(stdio) = &self.stdio {
+                    for (fd, flags) in stdio.poll_fds() {
+                        fds.push(match fd {
+                            Some(fd) => PollFd::new(fd, flags),
+                            None => PollFd::new(signals, PollFlags::empty()),
+                        });
+                    }
+                }
                 match nix::poll::poll(&mut fds, PollTimeout::NONE) {
                     Ok(_) | Err(Errno::EINTR) => {}
                     Err(_) => std::thread::sleep(Duration::from_millis(10)),
@@ -247,7 +261,8 @@ impl<'d> Supervisor<'d> {
                 ready.timer = hit(&fds[1]);
                 ready.control = control.is_some() && hit(&fds[2]);
                 ready.logs = [hit(&fds[3]), hit(&fds[4])];
-                ready.clients = fds[5..].iter().map(hit).collect();
+                ready.clients = fds[5..5 + n_clients].iter().map(hit).collect();
+                ready.stdio = fds[5 + n_clients..].iter().map(|f| f.revents()).collect();
             }
             if ready.signals {
                 self.on_signals();
@@ -256,6 +271,9 @@ impl<'d> Supervisor<'d> {
                 if ready.logs[i] {
                     self.drain(i);
                 }
+            }
+            if ready.stdio.len() == 2 {
+                self.on_stdio(ready.stdio[0], ready.stdio[1]);
             }
             if ready.timer {
                 self.on_timer();
@@ -416,7 +434,8 @@ impl<'d> Supervisor<'d> {
         for i in 0..2 {
             self.drain(i);
         }
-        if self.logs.iter().any(|l| l.pipe().is_some()) {
+        self.drain_stdio();
+        if self.logs.iter().any(|l| l.pipe().is_some()) || self.stdio_open() {
             self.arm(Timer::DrainDeadline, DRAIN_DEADLINE);
         } else {
             self.disarm();
@@ -511,6 +530,8 @@ impl<'d> Supervisor<'d> {
                     self.drain(i);
                     self.logs[i].close();
                 }
+                self.drain_stdio();
+                self.close_stdio_output();
             }
             _ => {}
         }
@@ -610,6 +631,7 @@ impl<'d> Supervisor<'d> {
         let mut client = self.clients.swap_remove(i);
         let Some(request) = request else { return };
         let attach = matches!(request, Ok(Request::Attach));
+        let attach_stdio = matches!(request, Ok(Request::AttachStdio));
         let reply = match request {
             Ok(req) => self.handle(req),
             Err(e) => Reply::from(e),
@@ -624,7 +646,15 @@ impl<'d> Supervisor<'d> {
             .stream
             .set_write_timeout(Some(Duration::from_secs(1)));
         let _ = client.stream.write_all(&line);
-        if attach && reply.ok {
+        if attach_stdio && reply.ok {
+            // Bytes the client sent after its request line are input.
+            let start = client
+                .buf
+                .iter()
+                .position(|&b| b == b'\n')
+                .map_or(0, |p| p + 1);
+            self.attach_stdio(client.stream, &client.buf[start..]);
+        } else if attach && reply.ok {
             let _ = client.stream.set_nonblocking(true);
             self.attached.push(client.stream);
         }
@@ -636,6 +666,7 @@ impl<'d> Supervisor<'d> {
                 Reply::fail(ErrorCode::Busy, "too many followers")
             }
             Request::Attach => Reply::ok(),
+            Request::AttachStdio | Request::Resize { .. } => self.handle_stdio(&req),
             Request::Stats => match self.cgroup.stats() {
                 Ok(stats) => Reply {
                     stats: Some(stats),
@@ -722,6 +753,7 @@ impl<'d> Supervisor<'d> {
         self.clients.clear();
         // Followers see EOF now: the final state is durable.
         self.attached.clear();
+        self.finish_stdio();
         // The exit is durable; now the cgroup goes. Should that fail, the
         // state names the cgroup, and `rm` removes it; the failure is an
         // event, written at once (the exit is already durable: a failed
@@ -774,4 +806,6 @@ struct Ready {
     control: bool,
     logs: [bool; 2],
     clients: Vec<bool>,
+    /// The task's stdio (`stdio.rs`): the master or stdin pipe, the client.
+    stdio: Vec<Option<PollFlags>>,
 }

@@ -106,6 +106,31 @@ impl LogSink {
         }
     }
 
+    /// Writes `bytes` (read by the supervisor itself: a terminal's output,
+    /// which `splice(2)` cannot take) to the file, rotating as needed.
+    pub fn append(
+        &mut self,
+        dir: BorrowedFd<'_>,
+        mut bytes: &[u8],
+    ) -> Result<(), (&'static str, Errno)> {
+        while !bytes.is_empty() {
+            if self.size >= self.policy.max_size {
+                self.rotate(dir).map_err(|e| ("rotate", e))?;
+            }
+            let room = (self.policy.max_size - self.size).min(bytes.len() as u64) as usize;
+            match nix::unistd::write(&self.file, &bytes[..room]) {
+                Ok(n) => {
+                    self.size += n as u64;
+                    self.total += n as u64;
+                    bytes = &bytes[n..];
+                }
+                Err(Errno::EINTR) => {}
+                Err(e) => return Err(("write", e)),
+            }
+        }
+        Ok(())
+    }
+
     /// Closes the pipe without reading more (a writer outside the task's
     /// reach still holds it).
     pub fn close(&mut self) {
@@ -201,6 +226,25 @@ mod tests {
         assert_eq!(read("stdout.log.1"), "klmnopqrst");
         assert_eq!(read("stdout.log.2"), "ABCDEFGHIJ");
         assert!(!dir.path().join("stdout.log.3").exists());
+    }
+
+    #[test]
+    fn append_rotates_like_drain() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut s, _w, dfd) = sink(
+            &dir,
+            LogPolicy {
+                max_files: 2,
+                max_size: 4,
+            },
+        );
+        s.append(dfd.as_fd(), b"abcdef").unwrap();
+        assert_eq!(s.total(), 6);
+        assert_eq!(std::fs::read(dir.path().join("stdout.log")).unwrap(), b"ef");
+        assert_eq!(
+            std::fs::read(dir.path().join("stdout.log.1")).unwrap(),
+            b"abcd"
+        );
     }
 
     #[test]

@@ -16,6 +16,7 @@ mod events;
 mod init;
 mod logs;
 mod lookup;
+mod terminal;
 
 use std::ffi::{CString, OsStr};
 use std::fs::{File, TryLockError};
@@ -283,7 +284,7 @@ fn prepare_and_start(dir: &TaskDir, lock: File) -> Result<(), Failure> {
 fn start_in_cgroup(
     dir: &TaskDir,
     lock: File,
-    spec: TaskSpec,
+    mut spec: TaskSpec,
     mut state: TaskState,
     me: Identity,
     cgroup: &TaskCgroup,
@@ -330,6 +331,21 @@ fn start_in_cgroup(
         .map_err(|e| Failure::errno(Step::Create, dir.path().join(names::STDERR).display(), e))?;
     let (error_r, error_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC)
         .map_err(|e| Failure::errno(Step::Pipe, "error pipe", e))?;
+    // The task's own terminal or stdin pipe (`terminal.rs`), if it has one.
+    // With a terminal the log pipes above reach EOF at once (the child
+    // takes none of them); its output is logged as stdout by the loop.
+    let (task_stdio, child_ends) = match terminal::TaskStdio::open(&spec)
+        .map_err(|e| Failure::errno(Step::OpenPty, "of the task", e))?
+    {
+        Some((s, ends)) => (Some(s), Some(ends)),
+        None => (None, None),
+    };
+    state.stdin = spec.stdin;
+    state.tty = spec.tty;
+    if let Some(ends) = &child_ends {
+        terminal::console_for_chroot(&mut spec, ends)
+            .map_err(|e| Failure::errno(Step::OpenPty, "of the task", e))?;
+    }
 
     // Everything the child needs, made now: the isolation plan (task dir
     // layout, mount list, credentials, capability sets), argv, envp, and
@@ -390,10 +406,22 @@ fn start_in_cgroup(
     let task_pid = match cloned.map_err(|e| Failure::errno(Step::Clone3, "task", e))? {
         ForkResult::Child => child::run(
             &plan,
-            ChildStdio {
-                stdin: devnull.as_fd(),
-                stdout: out_w.as_fd(),
-                stderr: err_w.as_fd(),
+            match &child_ends {
+                Some(t) if t.tty => ChildStdio {
+                    stdin: t.fd.as_fd(),
+                    stdout: t.fd.as_fd(),
+                    stderr: t.fd.as_fd(),
+                },
+                Some(pipe) => ChildStdio {
+                    stdin: pipe.fd.as_fd(),
+                    stdout: out_w.as_fd(),
+                    stderr: err_w.as_fd(),
+                },
+                None => ChildStdio {
+                    stdin: devnull.as_fd(),
+                    stdout: out_w.as_fd(),
+                    stderr: err_w.as_fd(),
+                },
             },
             &error_w,
         ),
@@ -401,7 +429,7 @@ fn start_in_cgroup(
     };
     // Our copies of the child's ends: the pipes must see EOF when the task
     // (and whatever inherited them) is gone.
-    drop((error_w, out_w, err_w, cgroup_dir));
+    drop((error_w, out_w, err_w, cgroup_dir, child_ends));
     let init_status = init_pipe.map(|(r, _w)| r);
 
     if let Some(f) = read_child_error(&error_r, &spec, &plan) {
@@ -464,6 +492,9 @@ fn start_in_cgroup(
         event_loop::Supervisor::new(dir, lock, spec, state, Pid::from_raw(task.pid), cgroup, io);
     if let Some(fd) = init_status {
         sup.set_init_status(fd);
+    }
+    if let Some(stdio) = task_stdio {
+        sup.set_stdio(stdio);
     }
     sup.run();
     Ok(())
@@ -586,5 +617,6 @@ fn child_plan(
         isolation,
         cgroup_procs,
         init: None,
+        tty: spec.tty,
     })
 }
