@@ -21,4 +21,5 @@ mod limits;
 mod observe;
 mod protocol_compat;
 mod recovery;
+mod static_build;
 mod taskdir_misc;
