@@ -18,6 +18,7 @@ mod init;
 mod isolation;
 mod lifecycle;
 mod limits;
+mod nonblocking_kill;
 mod observe;
 mod protocol_compat;
 mod recovery;

@@ -24,6 +24,7 @@ use nomad_shim::sys::{wait4_nohang, Reaped};
 use nomad_shim::{ExitRecord, Status, TaskSpec};
 
 use super::logs::{Drained, LogSink};
+use super::reap::{CgroupKill, Progress};
 
 /// Most control connections served at once; more wait in the backlog.
 const MAX_CLIENTS: usize = 32;
@@ -117,6 +118,8 @@ pub struct Supervisor<'d> {
     /// Per stream: bytes of output dropped (the log file could not be
     /// written), and the error of the episode under way, if one is.
     dropped: [(u64, Option<String>); 2],
+    /// The whole-cgroup kill, when one is under way (`reap.rs`).
+    kill: CgroupKill,
 }
 
 impl<'d> Supervisor<'d> {
@@ -152,6 +155,7 @@ impl<'d> Supervisor<'d> {
             timer_for: Timer::Idle,
             init_status: None,
             dropped: [(0, None), (0, None)],
+            kill: CgroupKill::new(),
         }
     }
 
@@ -201,12 +205,13 @@ impl<'d> Supervisor<'d> {
         // A task that exited before the loop started: its SIGCHLD is pending
         // on the signalfd and is read in the first round.
         loop {
-            if self.exited() && self.logs.iter().all(|l| l.pipe().is_none()) {
+            if self.exited() && self.logs.iter().all(|l| l.pipe().is_none()) && !self.kill.pending()
+            {
                 break;
             }
             let mut ready = Ready::default();
             {
-                let mut fds: Vec<PollFd<'_>> = Vec::with_capacity(5 + self.clients.len());
+                let mut fds: Vec<PollFd<'_>> = Vec::with_capacity(7 + self.clients.len());
                 // The PollFds borrow the fds for this block only. Slots keep
                 // fixed places (an idle one polls for nothing).
                 let signals = self.signals.as_fd();
@@ -235,6 +240,12 @@ impl<'d> Supervisor<'d> {
                         },
                     ));
                 }
+                for fd in self.kill.fds() {
+                    fds.push(match fd {
+                        Some(fd) => PollFd::new(fd, PollFlags::POLLIN),
+                        None => PollFd::new(signals, PollFlags::empty()),
+                    });
+                }
                 for c in &self.clients {
                     fds.push(PollFd::new(c.stream.as_fd(), PollFlags::POLLIN));
                 }
@@ -247,7 +258,8 @@ impl<'d> Supervisor<'d> {
                 ready.timer = hit(&fds[1]);
                 ready.control = control.is_some() && hit(&fds[2]);
                 ready.logs = [hit(&fds[3]), hit(&fds[4])];
-                ready.clients = fds[5..].iter().map(hit).collect();
+                ready.kill = hit(&fds[5]) || hit(&fds[6]);
+                ready.clients = fds[7..].iter().map(hit).collect();
             }
             if ready.signals {
                 self.on_signals();
@@ -259,6 +271,10 @@ impl<'d> Supervisor<'d> {
             }
             if ready.timer {
                 self.on_timer();
+            }
+            if ready.kill {
+                let progress = self.kill.on_ready(self.cgroup);
+                self.kill_progress(progress);
             }
             for (i, hit) in ready.clients.iter().enumerate().rev() {
                 if *hit {
@@ -334,14 +350,29 @@ impl<'d> Supervisor<'d> {
         self.kill_cgroup();
     }
 
-    /// Kills every process of the cgroup; a failure (a survivor, a cgroup
-    /// file that cannot be written) is an event.
+    /// Starts killing every process of the cgroup, without waiting: the
+    /// loop takes the next steps (`reap.rs`) and answers clients meanwhile.
     fn kill_cgroup(&mut self) {
-        if let Err(e) = self.cgroup.kill_all() {
+        let progress = self.kill.start(self.cgroup);
+        self.kill_progress(progress);
+    }
+
+    /// A failure of the kill (a survivor, a cgroup file that cannot be
+    /// written) is an event. Once it is over, the log pipes get their
+    /// deadline: nothing of the task holds them any more.
+    fn kill_progress(&mut self, progress: Progress) {
+        if let Progress::Failed(e) = progress {
             self.event(
                 kind::CGROUP_CLEANUP_FAILED,
                 format!("killing the task's cgroup: {e}"),
             );
+        }
+        if !self.kill.pending()
+            && self.exited()
+            && self.timer_for != Timer::DrainDeadline
+            && self.logs.iter().any(|l| l.pipe().is_some())
+        {
+            self.arm(Timer::DrainDeadline, DRAIN_DEADLINE);
         }
     }
 
@@ -417,7 +448,11 @@ impl<'d> Supervisor<'d> {
             self.drain(i);
         }
         if self.logs.iter().any(|l| l.pipe().is_some()) {
-            self.arm(Timer::DrainDeadline, DRAIN_DEADLINE);
+            // While the cgroup is being killed, the deadline waits for it
+            // (kill_progress).
+            if !self.kill.pending() {
+                self.arm(Timer::DrainDeadline, DRAIN_DEADLINE);
+            }
         } else {
             self.disarm();
         }
@@ -773,5 +808,6 @@ struct Ready {
     timer: bool,
     control: bool,
     logs: [bool; 2],
+    kill: bool,
     clients: Vec<bool>,
 }

@@ -16,6 +16,7 @@ mod events;
 mod init;
 mod logs;
 mod lookup;
+mod reap;
 
 use std::ffi::{CString, OsStr};
 use std::fs::{File, TryLockError};
