@@ -195,3 +195,49 @@ fn state_stats_and_signals_are_answered_while_the_tree_dies() {
         state.events
     );
 }
+
+/// `nomad-shim stats ID --json` on `root`: the JSON, and how long it took.
+fn cli_stats(root: &TestRoot, id: &str) -> (serde_json::Value, Duration) {
+    let t = Instant::now();
+    let out = common::output(root.cli().args(["stats", id, "--json"]));
+    let took = t.elapsed();
+    assert!(out.status.success(), "{out:?}");
+    (serde_json::from_slice(&out.stdout).unwrap(), took)
+}
+
+#[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
+fn stats_answers_at_once_with_the_cpu_rate_since_the_previous_sample() {
+    if !root_or_skip("stats_answers_at_once_with_the_cpu_rate_since_the_previous_sample") {
+        return;
+    }
+    let root = TestRoot::new();
+    for (id, script) in [("busy", "while :; do :; done"), ("idle", "exec sleep 1000")] {
+        let mut spec = TaskSpec::new("/bin/sh");
+        spec.id(id).args(["-c", script]);
+        root.exec.start(&spec).unwrap();
+    }
+    // The busy loop keeps a CPU busy as much as this shared machine lets it;
+    // the rate spans at least 100 ms (the supervisor keeps a sample that old).
+    let mut last = serde_json::Value::Null;
+    assert!(
+        eventually(scaled(Duration::from_secs(10)), || {
+            last = cli_stats(&root, "busy").0;
+            last["cpu_percent"].as_f64().is_some_and(|p| p > 30.0)
+                && last["cpu_window_ms"].as_u64().is_some_and(|w| w >= 100)
+        }),
+        "busy: {last}"
+    );
+    let (idle, _) = cli_stats(&root, "idle");
+    assert!(
+        idle["cpu_percent"].as_f64().is_some_and(|p| p < 5.0),
+        "idle: {idle}"
+    );
+    // No sleep between two samples any more: the fastest of five answers
+    // comes well under the 100 ms the CLI used to wait.
+    let fastest = (0..5).map(|_| cli_stats(&root, "idle").1).min().unwrap();
+    assert!(
+        fastest < scaled(Duration::from_millis(100)),
+        "the fastest stats took {fastest:?}"
+    );
+}

@@ -23,6 +23,7 @@ use nomad_shim::state::{names, TaskDir, TaskState, Timestamp};
 use nomad_shim::sys::{wait4_nohang, Reaped};
 use nomad_shim::{ExitRecord, Status, TaskSpec};
 
+use super::cpu_rate::CpuRate;
 use super::logs::{Drained, LogSink};
 use super::reap::{CgroupKill, Progress};
 
@@ -120,6 +121,8 @@ pub struct Supervisor<'d> {
     dropped: [(u64, Option<String>); 2],
     /// The whole-cgroup kill, when one is under way (`reap.rs`).
     kill: CgroupKill,
+    /// The CPU samples `stats` measures its rate from (`cpu_rate.rs`).
+    cpu_rate: CpuRate,
 }
 
 impl<'d> Supervisor<'d> {
@@ -156,6 +159,7 @@ impl<'d> Supervisor<'d> {
             init_status: None,
             dropped: [(0, None), (0, None)],
             kill: CgroupKill::new(),
+            cpu_rate: CpuRate::new(std::time::Instant::now()),
         }
     }
 
@@ -672,10 +676,18 @@ impl<'d> Supervisor<'d> {
             }
             Request::Attach => Reply::ok(),
             Request::Stats => match self.cgroup.stats() {
-                Ok(stats) => Reply {
-                    stats: Some(stats),
-                    ..Reply::ok()
-                },
+                Ok(stats) => {
+                    let now = std::time::Instant::now();
+                    let rate = stats
+                        .cpu
+                        .and_then(|c| self.cpu_rate.measure(now, c.usage_ns));
+                    Reply {
+                        stats: Some(stats),
+                        cpu_percent: rate.map(|(p, _)| p),
+                        cpu_window_ms: rate.map(|(_, w)| w.as_millis() as u64),
+                        ..Reply::ok()
+                    }
+                }
                 Err(e) => Reply::error(e.to_string()),
             },
             Request::Update { resources } if !self.exited() => match self.cgroup.update(&resources)

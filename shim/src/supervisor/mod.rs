@@ -11,6 +11,7 @@
 //! makes forking the task child from it sound.
 
 mod child;
+mod cpu_rate;
 mod event_loop;
 mod events;
 mod init;
