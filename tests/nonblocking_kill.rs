@@ -148,9 +148,11 @@ fn state_stats_and_signals_are_answered_while_the_tree_dies() {
         common::proc_state(stat)
     );
 
-    // For a second and a half, every request is answered at once.
+    // For two seconds, every request is answered in a fraction of that: a
+    // loop blocked in the kill would answer none before it ends. (The
+    // bound allows for a loaded machine; unloaded, replies take about 1 ms.)
     let supervisor = task.supervisor_pid().unwrap();
-    let until = Instant::now() + Duration::from_millis(1500);
+    let until = Instant::now() + Duration::from_secs(2);
     let (mut worst, mut answered) = (Duration::ZERO, 0);
     while Instant::now() < until {
         for (request, check) in [
@@ -170,8 +172,9 @@ fn state_stats_and_signals_are_answered_while_the_tree_dies() {
             }
         }
     }
+    eprintln!("{answered} replies while the tree died, the slowest in {worst:?}");
     assert!(
-        worst < scaled(Duration::from_millis(200)),
+        worst < scaled(Duration::from_millis(500)),
         "slowest of {answered} replies while the tree died: {worst:?}"
     );
     // All that time the kill was pending: stat alive in D, the supervisor
