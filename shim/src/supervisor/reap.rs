@@ -99,6 +99,13 @@ impl CgroupKill {
         if self.pending() {
             return Progress::Pending;
         }
+        // The common case at a task's exit: nothing left, no round needed
+        // (and no timer, no watch), as kill_all's first look.
+        match cgroup.pids() {
+            Ok(pids) if pids.is_empty() => return Progress::Done,
+            Ok(_) => {}
+            Err(e) => return Progress::Failed(e.to_string()),
+        }
         if self.timer.is_none() {
             match super::event_loop::timer() {
                 Ok(t) => self.timer = Some(t),
