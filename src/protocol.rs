@@ -292,6 +292,14 @@ pub struct Reply {
     /// The usage, for [`Request::Stats`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stats: Option<Stats>,
+    /// For [`Request::Stats`]: the task's CPU use, in percent of one CPU,
+    /// between the supervisor's previous sample and this one (absent from
+    /// older supervisors, and without the cpu/cpuacct controller).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_percent: Option<f64>,
+    /// The span of [`cpu_percent`](Self::cpu_percent), in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_window_ms: Option<u64>,
 }
 
 impl Reply {
@@ -304,6 +312,8 @@ impl Reply {
             error: None,
             state: None,
             stats: None,
+            cpu_percent: None,
+            cpu_window_ms: None,
         }
     }
 

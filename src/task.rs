@@ -334,6 +334,39 @@ impl Task {
         })
     }
 
+    /// [`stats`](Self::stats) and the task's CPU rate (percent of one CPU)
+    /// over the span returned, which the supervisor measures between its
+    /// previous sample (taken by an earlier request, or at the start) and
+    /// this one: nobody has to wait between two samples. The rate is `None`
+    /// from a supervisor older than this library, or without CPU accounting.
+    ///
+    /// ```no_run
+    /// use nomad_shim::Executor;
+    ///
+    /// # fn main() -> nomad_shim::Result<()> {
+    /// let (stats, rate) = Executor::new()?.open("web.1")?.stats_with_rate()?;
+    /// if let Some((percent, over)) = rate {
+    ///     println!("{percent:.1}% CPU over the last {over:?}");
+    /// }
+    /// println!("{:?}", stats.memory.map(|m| m.current));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn stats_with_rate(&self) -> Result<(crate::cgroup::Stats, Option<(f64, Duration)>)> {
+        let reply = self.request(&Request::Stats, "stats")?;
+        let rate = reply
+            .cpu_percent
+            .zip(reply.cpu_window_ms)
+            .map(|(p, ms)| (p, Duration::from_millis(ms)));
+        let stats = reply.stats.ok_or_else(|| Error::Refused {
+            id: self.id().clone(),
+            request: "stats",
+            code: ErrorCode::Unknown,
+            reason: "no stats in the reply".into(),
+        })?;
+        Ok((stats, rate))
+    }
+
     /// Changes the limits of the running task: memory, CPU, cpuset, pids and
     /// IO limits take effect at once. Takes a
     /// [`ResourceUpdate`](crate::cgroup::ResourceUpdate), where each limit is

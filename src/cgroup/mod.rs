@@ -62,6 +62,7 @@ mod detect;
 mod devices;
 mod error;
 mod files;
+mod kill_steps;
 mod owner;
 mod paths;
 mod resources;
@@ -84,6 +85,8 @@ pub use bpf::{device_program, Insn, Program};
 pub use detect::{CgroupRoot, Layout, DEFAULT_ROOT};
 pub use devices::{default_rules, v1_writes, Access, DeviceKind, DeviceRule};
 pub use error::{Error, Result};
+#[doc(hidden)]
+pub use kill_steps::KillRound;
 pub use owner::LEFTOVER_TARGET;
 pub use owner::{Owner, OWNER_XATTR};
 pub(crate) use paths::parent_name;

@@ -467,44 +467,60 @@ impl Cgroup {
         if !self.dirs().iter().any(|d| d.exists()) {
             return Ok(());
         }
-        let state = freezer.join("freezer.state");
         kill_loop(&procs, &freezer, timeout, || {
             // FROZEN is reached asynchronously (FREEZING in between). Frozen, no
             // process can fork or exit, so no listed pid can be reused before the
             // kill. If it does not settle within a second (a task in an
-            // uninterruptible sleep), kill what is listed anyway. A freezer
-            // directory that is gone (a leftover made without one) is not frozen.
-            match write(&state, "FROZEN") {
-                Ok(()) => {
-                    let frozen = || match read(&state) {
-                        Ok(s) => Ok(s.trim() == "FROZEN"),
-                        Err(e) if tree::gone(&e) => Ok(true),
-                        Err(e) => Err(e),
-                    };
-                    files::wait_until(Instant::now() + Duration::from_secs(1), frozen)?;
-                }
-                Err(e) if tree::gone(&e) => {}
-                Err(e) => return Err(e),
-            }
-            let mut killed = Ok(());
-            for p in tree::expand_procs(&procs) {
-                killed = killed.and_then(|()| match files::read_pids(&p) {
-                    Ok(pids) => files::kill_pids(&pids, &freezer),
-                    Err(e) if tree::gone(&e) => Ok(()),
-                    Err(e) => Err(e),
-                });
-            }
-            // SIGKILL is delivered once thawed: the task's cgroup, then each
-            // sub-cgroup (one frozen on its own stays frozen otherwise).
-            let mut thawed = Ok(());
-            for d in tree::subtree(&freezer) {
-                thawed = thawed.and_then(|()| match write(&d.join("freezer.state"), "THAWED") {
-                    Err(e) if tree::gone(&e) => Ok(()),
-                    other => other,
-                });
-            }
-            killed.and(thawed)
+            // uninterruptible sleep), kill what is listed anyway.
+            self.freeze_begin()?;
+            files::wait_until(Instant::now() + Duration::from_secs(1), || {
+                self.freeze_settled()
+            })?;
+            self.kill_listed_and_thaw()
         })
+    }
+
+    /// A kill round's first step: ask the freezer to freeze the task. A
+    /// freezer directory that is gone (a leftover made without one) is not
+    /// frozen, and needs no freezing.
+    pub(crate) fn freeze_begin(&self) -> Result<()> {
+        match write(&self.freezer_dir().join("freezer.state"), "FROZEN") {
+            Err(e) if tree::gone(&e) => Ok(()),
+            other => other,
+        }
+    }
+
+    /// Whether the freeze asked by [`freeze_begin`](Self::freeze_begin) has
+    /// settled (`FROZEN`, not `FREEZING`); a freezer gone counts as frozen.
+    pub(crate) fn freeze_settled(&self) -> Result<bool> {
+        match read(&self.freezer_dir().join("freezer.state")) {
+            Ok(s) => Ok(s.trim() == "FROZEN"),
+            Err(e) if tree::gone(&e) => Ok(true),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// SIGKILL to every process listed in any hierarchy's subtree, then thaw
+    /// the task's freezer cgroup and each sub-cgroup (SIGKILL is delivered
+    /// once thawed; one frozen on its own stays frozen otherwise).
+    pub(crate) fn kill_listed_and_thaw(&self) -> Result<()> {
+        let freezer = self.freezer_dir();
+        let mut killed = Ok(());
+        for p in tree::expand_procs(&self.procs_files()) {
+            killed = killed.and_then(|()| match files::read_pids(&p) {
+                Ok(pids) => files::kill_pids(&pids, &freezer),
+                Err(e) if tree::gone(&e) => Ok(()),
+                Err(e) => Err(e),
+            });
+        }
+        let mut thawed = Ok(());
+        for d in tree::subtree(&freezer) {
+            thawed = thawed.and_then(|()| match write(&d.join("freezer.state"), "THAWED") {
+                Err(e) if tree::gone(&e) => Ok(()),
+                other => other,
+            });
+        }
+        killed.and(thawed)
     }
 
     /// `memory.oom_control`'s `oom_kill` counter (Linux ≥ 4.13); 0 without memory.

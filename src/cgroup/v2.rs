@@ -230,17 +230,24 @@ impl Cgroup {
         if !dir.exists() {
             return Ok(());
         }
-        if has(&dir, "cgroup.kill") {
-            // Writing "1" SIGKILLs every process of the cgroup and its descendants,
-            // atomically with respect to fork (cgroup-v2(7)).
-            kill_loop(&self.procs_files(), &dir, timeout, || {
-                match write(&dir.join("cgroup.kill"), "1") {
-                    Err(e) if tree::gone(&e) => Ok(()),
-                    other => other,
-                }
-            })
+        if self.has_kill_file() {
+            kill_loop(&self.procs_files(), &dir, timeout, || self.kill_write())
         } else {
             self.kill_by_freezing(timeout)
+        }
+    }
+
+    /// Whether `cgroup.kill` exists (Linux ≥ 5.14).
+    pub(crate) fn has_kill_file(&self) -> bool {
+        has(&self.dir(), "cgroup.kill")
+    }
+
+    /// Writing "1" to `cgroup.kill` SIGKILLs every process of the cgroup and
+    /// its descendants, atomically with respect to fork (cgroup-v2(7)).
+    pub(crate) fn kill_write(&self) -> Result<()> {
+        match write(&self.dir().join("cgroup.kill"), "1") {
+            Err(e) if tree::gone(&e) => Ok(()),
+            other => other,
         }
     }
 
@@ -251,34 +258,57 @@ impl Cgroup {
         let dir = self.dir();
         let procs = self.procs_files();
         kill_loop(&procs, &dir, timeout, || {
-            // A cgroup removed meanwhile (ENOENT/ENODEV) is gone: nothing to do.
-            let ok_if_gone = |r: Result<()>| match r {
-                Err(e) if tree::gone(&e) => Ok(()),
-                other => other,
-            };
-            ok_if_gone(write(&dir.join("cgroup.freeze"), "1"))?;
+            self.freeze_begin()?;
             // Freezing is asynchronous: `cgroup.events` says `frozen 1` once done.
             // If it never settles (a task stuck in the kernel), kill anyway.
-            let events = dir.join("cgroup.events");
-            let frozen = || match read(&events) {
-                Ok(s) => Ok(keyed(&s, "frozen") == Some(1)),
-                Err(e) if tree::gone(&e) => Ok(true),
-                Err(e) => Err(e),
-            };
-            files::wait_until(Instant::now() + Duration::from_secs(1), frozen)?;
-            // cgroup.freeze is hierarchical; cgroup.procs is not: every
-            // sub-cgroup's members are killed too.
-            let mut killed = Ok(());
-            for p in tree::expand_procs(&procs) {
-                killed = killed.and_then(|()| match files::read_pids(&p) {
-                    Ok(pids) => files::kill_pids(&pids, &dir),
-                    Err(e) if tree::gone(&e) => Ok(()),
-                    Err(e) => Err(e),
-                });
-            }
-            let thawed = ok_if_gone(write(&dir.join("cgroup.freeze"), "0"));
-            killed.and(thawed)
+            files::wait_until(Instant::now() + Duration::from_secs(1), || {
+                self.freeze_settled()
+            })?;
+            self.kill_listed_and_thaw()
         })
+    }
+
+    /// A freezing kill round's first step: `cgroup.freeze` = 1 (a cgroup
+    /// removed meanwhile, ENOENT/ENODEV, is gone: nothing to do).
+    pub(crate) fn freeze_begin(&self) -> Result<()> {
+        match write(&self.dir().join("cgroup.freeze"), "1") {
+            Err(e) if tree::gone(&e) => Ok(()),
+            other => other,
+        }
+    }
+
+    /// Whether `cgroup.events` says `frozen 1`; a cgroup gone counts as frozen.
+    pub(crate) fn freeze_settled(&self) -> Result<bool> {
+        match read(&self.events_file()) {
+            Ok(s) => Ok(keyed(&s, "frozen") == Some(1)),
+            Err(e) if tree::gone(&e) => Ok(true),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `cgroup.events`: `populated` and `frozen`, and a "modified" event on
+    /// each change of them (cgroup-v2.rst, "Core Interface Files").
+    pub(crate) fn events_file(&self) -> PathBuf {
+        self.dir().join("cgroup.events")
+    }
+
+    /// SIGKILL every pid listed in the subtree (cgroup.freeze is hierarchical,
+    /// cgroup.procs is not), then thaw.
+    pub(crate) fn kill_listed_and_thaw(&self) -> Result<()> {
+        let dir = self.dir();
+        let mut killed = Ok(());
+        for p in tree::expand_procs(&self.procs_files()) {
+            killed = killed.and_then(|()| match files::read_pids(&p) {
+                Ok(pids) => files::kill_pids(&pids, &dir),
+                Err(e) if tree::gone(&e) => Ok(()),
+                Err(e) => Err(e),
+            });
+        }
+        let thawed = match write(&dir.join("cgroup.freeze"), "0") {
+            Err(e) if tree::gone(&e) => Ok(()),
+            other => other,
+        };
+        killed.and(thawed)
     }
 
     /// OOM kills recorded in `memory.events` (hierarchical; `oom_group_kill`

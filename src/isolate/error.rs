@@ -260,6 +260,26 @@ pub enum IsolateError {
         /// The name or id.
         group: String,
     },
+    /// A name absent from `/etc/passwd` or `/etc/group`, to a build linked
+    /// statically (the shipped `nomad-shim`), which never asks NSS.
+    #[error("{what} {name:?} is not in {}: a statically linked nomad-shim resolves names from /etc/passwd and /etc/group only (never through NSS modules such as systemd, sss or ldap); pass numeric ids (--user UID --group GID), or start the task through the library in a dynamically linked agent", file.display())]
+    NotInUserFiles {
+        /// "user" or "group".
+        what: &'static str,
+        /// The name as given.
+        name: String,
+        /// The file searched.
+        file: PathBuf,
+    },
+    /// Reading `/etc/passwd` or `/etc/group` failed.
+    #[error("read {}: {source}", path.display())]
+    ReadUserFile {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
     /// A `cap_add` entry outside the operator's `allowed_caps`.
     #[error("capability {name} is not allowed (allowed caps: {allowed})")]
     CapabilityNotAllowed {

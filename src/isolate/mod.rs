@@ -23,6 +23,7 @@ mod error;
 mod fsview_spec;
 mod mounts;
 mod ns;
+mod passwd;
 mod rlimit;
 mod rootfs;
 mod secrets;

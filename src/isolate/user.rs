@@ -1,10 +1,17 @@
 //! The task's credentials: resolved by name on the library side (full NSS),
 //! switched to by number in the child.
-
-use std::ffi::CString;
+//!
+//! A build linked statically (`crt-static`, the shipped `nomad-shim`)
+//! resolves through [`super::passwd`] instead: glibc's NSS crashes a static
+//! program (see there), and its functions are then not even linked in.
 
 use nix::sys::prctl;
-use nix::unistd::{getgid, getuid, setgroups, setresgid, setresuid, Gid, Group, Uid, User};
+use nix::unistd::{getgid, getuid, setgroups, setresgid, setresuid, Gid, Uid};
+
+#[cfg(target_feature = "crt-static")]
+use files as db;
+#[cfg(not(target_feature = "crt-static"))]
+use nss as db;
 
 use super::error::IsolateError;
 use super::spec::IsolationSpec;
@@ -26,34 +33,21 @@ pub struct ResolvedUser {
 }
 
 /// Resolves `user` (a name or a numeric uid) and optionally `group` (a name
-/// or a gid, replacing the primary group) through NSS. Library side only:
-/// never call it in the supervisor's child.
+/// or a gid, replacing the primary group) through NSS — or, built static,
+/// from `/etc/passwd` and `/etc/group`. Library side only: never call it in
+/// the supervisor's child.
 ///
 /// A numeric uid without a passwd entry is accepted as is, with its own
 /// number as gid unless `group` says otherwise, and no supplementary groups.
 pub fn resolve_user(user: &str, group: Option<&str>) -> Result<ResolvedUser, IsolateError> {
-    let lookup = |source| IsolateError::LookupUser {
-        user: user.to_string(),
-        source,
-    };
     let entry = match user.parse::<u32>() {
         // (uid_t)-1: "unchanged" to setresuid(2), never a user.
         Ok(u32::MAX) => return Err(IsolateError::InvalidId { id: u32::MAX }),
-        Ok(uid) => User::from_uid(Uid::from_raw(uid)).map_err(lookup)?,
-        Err(_) => Some(User::from_name(user).map_err(lookup)?.ok_or_else(|| {
-            IsolateError::UnknownUser {
-                user: user.to_string(),
-            }
-        })?),
+        Ok(uid) => db::user_by_uid(user, uid)?,
+        Err(_) => Some(db::user_by_name(user)?),
     };
     let mut resolved = match &entry {
-        Some(u) => ResolvedUser {
-            uid: u.uid.as_raw(),
-            gid: u.gid.as_raw(),
-            groups: Vec::new(),
-            name: u.name.clone(),
-            home: u.dir.display().to_string(),
-        },
+        Some(u) => u.clone(),
         None => {
             let uid: u32 = user.parse().unwrap_or_default();
             ResolvedUser {
@@ -69,12 +63,7 @@ pub fn resolve_user(user: &str, group: Option<&str>) -> Result<ResolvedUser, Iso
         resolved.gid = resolve_group(group)?;
     }
     if let Some(u) = entry {
-        let name = CString::new(u.name.as_bytes()).map_err(|_| IsolateError::NulInPath {
-            path: u.name.clone(),
-        })?;
-        let groups =
-            nix::unistd::getgrouplist(&name, Gid::from_raw(resolved.gid)).map_err(lookup)?;
-        resolved.groups = groups.into_iter().map(Gid::as_raw).collect();
+        resolved.groups = db::group_list(user, &u.name, resolved.gid)?;
     }
     Ok(resolved)
 }
@@ -87,15 +76,106 @@ fn resolve_group(group: &str) -> Result<u32, IsolateError> {
         }
         return Ok(gid);
     }
-    Group::from_name(group)
-        .map_err(|source| IsolateError::LookupUser {
-            user: group.to_string(),
+    db::gid_by_name(group)
+}
+
+/// Lookups through glibc's NSS (getpwnam(3), getgrouplist(3), ...): LDAP,
+/// SSSD and systemd users work. Dynamically linked builds only.
+#[cfg(not(target_feature = "crt-static"))]
+mod nss {
+    use std::ffi::CString;
+
+    use nix::unistd::{Gid, Group, Uid, User};
+
+    use super::{IsolateError, ResolvedUser};
+
+    fn entry(u: User) -> ResolvedUser {
+        ResolvedUser {
+            uid: u.uid.as_raw(),
+            gid: u.gid.as_raw(),
+            groups: Vec::new(),
+            name: u.name.clone(),
+            home: u.dir.display().to_string(),
+        }
+    }
+
+    fn lookup(user: &str) -> impl FnOnce(nix::errno::Errno) -> IsolateError + '_ {
+        move |source| IsolateError::LookupUser {
+            user: user.to_string(),
             source,
-        })?
-        .map(|g| g.gid.as_raw())
-        .ok_or_else(|| IsolateError::UnknownGroup {
-            group: group.to_string(),
-        })
+        }
+    }
+
+    pub(super) fn user_by_uid(user: &str, uid: u32) -> Result<Option<ResolvedUser>, IsolateError> {
+        Ok(User::from_uid(Uid::from_raw(uid))
+            .map_err(lookup(user))?
+            .map(entry))
+    }
+
+    pub(super) fn user_by_name(user: &str) -> Result<ResolvedUser, IsolateError> {
+        User::from_name(user)
+            .map_err(lookup(user))?
+            .map(entry)
+            .ok_or_else(|| IsolateError::UnknownUser {
+                user: user.to_string(),
+            })
+    }
+
+    pub(super) fn gid_by_name(group: &str) -> Result<u32, IsolateError> {
+        Group::from_name(group)
+            .map_err(lookup(group))?
+            .map(|g| g.gid.as_raw())
+            .ok_or_else(|| IsolateError::UnknownGroup {
+                group: group.to_string(),
+            })
+    }
+
+    pub(super) fn group_list(user: &str, name: &str, gid: u32) -> Result<Vec<u32>, IsolateError> {
+        let cname = CString::new(name.as_bytes()).map_err(|_| IsolateError::NulInPath {
+            path: name.to_string(),
+        })?;
+        let groups = nix::unistd::getgrouplist(&cname, Gid::from_raw(gid)).map_err(lookup(user))?;
+        Ok(groups.into_iter().map(Gid::as_raw).collect())
+    }
+}
+
+/// Lookups in `/etc/passwd` and `/etc/group` only, as NSS `files` does:
+/// what a statically linked build can do safely.
+#[cfg_attr(not(target_feature = "crt-static"), allow(dead_code))]
+mod files {
+    use super::super::passwd::{PwEntry, UserDb};
+    use super::{IsolateError, ResolvedUser};
+
+    fn entry(u: PwEntry) -> ResolvedUser {
+        ResolvedUser {
+            uid: u.uid,
+            gid: u.gid,
+            groups: Vec::new(),
+            name: u.name,
+            home: u.home,
+        }
+    }
+
+    pub(super) fn user_by_uid(_user: &str, uid: u32) -> Result<Option<ResolvedUser>, IsolateError> {
+        Ok(UserDb::host().user_by_uid(uid)?.map(entry))
+    }
+
+    pub(super) fn user_by_name(user: &str) -> Result<ResolvedUser, IsolateError> {
+        let db = UserDb::host();
+        db.user_by_name(user)?
+            .map(entry)
+            .ok_or_else(|| db.unknown("user", user))
+    }
+
+    pub(super) fn gid_by_name(group: &str) -> Result<u32, IsolateError> {
+        let db = UserDb::host();
+        db.gid_by_name(group)?
+            .ok_or_else(|| db.unknown("group", group))
+    }
+
+    pub(super) fn group_list(_user: &str, name: &str, gid: u32) -> Result<Vec<u32>, IsolateError> {
+        UserDb::host().group_list(name, gid)
+    }
 }
 
 /// The credentials the child switches to.
@@ -166,7 +246,7 @@ mod tests {
     fn unknown_names_are_errors_but_bare_uids_are_fine() {
         assert!(matches!(
             resolve_user("no-such-user-xyz", None),
-            Err(IsolateError::UnknownUser { .. })
+            Err(IsolateError::UnknownUser { .. } | IsolateError::NotInUserFiles { .. })
         ));
         let bare = resolve_user("48213", None).unwrap();
         assert_eq!((bare.uid, bare.gid), (48213, 48213));

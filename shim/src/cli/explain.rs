@@ -180,6 +180,10 @@ fn isolate(e: &IsolateError) -> Option<String> {
             "--mount needs --chroot (its destination is a path inside the task's root)".into()
         }
         IsolateError::AllocWithoutTaskDir => "--alloc-dir needs --task-dir".into(),
+        IsolateError::NotInUserFiles { what, name, file } => format!(
+            "--{what} {name}: not in {}; this nomad-shim is linked statically and resolves names from /etc/passwd and /etc/group only, never through NSS (systemd, sss, ldap): pass numeric ids (--user UID --group GID)",
+            file.display()
+        ),
         IsolateError::OpenNetns { path, source } => format!(
             "--netns {}: {} (give a network namespace file such as /run/netns/NAME)",
             path.display(),

@@ -191,17 +191,28 @@ pub fn stop(
     Ok(0)
 }
 
-/// `stats ID [--json]`: two samples 100 ms apart give the CPU rate.
+/// `stats ID [--json]`: the supervisor gives the CPU rate since its previous
+/// sample (`cpu_rate.rs`); only a supervisor older than that (it outlives an
+/// upgrade of the binary) needs two samples 100 ms apart.
 pub fn stats(executor: &Executor, id: &str, json: bool) -> Result<i32, Error> {
     let task = executor.open(id)?;
-    let first = task.stats()?;
-    let t0 = std::time::Instant::now();
-    std::thread::sleep(Duration::from_millis(100));
-    let second = task.stats()?;
-    let cpu_percent = nomad_shim::cgroup::cpu_percent(&first, &second, t0.elapsed());
+    let (mut second, rate) = task.stats_with_rate()?;
+    let (cpu_percent, window) = match rate {
+        Some((p, w)) => (Some(p), w),
+        None if second.cpu.is_none() => (None, Duration::ZERO),
+        None => {
+            let first = second;
+            let t0 = std::time::Instant::now();
+            std::thread::sleep(Duration::from_millis(100));
+            second = task.stats()?;
+            let w = t0.elapsed();
+            (nomad_shim::cgroup::cpu_percent(&first, &second, w), w)
+        }
+    };
     if json {
         let mut v = serde_json::to_value(&second).unwrap_or_default();
         v["cpu_percent"] = serde_json::json!(cpu_percent);
+        v["cpu_window_ms"] = serde_json::json!(window.as_millis() as u64);
         println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
         return Ok(0);
     }
@@ -209,8 +220,9 @@ pub fn stats(executor: &Executor, id: &str, json: bool) -> Result<i32, Error> {
         // usage_ns is exact (ns); user and system come from tick counters on
         // v1 (10 ms each), so a short task shows 0 there: print all three.
         println!(
-            "cpu:       {:.1}% now; {} in all ({} user, {} system)",
+            "cpu:       {:.1}% over {}; {} in all ({} user, {} system)",
             cpu_percent.unwrap_or(0.0),
+            duration_ns(window.as_nanos() as u64),
             duration_ns(cpu.usage_ns),
             duration_ns(cpu.user_ns),
             duration_ns(cpu.system_ns)

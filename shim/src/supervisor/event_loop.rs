@@ -23,7 +23,9 @@ use nomad_shim::state::{names, TaskDir, TaskState, Timestamp};
 use nomad_shim::sys::{wait4_nohang, Reaped};
 use nomad_shim::{ExitRecord, Status, TaskSpec};
 
+use super::cpu_rate::CpuRate;
 use super::logs::{Drained, LogSink};
+use super::reap::{CgroupKill, Progress};
 
 mod stdio;
 
@@ -121,6 +123,10 @@ pub struct Supervisor<'d> {
     dropped: [(u64, Option<String>); 2],
     /// The task's own terminal or stdin pipe, and its client (`stdio.rs`).
     stdio: Option<super::terminal::TaskStdio>,
+    /// The whole-cgroup kill, when one is under way (`reap.rs`).
+    kill: CgroupKill,
+    /// The CPU samples `stats` measures its rate from (`cpu_rate.rs`).
+    cpu_rate: CpuRate,
 }
 
 impl<'d> Supervisor<'d> {
@@ -157,6 +163,8 @@ impl<'d> Supervisor<'d> {
             init_status: None,
             dropped: [(0, None), (0, None)],
             stdio: None,
+            kill: CgroupKill::new(),
+            cpu_rate: CpuRate::new(std::time::Instant::now()),
         }
     }
 
@@ -206,12 +214,16 @@ impl<'d> Supervisor<'d> {
         // A task that exited before the loop started: its SIGCHLD is pending
         // on the signalfd and is read in the first round.
         loop {
-            if self.exited() && self.logs.iter().all(|l| l.pipe().is_none()) && !self.stdio_open() {
+            if self.exited()
+                && self.logs.iter().all(|l| l.pipe().is_none())
+                && !self.stdio_open()
+                && !self.kill.pending()
+            {
                 break;
             }
             let mut ready = Ready::default();
             {
-                let mut fds: Vec<PollFd<'_>> = Vec::with_capacity(5 + self.clients.len());
+                let mut fds: Vec<PollFd<'_>> = Vec::with_capacity(7 + self.clients.len());
                 // The PollFds borrow the fds for this block only. Slots keep
                 // fixed places (an idle one polls for nothing).
                 let signals = self.signals.as_fd();
@@ -240,6 +252,12 @@ impl<'d> Supervisor<'d> {
                         },
                     ));
                 }
+                for fd in self.kill.fds() {
+                    fds.push(match fd {
+                        Some(fd) => PollFd::new(fd, PollFlags::POLLIN),
+                        None => PollFd::new(signals, PollFlags::empty()),
+                    });
+                }
                 for c in &self.clients {
                     fds.push(PollFd::new(c.stream.as_fd(), PollFlags::POLLIN));
                 }
@@ -261,8 +279,9 @@ impl<'d> Supervisor<'d> {
                 ready.timer = hit(&fds[1]);
                 ready.control = control.is_some() && hit(&fds[2]);
                 ready.logs = [hit(&fds[3]), hit(&fds[4])];
-                ready.clients = fds[5..5 + n_clients].iter().map(hit).collect();
-                ready.stdio = fds[5 + n_clients..].iter().map(|f| f.revents()).collect();
+                ready.kill = hit(&fds[5]) || hit(&fds[6]);
+                ready.clients = fds[7..7 + n_clients].iter().map(hit).collect();
+                ready.stdio = fds[7 + n_clients..].iter().map(|f| f.revents()).collect();
             }
             if ready.signals {
                 self.on_signals();
@@ -277,6 +296,10 @@ impl<'d> Supervisor<'d> {
             }
             if ready.timer {
                 self.on_timer();
+            }
+            if ready.kill {
+                let progress = self.kill.on_ready(self.cgroup);
+                self.kill_progress(progress);
             }
             for (i, hit) in ready.clients.iter().enumerate().rev() {
                 if *hit {
@@ -352,14 +375,29 @@ impl<'d> Supervisor<'d> {
         self.kill_cgroup();
     }
 
-    /// Kills every process of the cgroup; a failure (a survivor, a cgroup
-    /// file that cannot be written) is an event.
+    /// Starts killing every process of the cgroup, without waiting: the
+    /// loop takes the next steps (`reap.rs`) and answers clients meanwhile.
     fn kill_cgroup(&mut self) {
-        if let Err(e) = self.cgroup.kill_all() {
+        let progress = self.kill.start(self.cgroup);
+        self.kill_progress(progress);
+    }
+
+    /// A failure of the kill (a survivor, a cgroup file that cannot be
+    /// written) is an event. Once it is over, the log pipes get their
+    /// deadline: nothing of the task holds them any more.
+    fn kill_progress(&mut self, progress: Progress) {
+        if let Progress::Failed(e) = progress {
             self.event(
                 kind::CGROUP_CLEANUP_FAILED,
                 format!("killing the task's cgroup: {e}"),
             );
+        }
+        if !self.kill.pending()
+            && self.exited()
+            && self.timer_for != Timer::DrainDeadline
+            && (self.logs.iter().any(|l| l.pipe().is_some()) || self.stdio_open())
+        {
+            self.arm(Timer::DrainDeadline, DRAIN_DEADLINE);
         }
     }
 
@@ -436,7 +474,11 @@ impl<'d> Supervisor<'d> {
         }
         self.drain_stdio();
         if self.logs.iter().any(|l| l.pipe().is_some()) || self.stdio_open() {
-            self.arm(Timer::DrainDeadline, DRAIN_DEADLINE);
+            // While the cgroup is being killed, the deadline waits for it
+            // (kill_progress).
+            if !self.kill.pending() {
+                self.arm(Timer::DrainDeadline, DRAIN_DEADLINE);
+            }
         } else {
             self.disarm();
         }
@@ -668,10 +710,18 @@ impl<'d> Supervisor<'d> {
             Request::Attach => Reply::ok(),
             Request::AttachStdio | Request::Resize { .. } => self.handle_stdio(&req),
             Request::Stats => match self.cgroup.stats() {
-                Ok(stats) => Reply {
-                    stats: Some(stats),
-                    ..Reply::ok()
-                },
+                Ok(stats) => {
+                    let now = std::time::Instant::now();
+                    let rate = stats
+                        .cpu
+                        .and_then(|c| self.cpu_rate.measure(now, c.usage_ns));
+                    Reply {
+                        stats: Some(stats),
+                        cpu_percent: rate.map(|(p, _)| p),
+                        cpu_window_ms: rate.map(|(_, w)| w.as_millis() as u64),
+                        ..Reply::ok()
+                    }
+                }
                 Err(e) => Reply::error(e.to_string()),
             },
             Request::Update { resources } if !self.exited() => match self.cgroup.update(&resources)
@@ -805,6 +855,7 @@ struct Ready {
     timer: bool,
     control: bool,
     logs: [bool; 2],
+    kill: bool,
     clients: Vec<bool>,
     /// The task's stdio (`stdio.rs`): the master or stdin pipe, the client.
     stdio: Vec<Option<PollFlags>>,

@@ -11,11 +11,13 @@
 //! makes forking the task child from it sound.
 
 mod child;
+mod cpu_rate;
 mod event_loop;
 mod events;
 mod init;
 mod logs;
 mod lookup;
+mod reap;
 mod terminal;
 
 use std::ffi::{CString, OsStr};
