@@ -102,6 +102,8 @@ pub mod executor;
 pub mod identity;
 #[doc(hidden)]
 pub mod isolate;
+#[cfg(test)]
+mod proptests;
 #[doc(hidden)]
 pub mod protocol;
 #[doc(hidden)]
