@@ -134,11 +134,8 @@ impl Tmpfs {
 
     /// A cgroup parent named after this directory: unique per test and run.
     pub fn cgroup_parent(&self) -> String {
-        self.path()
-            .file_name()
-            .unwrap()
-            .to_string_lossy()
-            .replace('.', "-")
+        let name = self.path().file_name().unwrap().to_string_lossy();
+        format!("{}{}", name.replace('.', "-"), common::run_tag())
     }
 }
 
