@@ -23,4 +23,5 @@ mod observe;
 mod protocol_compat;
 mod races;
 mod recovery;
+mod scale;
 mod taskdir_misc;
