@@ -174,9 +174,19 @@ fn reattach(exec: &Executor, n: usize) {
     );
 }
 
-/// This process's fds, threads, RSS (KiB) and malloc'd heap in use (bytes).
+/// This process's fds, threads, RSS (KiB) and malloc'd heap in use (bytes),
+/// once the worker threads are gone: a joined thread may still be listed
+/// for a moment (pthread_join returns when the thread clears its tid, a
+/// little before the kernel removes it), so wait up to a second for only
+/// this thread to be left.
 fn footprint() -> serde_json::Value {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let read = || std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let t0 = Instant::now();
+    let mut status = read();
+    while !status.lines().any(|l| l == "Threads:\t1") && t0.elapsed() < Duration::from_secs(1) {
+        std::thread::sleep(Duration::from_millis(5));
+        status = read();
+    }
     let field = |k: &str| -> u64 {
         status
             .lines()

@@ -20,9 +20,17 @@ use serde_json::Value;
 use crate::common::{self, root_or_skip, TestRoot};
 use crate::leftovers;
 
+/// The agent and the supervisor binary: this build's, or others (a release
+/// build, for numbers) named by `NOMAD_SHIM_SCALE_AGENT` and
+/// `NOMAD_SHIM_SCALE_SHIM`.
 fn scale_agent(root: &TestRoot) -> Command {
-    let mut c = Command::new(common::target_dir().join("examples").join("scale_agent"));
-    c.env("NOMAD_SHIM", common::shim())
+    let agent = std::env::var_os("NOMAD_SHIM_SCALE_AGENT").map_or_else(
+        || common::target_dir().join("examples").join("scale_agent"),
+        Into::into,
+    );
+    let shim = std::env::var_os("NOMAD_SHIM_SCALE_SHIM").map_or_else(common::shim, Into::into);
+    let mut c = Command::new(agent);
+    c.env("NOMAD_SHIM", shim)
         .arg("--cgroup-parent")
         .arg(&root.cgroup_parent)
         .arg(root.path());
@@ -149,13 +157,13 @@ fn a_thousand_tasks_start_are_listed_survive_the_agent_and_stop_with_exact_exits
     // 1,000 starts in 10 s is 10 ms a start. On a machine that is slower
     // now (shared, loaded, a debug build), the target scales by the measured
     // median of the first 50 starts: the 1,000 must take no longer than
-    // twice 1,000 of those, that is, starts must not slow down as tasks
-    // accumulate.
+    // three times 1,000 of those, that is, starts must not slow down much
+    // as tasks accumulate.
     let start_s = secs(&started["start_s"]);
-    let baseline = secs(&started["first_50_median_s"]) * N as u32 * 2;
+    let baseline = secs(&started["first_50_median_s"]) * N as u32 * 3;
     assert!(
         start_s < common::scaled(Duration::from_secs(10)).max(baseline),
-        "{N} sequential starts took {start_s:?}, over 10 s and over twice {N} times \
+        "{N} sequential starts took {start_s:?}, over 10 s and over 3 × {N} times \
          the median of the first 50 ({:?})",
         secs(&started["first_50_median_s"])
     );
