@@ -73,7 +73,7 @@ fn main() {
 fn start(exec: &Executor, n: usize) {
     let t0 = Instant::now();
     let mut tasks = Vec::with_capacity(n);
-    let mut first = Vec::new();
+    let (mut first, mut last) = (Vec::new(), Vec::new());
     for k in 0..n {
         let t = Instant::now();
         let mut spec = TaskSpec::new("/bin/sh");
@@ -93,10 +93,13 @@ fn start(exec: &Executor, n: usize) {
         tasks.push(exec.start(&spec).unwrap_or_else(|e| fail(&id_of(k), e)));
         if k < 50 {
             first.push(t.elapsed());
+        } else if k >= n.saturating_sub(50) {
+            last.push(t.elapsed());
         }
     }
     let took = t0.elapsed();
     first.sort();
+    last.sort();
     println!(
         "{}",
         serde_json::json!({
@@ -105,6 +108,8 @@ fn start(exec: &Executor, n: usize) {
             "starts_per_s": n as f64 / took.as_secs_f64(),
             // This machine's speed now: what one start takes with few tasks.
             "first_50_median_s": first.get(first.len() / 2).map_or(0.0, Duration::as_secs_f64),
+            // With n - 50 tasks running: whether starts slow down as they accumulate.
+            "last_50_median_s": last.get(last.len() / 2).map_or(0.0, Duration::as_secs_f64),
         })
     );
     // The agent now "works" with 1,000 handles open, until it is killed.

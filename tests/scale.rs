@@ -136,6 +136,7 @@ fn a_thousand_tasks_start_are_listed_survive_the_agent_and_stop_with_exact_exits
             "start_s": started["start_s"],
             "starts_per_s": started["starts_per_s"],
             "first_50_median_s": started["first_50_median_s"],
+            "last_50_median_s": started["last_50_median_s"],
             "ps_s": ps_took.as_secs_f64(),
             "supervisors_pss_kib": pss,
             "supervisor_pss_kib_each": pss as f64 / N as f64,
