@@ -155,18 +155,37 @@ fn a_thousand_tasks_start_are_listed_survive_the_agent_and_stop_with_exact_exits
         "reattach of {N} live tasks took {:?}",
         secs(&report["reattach_s"])
     );
-    // 1,000 starts in 10 s is 10 ms a start. On a machine that is slower
-    // now (shared, loaded, a debug build), the target scales by the measured
-    // median of the first 50 starts: the 1,000 must take no longer than
-    // three times 1,000 of those, that is, starts must not slow down much
-    // as tasks accumulate.
-    let start_s = secs(&started["start_s"]);
-    let baseline = secs(&started["first_50_median_s"]) * N as u32 * 3;
+    // Starts do not slow down as tasks accumulate: the median of the last
+    // 50 (with 950 running) within 3x that of the first 50. Medians, so that
+    // a few starts stalled by a busy machine do not decide it.
+    let (first, last) = (
+        secs(&started["first_50_median_s"]),
+        secs(&started["last_50_median_s"]),
+    );
     assert!(
-        start_s < common::scaled(Duration::from_secs(10)).max(baseline),
-        "{N} sequential starts took {start_s:?}, over 10 s and over 3 × {N} times \
-         the median of the first 50 ({:?})",
-        secs(&started["first_50_median_s"])
+        last < first * 3,
+        "starts slowed down as tasks accumulated: median {first:?} for the first 50, {last:?} for the last 50"
+    );
+    // 1,000 starts in 10 s is 10 ms a start. On a machine measured slower
+    // (shared, a debug build), the target scales by the median of the first
+    // 50 starts (3 x 1,000 of them), and by how oversubscribed its CPUs were
+    // over the starts (the 1-minute load average per CPU, when over 1):
+    // starts stalled by other work (each v1 cgroup migration waits for an
+    // RCU grace period) add up.
+    let start_s = secs(&started["start_s"]);
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let load: f64 = std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0.0);
+    let busy = (load / cpus).max(1.0);
+    let limit = common::scaled(Duration::from_secs(10))
+        .max(first * N as u32 * 3)
+        .mul_f64(busy);
+    assert!(
+        start_s < limit,
+        "{N} sequential starts took {start_s:?}, over {limit:?} (10 s, or 3 x {N} times the \
+         median of the first 50, {first:?}; times {busy:.1} for a load average of {load} on {cpus} CPUs)"
     );
 
     // 5. Nothing left: no process (supervisor, task, its sleep), no cgroup,
