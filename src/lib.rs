@@ -38,11 +38,15 @@
 //! # // needs nothing of this.
 //! # nix::sys::prctl::set_child_subreaper(true).unwrap();
 //! # // Tests use a cgroup parent of their own, removed at the end.
-//! # let parent = format!("nomad-shim-doctest-{}", std::process::id());
+//! # let run = std::env::var("NOMAD_SHIM_TEST_RUN").map_or(String::new(), |r| format!("-{r}"));
+//! # let parent = format!("nomad-shim-doctest-{}{run}", std::process::id());
 //! use nomad_shim::{Executor, Resources, Signal, TaskExit, TaskSpec};
 //!
 //! let executor = Executor::new()?; // /run/nomad-shim as root
-//! # let executor = executor.cgroup_parent(parent.as_str());
+//! # // ... and a root of their own, not /run/nomad-shim (removed at the end,
+//! # // so that the suite leaves nothing behind).
+//! # let tmp = tempfile::tempdir().unwrap();
+//! # let executor = Executor::with_root(tmp.path().join("root")).cgroup_parent(parent.as_str());
 //!
 //! // Start: returns once the program has been executed.
 //! let mut spec = TaskSpec::new("/bin/sh");
@@ -102,6 +106,8 @@ pub mod executor;
 pub mod identity;
 #[doc(hidden)]
 pub mod isolate;
+#[cfg(test)]
+mod proptests;
 #[doc(hidden)]
 pub mod protocol;
 #[doc(hidden)]

@@ -154,6 +154,14 @@ pub fn parse_request(line: &[u8]) -> Result<RequestLine, ReplyError> {
     }
     let bad =
         |e: serde_json::Error| ReplyError::new(ErrorCode::BadRequest, format!("bad request: {e}"));
+    // serde reads a struct from an array too (`["state"]` as op "state"):
+    // a request is an object, and an array is no request of any version.
+    if line.trim_ascii_start().first() == Some(&b'[') {
+        return Err(ReplyError::new(
+            ErrorCode::BadRequest,
+            "bad request: a JSON array; a request is a JSON object",
+        ));
+    }
     let head: Head = serde_json::from_slice(line).map_err(bad)?;
     match head.op {
         Some(serde_json::Value::String(op)) if !OPS.contains(&op.as_str()) => {

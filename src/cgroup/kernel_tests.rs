@@ -50,7 +50,10 @@ fn unique_parent() -> String {
         .unwrap()
         .subsec_nanos();
     let n = N.fetch_add(1, Ordering::Relaxed);
-    format!("nomad-shim-test-{}-{nanos}-{n}/x", std::process::id())
+    // scripts/test names its run (NOMAD_SHIM_TEST_RUN) so that its check for
+    // leftovers finds this run's cgroups and no one else's.
+    let run = std::env::var("NOMAD_SHIM_TEST_RUN").map_or(String::new(), |r| format!("-{r}"));
+    format!("nomad-shim-test-{}-{nanos}-{n}{run}/x", std::process::id())
 }
 
 /// A test's cgroup and processes; dropping it cleans up whatever happened.

@@ -76,6 +76,8 @@ mod v2;
 mod fixture_tests;
 #[cfg(test)]
 mod kernel_tests;
+#[cfg(test)]
+mod proptests;
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};

@@ -189,7 +189,7 @@ impl TestRoot {
             .unwrap()
             .to_string_lossy()
             .replace('.', "-");
-        let cgroup_parent = name.to_string();
+        let cgroup_parent = format!("{name}{}", run_tag());
         let exec = Executor::with_root(dir.path().join("root"))
             .shim_path(shim())
             .cgroup_parent(&cgroup_parent);
@@ -249,6 +249,13 @@ impl Drop for TestRoot {
         let _ = std::fs::remove_dir_all(self.dir.path());
         remove_cgroup_parent(&self.cgroup_parent);
     }
+}
+
+/// `-<NOMAD_SHIM_TEST_RUN>`, or nothing: the name `scripts/test` gives its
+/// run, appended to every cgroup parent a test makes, so that its check for
+/// leftovers at the end finds this run's and no one else's.
+pub fn run_tag() -> String {
+    std::env::var("NOMAD_SHIM_TEST_RUN").map_or(String::new(), |r| format!("-{r}"))
 }
 
 /// Removes a test's (empty) cgroup parent from every hierarchy.

@@ -427,6 +427,13 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         Some('T') => (&t[..t.len() - 1], 1 << 40),
         _ => (t, 1),
     };
+    // A whole number is exact (an f64 rounds past 2^53 bytes: 9007199254740993
+    // became ...992); only a fraction (1.5G) goes through floating point.
+    if let Ok(n) = num.trim().parse::<u64>() {
+        return n
+            .checked_mul(mult)
+            .ok_or_else(|| format!("{s:?} is too large"));
+    }
     let n: f64 = num
         .trim()
         .parse()
@@ -438,7 +445,8 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         return Err(format!("{s:?} is not a size"));
     }
     let bytes = n * mult as f64;
-    if bytes > u64::MAX as f64 {
+    // u64::MAX as f64 is 2^64, itself too large (`as` would saturate it).
+    if bytes >= u64::MAX as f64 {
         return Err(format!("{s:?} is too large"));
     }
     Ok(bytes as u64)
@@ -472,3 +480,7 @@ mod tests {
         assert!(parse_mount("/s:/d").is_err());
     }
 }
+
+#[cfg(test)]
+#[path = "task_opts_props.rs"]
+mod props;
