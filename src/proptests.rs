@@ -250,6 +250,7 @@ fn task_state() -> impl Strategy<Value = TaskState> {
                     ),
                     _ => (sup, task),
                 };
+                let n = id.len();
                 TaskState {
                     version: 1,
                     id: TaskId::new(id).unwrap(),
@@ -264,6 +265,13 @@ fn task_state() -> impl Strategy<Value = TaskState> {
                     exit: matches!(status, Status::Exited | Status::Lost).then_some(exit),
                     warnings,
                     events,
+                    // Both ways of each, chosen by the (random) id.
+                    stdin: if n % 2 == 0 {
+                        crate::Stdin::Piped
+                    } else {
+                        crate::Stdin::Null
+                    },
+                    tty: n % 3 == 0,
                 }
             },
         )
