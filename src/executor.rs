@@ -121,6 +121,11 @@ impl Executor {
             .stdin(Stdio::null())
             .stdout(Stdio::from(write_end))
             .stderr(Stdio::null());
+        // A test build passes its armed failpoints on (src/failpoint.rs).
+        #[cfg(feature = "failpoints")]
+        for (k, v) in crate::failpoint::armed() {
+            cmd.env(k, v);
+        }
         let spawned = cmd.spawn();
         // `cmd` owns our copy of the write end: drop it, or EOF never comes.
         drop(cmd);
@@ -221,6 +226,7 @@ impl Executor {
     ) -> Result<Task> {
         // Our copy of the write end must be gone, or EOF never comes.
         drop(pending.write_end.take());
+        crate::failpoint!("library-after-spawn");
         let PendingStart {
             dir,
             read_end,

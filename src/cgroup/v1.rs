@@ -482,6 +482,7 @@ impl Cgroup {
                         Err(e) => Err(e),
                     };
                     files::wait_until(Instant::now() + Duration::from_secs(1), frozen)?;
+                    crate::failpoint!("cgroup-kill-frozen");
                 }
                 Err(e) if tree::gone(&e) => {}
                 Err(e) => return Err(e),

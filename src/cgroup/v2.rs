@@ -234,10 +234,12 @@ impl Cgroup {
             // Writing "1" SIGKILLs every process of the cgroup and its descendants,
             // atomically with respect to fork (cgroup-v2(7)).
             kill_loop(&self.procs_files(), &dir, timeout, || {
-                match write(&dir.join("cgroup.kill"), "1") {
+                let killed = match write(&dir.join("cgroup.kill"), "1") {
                     Err(e) if tree::gone(&e) => Ok(()),
                     other => other,
-                }
+                };
+                crate::failpoint!("cgroup-kill-frozen");
+                killed
             })
         } else {
             self.kill_by_freezing(timeout)

@@ -302,6 +302,7 @@ impl<'d> Supervisor<'d> {
                     // Kill whatever is left of the task's process group.
                     self.kill_all();
                     if let Ok(Some(r)) = wait4_nohang(self.task.as_raw()) {
+                        nomad_shim::failpoint!("supervisor-after-reap");
                         self.record(r);
                     }
                 }
@@ -315,6 +316,7 @@ impl<'d> Supervisor<'d> {
                     // pid no longer pins the group, so only the cgroup is
                     // killed (it holds nothing but the task's processes).
                     self.kill_cgroup();
+                    nomad_shim::failpoint!("supervisor-after-reap");
                     self.record(r);
                 }
                 Ok(Some(_)) => {}
@@ -556,6 +558,7 @@ impl<'d> Supervisor<'d> {
         }
         // ESRCH only: the task is exiting, and its exit is being reaped.
         let _ = self.signal_task(signal);
+        nomad_shim::failpoint!("supervisor-shutdown-signalled");
         let remaining = self.timer.get().ok().flatten().and_then(|e| match e {
             Expiration::OneShot(t) => Some(Duration::from(t)),
             _ => None,
@@ -705,10 +708,12 @@ impl<'d> Supervisor<'d> {
             self.drop_episode_ended(i);
         }
         self.state.status = Status::Exited;
+        nomad_shim::failpoint!("supervisor-before-state-exited");
         // A full disk must not lose the exit: retry for a while, then give
         // up (the state stays `running`; readers then report it `lost`).
         // The first failure is an event, written by the write that works.
         self.write_final_state(60);
+        nomad_shim::failpoint!("supervisor-after-state-exited");
         // Only now does the socket go: a client refused from here on (or
         // reset, from the backlog) reads a final state.
         self.control = None;
@@ -726,6 +731,7 @@ impl<'d> Supervisor<'d> {
         // state names the cgroup, and `rm` removes it; the failure is an
         // event, written at once (the exit is already durable: a failed
         // write here loses only the event).
+        nomad_shim::failpoint!("supervisor-before-cgroup-remove");
         if let Err(e) = self.cgroup.remove() {
             self.event(
                 kind::CGROUP_CLEANUP_FAILED,

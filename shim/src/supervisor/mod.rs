@@ -75,8 +75,13 @@ pub fn main(root: &OsStr, id: &OsStr) -> ! {
     // Fork once more and let the intermediate exit: the supervisor is then
     // no child of the agent, and never its problem to reap.
     match crate::sys::fork() {
-        Ok(ForkResult::Parent { .. }) => crate::sys::exit_now(0),
-        Ok(ForkResult::Child) => {}
+        Ok(ForkResult::Parent { .. }) => {
+            nomad_shim::failpoint!("intermediate-after-fork");
+            crate::sys::exit_now(0)
+        }
+        Ok(ForkResult::Child) => {
+            nomad_shim::failpoint!("supervisor-after-fork");
+        }
         Err(e) => {
             report(&StartReply::Failed {
                 step: Step::Fork,
@@ -289,8 +294,10 @@ fn start_in_cgroup(
     cgroup: &TaskCgroup,
 ) -> Result<(), Failure> {
     // Not fsynced: a crash now loses a task that never ran.
+    nomad_shim::failpoint!("supervisor-before-state-starting");
     dir.write_state(&state, false)
         .map_err(|e| Failure::new(Step::State, None, e.to_string()))?;
+    nomad_shim::failpoint!("supervisor-after-state-starting");
 
     // Block the signals the loop reads from a signalfd *before* the fork, so
     // that no exit of the child can be missed (signalfd(2)).
@@ -388,16 +395,22 @@ fn start_in_cgroup(
         other => other,
     };
     let task_pid = match cloned.map_err(|e| Failure::errno(Step::Clone3, "task", e))? {
-        ForkResult::Child => child::run(
-            &plan,
-            ChildStdio {
-                stdin: devnull.as_fd(),
-                stdout: out_w.as_fd(),
-                stderr: err_w.as_fd(),
-            },
-            &error_w,
-        ),
-        ForkResult::Parent { child } => child,
+        ForkResult::Child => {
+            nomad_shim::failpoint!("child-after-fork");
+            child::run(
+                &plan,
+                ChildStdio {
+                    stdin: devnull.as_fd(),
+                    stdout: out_w.as_fd(),
+                    stderr: err_w.as_fd(),
+                },
+                &error_w,
+            )
+        }
+        ForkResult::Parent { child } => {
+            nomad_shim::failpoint!("supervisor-after-clone");
+            child
+        }
     };
     // Our copies of the child's ends: the pipes must see EOF when the task
     // (and whatever inherited them) is gone.
@@ -423,6 +436,7 @@ fn start_in_cgroup(
     state.status = Status::Running;
     state.task = Some(task);
     state.started_at = Some(Timestamp::now());
+    nomad_shim::failpoint!("supervisor-before-state-running");
     if let Err(e) = dir.write_state(&state, true) {
         let mut f = Failure::new(Step::State, None, e.to_string());
         if let Err(e) = cgroup.kill_all() {
@@ -433,11 +447,13 @@ fn start_in_cgroup(
         let _ = nix::sys::wait::waitpid(task_pid, None);
         return Err(f);
     }
+    nomad_shim::failpoint!("supervisor-after-state-running");
     report(&StartReply::Started {
         supervisor: me,
         task,
         warnings: state.warnings.clone(),
     });
+    nomad_shim::failpoint!("supervisor-after-reply");
     // The reply is sent: fd 1 becomes /dev/null, so the caller's read ends.
     // dup2 onto an open fd from a valid one cannot fail but for EINTR/EBUSY,
     // and then the caller's read ends when we exit instead.
