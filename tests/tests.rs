@@ -12,6 +12,7 @@ mod cli;
 mod cli_errors;
 mod cli_errors7;
 mod cli_update;
+mod crash;
 mod devices;
 mod filesystem;
 mod init;

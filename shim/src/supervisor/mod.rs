@@ -396,6 +396,14 @@ fn start_in_cgroup(
     };
     let task_pid = match cloned.map_err(|e| Failure::errno(Step::Clone3, "task", e))? {
         ForkResult::Child => {
+            // The lock's copy goes first: held by a child whose supervisor
+            // died, it would make the dead supervisor look alive to the
+            // library until the exec (close-on-exec), and the start's
+            // clean-up would leave the task running (found by the crash
+            // matrix, tests/crash.rs). It goes before the child's stdio is
+            // replaced, so the agent's EOF on the reply pipe comes after it.
+            // The File is never dropped here (child::run does not return).
+            let _ = nix::unistd::close(lock.as_raw_fd());
             nomad_shim::failpoint!("child-after-fork");
             child::run(
                 &plan,
