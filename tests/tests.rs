@@ -15,6 +15,7 @@ mod cli_update;
 mod crash;
 mod devices;
 mod filesystem;
+mod full_disk;
 mod init;
 mod isolation;
 mod lifecycle;

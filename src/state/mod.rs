@@ -322,6 +322,15 @@ pub struct TaskState {
     /// output dropped, a leftover cgroup killed, the task found lost.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub events: Vec<Event>,
+    /// Bytes of the task's output (stdout and stderr together) that could
+    /// not be written to the log files (a full disk) and were dropped, so
+    /// that the task never blocks. Absent when 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub log_bytes_dropped: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 #[derive(Deserialize)]
@@ -347,6 +356,7 @@ impl TaskState {
             exit: None,
             warnings: Vec::new(),
             events: Vec::new(),
+            log_bytes_dropped: 0,
         }
     }
 

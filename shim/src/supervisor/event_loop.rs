@@ -86,6 +86,8 @@ enum Timer {
     KillTimeout,
     /// The main process is gone; stop waiting for the log pipes.
     DrainDeadline,
+    /// The final state could not be written (a full disk): try again.
+    StateRetry,
 }
 
 struct Client {
@@ -117,6 +119,8 @@ pub struct Supervisor<'d> {
     /// Per stream: bytes of output dropped (the log file could not be
     /// written), and the error of the episode under way, if one is.
     dropped: [(u64, Option<String>); 2],
+    /// Attempts at the final state write so far (0: not begun).
+    final_attempts: u32,
 }
 
 impl<'d> Supervisor<'d> {
@@ -152,6 +156,7 @@ impl<'d> Supervisor<'d> {
             timer_for: Timer::Idle,
             init_status: None,
             dropped: [(0, None), (0, None)],
+            final_attempts: 0,
         }
     }
 
@@ -201,7 +206,12 @@ impl<'d> Supervisor<'d> {
         // A task that exited before the loop started: its SIGCHLD is pending
         // on the signalfd and is read in the first round.
         loop {
-            if self.exited() && self.logs.iter().all(|l| l.pipe().is_none()) {
+            // Ended and drained: the exit is recorded, or kept (and the loop
+            // goes on serving clients) until it can be.
+            if self.exited()
+                && self.logs.iter().all(|l| l.pipe().is_none())
+                && self.record_final_state()
+            {
                 break;
             }
             let mut ready = Ready::default();
@@ -443,6 +453,7 @@ impl<'d> Supervisor<'d> {
                 }
                 let n = self.discard(i);
                 self.dropped[i].0 += n;
+                self.state.log_bytes_dropped += n;
             }
         }
         if self.logs[i].total() != before {
@@ -690,9 +701,47 @@ impl<'d> Supervisor<'d> {
         }
     }
 
-    /// Records the final state durably, then lets the process exit (which
-    /// releases the lock and makes the pidfd of waiters readable).
-    fn finish(&mut self) {
+    /// Writes the final state durably; `false` while it cannot be (a full
+    /// disk): the exit is kept, the timer retries (100 ms, doubling up to
+    /// 5 s), and the loop goes on, so the supervisor never exits before its
+    /// task's exit is on disk (a `wait` from another agent, on our pidfd,
+    /// returns when it is). The first failure is an event (written by the
+    /// write that works) and a line in the kernel log.
+    fn record_final_state(&mut self) -> bool {
+        if self.timer_for == Timer::StateRetry {
+            return false;
+        }
+        if self.final_attempts == 0 {
+            self.before_final_state();
+            nomad_shim::failpoint!("supervisor-before-state-exited");
+        }
+        self.final_attempts += 1;
+        super::events::flush_into(&mut self.state);
+        match self.dir.write_state(&self.state, true) {
+            Ok(()) => {
+                nomad_shim::failpoint!("supervisor-after-state-exited");
+                true
+            }
+            Err(e) => {
+                if self.final_attempts == 1 {
+                    let message =
+                        format!("{e}; the exit is kept and the write retried until it succeeds");
+                    super::events::to_kernel_log(
+                        self.dir.id().as_str(),
+                        &format!("{}: {message}", kind::STATE_WRITE_RETRY),
+                    );
+                    self.event(kind::STATE_WRITE_RETRY, message);
+                }
+                let shift = self.final_attempts.min(6) - 1;
+                let delay = (Duration::from_millis(100) * (1 << shift)).min(Duration::from_secs(5));
+                self.arm(Timer::StateRetry, delay);
+                false
+            }
+        }
+    }
+
+    /// What goes before the final state write, once.
+    fn before_final_state(&mut self) {
         // The task's processes are dead: secrets/ goes before the exit is
         // recorded, so whoever sees `exited` sees it unmounted. A failure is
         // kept as a warning; `open`/`rm` retry it (reconcile).
@@ -708,12 +757,12 @@ impl<'d> Supervisor<'d> {
             self.drop_episode_ended(i);
         }
         self.state.status = Status::Exited;
-        nomad_shim::failpoint!("supervisor-before-state-exited");
-        // A full disk must not lose the exit: retry for a while, then give
-        // up (the state stays `running`; readers then report it `lost`).
-        // The first failure is an event, written by the write that works.
-        self.write_final_state(60);
-        nomad_shim::failpoint!("supervisor-after-state-exited");
+    }
+
+    /// After the final state is durable: closes the control socket and the
+    /// followers, removes the cgroup; then the process exits (which
+    /// releases the lock and makes the pidfd of waiters readable).
+    fn finish(&mut self) {
         // Only now does the socket go: a client refused from here on (or
         // reset, from the backlog) reads a final state.
         self.control = None;
