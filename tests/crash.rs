@@ -568,8 +568,10 @@ impl Rng {
 
 /// SIGKILL of the agent, of the supervisor (or the intermediate: they share
 /// a command line), or of both, at a random moment of a task's life.
-/// `NOMAD_SHIM_CRASH_ITERATIONS` (default 200) and `NOMAD_SHIM_CRASH_SEED`
-/// (default: the clock; printed on failure) replay a run.
+/// `NOMAD_SHIM_CRASH_ITERATIONS` (default 200, divided by the time scale:
+/// 10 in the emulated v2 VM) and `NOMAD_SHIM_CRASH_SEED` (default: the
+/// clock; printed on failure) replay a run. The kill moments spread over
+/// 40 ms of a task's life, times the time scale.
 #[test]
 #[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
 fn random_sigkills_of_agent_and_supervisor() {
@@ -579,7 +581,7 @@ fn random_sigkills_of_agent_and_supervisor() {
     let iterations: u64 = std::env::var("NOMAD_SHIM_CRASH_ITERATIONS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(200);
+        .unwrap_or((200.0 / common::time_scale()).ceil() as u64);
     let seed: u64 = std::env::var("NOMAD_SHIM_CRASH_SEED")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -597,7 +599,7 @@ fn random_sigkills_of_agent_and_supervisor() {
     for i in 0..iterations {
         let code = rng.below(256) as i32;
         let delay_ms = rng.below(30) as u32;
-        let kill_after = Duration::from_micros(rng.below(40_000));
+        let kill_after = common::scaled(Duration::from_micros(rng.below(40_000)));
         let victim = rng.below(3);
         let what = format!(
             "iteration {i} of seed {seed} (replay: NOMAD_SHIM_CRASH_SEED={seed}): exit {code} after \
