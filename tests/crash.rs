@@ -255,12 +255,24 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
 }
 
 /// Waits for an agent with a deadline; kills it past the deadline.
-fn finish_agent(mut child: Child, what: &str) -> (Option<i32>, String, String) {
+/// Meanwhile, every 2 ms, the task's `state.json` (when it exists) must
+/// parse: a reader racing the writers sees the old or the new file.
+fn finish_agent(mut child: Child, world: &World, what: &str) -> (Option<i32>, String, String) {
     let pid = child.id() as i32;
     let deadline = Instant::now() + common::scaled(Duration::from_secs(30));
+    let state_path = world.root.path().join(&world.id).join("state.json");
     let status = loop {
         if let Some(s) = child.try_wait().unwrap() {
             break s;
+        }
+        if let Ok(bytes) = std::fs::read(&state_path) {
+            if let Err(e) = serde_json::from_slice::<Value>(&bytes) {
+                let _ = child.kill();
+                panic!(
+                    "{what}: a torn state.json ({e}): {:?}",
+                    String::from_utf8_lossy(&bytes)
+                );
+            }
         }
         if Instant::now() > deadline {
             let _ = child.kill();
@@ -479,7 +491,7 @@ fn failpoint_matrix(action: &str) {
                 .arg(&world.id)
                 .arg(world.script(42, 0)),
         );
-        let (_, out, err) = finish_agent(child, &what);
+        let (_, out, err) = finish_agent(child, &world, &what);
         check(
             &world,
             expect,
@@ -560,7 +572,7 @@ fn a_supervisor_killed_during_a_graceful_stop_leaves_lost() {
     // The supervisor dies before it answers: the stop fails or says lost.
     let _ = task.shutdown();
     drop(task);
-    let (_, out, err) = finish_agent(child, "shutdown");
+    let (_, out, err) = finish_agent(child, &world, "shutdown");
     check(
         &world,
         Expect::Lost,
@@ -656,7 +668,7 @@ fn random_sigkills_of_agent_and_supervisor() {
                 kills[victim as usize] += 1;
             }
         }
-        let (_, out, err) = finish_agent(child, &what);
+        let (_, out, err) = finish_agent(child, &world, &what);
         let got = check(
             &world,
             Expect::Any(code),
