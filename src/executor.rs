@@ -432,7 +432,8 @@ impl Executor {
     /// A supervisor killed after it made the task's cgroup but before its
     /// first state write (the crash matrix, tests/crash.rs) leaves a cgroup
     /// that no `state.json` names: with no state in `dir` (and its lock
-    /// free), the cgroup at `<parent>/<id>` marked as made for this root is
+    /// free), the cgroup at `<parent>/<id>` marked as made for this root (or
+    /// unmarked and empty: killed between its `mkdir`s and the marks) is
     /// killed and removed. Only logged on failure: the caller's own error
     /// (the start's, or `rm --force`'s success) is what matters.
     fn remove_stateless_cgroup(&self, dir: &crate::state::TaskDir) {
@@ -450,7 +451,7 @@ impl Executor {
         let Ok(root) = CgroupRoot::detect() else {
             return;
         };
-        match TaskCgroup::remove_orphan(&root, &parent, id.as_str(), &Owner::root(self.root.path())) {
+        match TaskCgroup::remove_unrecorded(&root, &parent, id.as_str(), &Owner::root(self.root.path())) {
             Ok(true) => log::warn!(
                 "task {id}: no state.json, but its cgroup {parent}/{id} (made for this root) was                  left: killed and removed"
             ),

@@ -46,6 +46,9 @@ pub const NAMES: &[&str] = &[
     "intermediate-after-fork",
     // The supervisor, just forked.
     "supervisor-after-fork",
+    // The task's cgroup made (every directory, with its limits), not yet
+    // marked as this root's.
+    "cgroup-before-mark",
     // Around the first state write (`starting`).
     "supervisor-before-state-starting",
     "supervisor-after-state-starting",

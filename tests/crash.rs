@@ -406,6 +406,7 @@ fn expected(name: &str, action: &str) -> Expect {
         // The supervisor dies before the reply: the start fails, and the
         // library cleans up (kills what its state names, removes the dir).
         "supervisor-after-fork"
+        | "cgroup-before-mark"
         | "supervisor-before-state-starting"
         | "supervisor-after-state-starting"
         | "supervisor-after-clone"
