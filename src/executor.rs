@@ -121,6 +121,11 @@ impl Executor {
             .stdin(Stdio::null())
             .stdout(Stdio::from(write_end))
             .stderr(Stdio::null());
+        // A test build passes its armed failpoints on (src/failpoint.rs).
+        #[cfg(feature = "failpoints")]
+        for (k, v) in crate::failpoint::armed() {
+            cmd.env(k, v);
+        }
         let spawned = cmd.spawn();
         // `cmd` owns our copy of the write end: drop it, or EOF never comes.
         drop(cmd);
@@ -221,6 +226,7 @@ impl Executor {
     ) -> Result<Task> {
         // Our copy of the write end must be gone, or EOF never comes.
         drop(pending.write_end.take());
+        crate::failpoint!("library-after-spawn");
         let PendingStart {
             dir,
             read_end,
@@ -277,6 +283,7 @@ impl Executor {
                     if let Err(e) = crate::task::reconcile(&dir) {
                         log::warn!("task {id}: clean-up after the vanished supervisor: {e}");
                     }
+                    self.remove_stateless_cgroup(&dir);
                     remove_or_warn(dir, "its supervisor vanished");
                 }
                 Err(Error::SupervisorVanished { id, detail })
@@ -391,6 +398,7 @@ impl Executor {
                         status: crate::Status::Running,
                     });
                 }
+                self.remove_stateless_cgroup(&dir);
             }
         }
         dir.remove().inspect_err(|e| log::warn!("rm {id}: {e}"))?;
@@ -416,6 +424,39 @@ impl Executor {
             Ok(())
         } else {
             Err(missing.into())
+        }
+    }
+}
+
+impl Executor {
+    /// A supervisor killed after it made the task's cgroup but before its
+    /// first state write (the crash matrix, tests/crash.rs) leaves a cgroup
+    /// that no `state.json` names: with no state in `dir` (and its lock
+    /// free), the cgroup at `<parent>/<id>` marked as made for this root (or
+    /// unmarked and empty: killed between its `mkdir`s and the marks) is
+    /// killed and removed. Only logged on failure: the caller's own error
+    /// (the start's, or `rm --force`'s success) is what matters.
+    fn remove_stateless_cgroup(&self, dir: &crate::state::TaskDir) {
+        use crate::cgroup::{CgroupRoot, Owner, TaskCgroup, DEFAULT_PARENT};
+        if dir.path().join(names::STATE).exists() {
+            return;
+        }
+        let id = dir.id();
+        let spec: Option<TaskSpec> =
+            crate::state::read_json(dir.fd(), dir.path(), names::SPEC).ok();
+        let parent = spec
+            .and_then(|s| s.cgroup_parent)
+            .or_else(|| self.cgroup_parent.clone())
+            .unwrap_or_else(|| DEFAULT_PARENT.to_owned());
+        let Ok(root) = CgroupRoot::detect() else {
+            return;
+        };
+        match TaskCgroup::remove_unrecorded(&root, &parent, id.as_str(), &Owner::root(self.root.path())) {
+            Ok(true) => log::warn!(
+                "task {id}: no state.json, but its cgroup {parent}/{id} (made for this root) was                  left: killed and removed"
+            ),
+            Ok(false) => {}
+            Err(e) => log::warn!("task {id}: its cgroup {parent}/{id} not removed: {e}"),
         }
     }
 }

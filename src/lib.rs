@@ -103,6 +103,8 @@ mod error;
 #[doc(hidden)]
 pub mod executor;
 #[doc(hidden)]
+pub mod failpoint;
+#[doc(hidden)]
 pub mod identity;
 #[doc(hidden)]
 pub mod isolate;

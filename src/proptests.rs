@@ -272,6 +272,7 @@ fn task_state() -> impl Strategy<Value = TaskState> {
                         crate::Stdin::Null
                     },
                     tty: n % 3 == 0,
+                    log_bytes_dropped: (n as u64 % 4) * 4096,
                 }
             },
         )

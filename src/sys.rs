@@ -394,3 +394,12 @@ pub(crate) fn register_readable(
     // returns the same number from as_raw_fd.
     unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }.map_err(|e| e.into())
 }
+
+/// `_exit(2)`: ends the process at once, without destructors or atexit
+/// handlers (a failpoint's `exit`, which must look like a crash).
+#[cfg(feature = "failpoints")]
+pub fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit takes an integer and never returns; skipping Rust
+    // destructors and atexit handlers is the point.
+    unsafe { libc::_exit(code) }
+}

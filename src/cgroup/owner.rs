@@ -162,6 +162,7 @@ impl TaskCgroup {
             }
             other => other?,
         };
+        crate::failpoint!("cgroup-before-mark");
         if let Err(e) = cg.mark(owner) {
             if let Err(rm) = cg.remove() {
                 log::warn!("cgroup {} not marked, and not removed: {rm}", rel.display());
@@ -222,6 +223,29 @@ impl TaskCgroup {
                     name: xattr_name(root),
                 });
             }
+        }
+        Ok(found)
+    }
+
+    /// The library's clean-up after a start whose supervisor died before its
+    /// first state write: the cgroup at exactly `<parent>/<id>` is killed and
+    /// removed (`Ok(true)`) on the terms a start takes a leftover on
+    /// (`claim_leftover`): every directory that exists marked by `owner`, or
+    /// the whole cgroup empty where one is unmarked (the supervisor died
+    /// between its `mkdir`s and the marks; found by the crash matrix,
+    /// tests/crash.rs). Nothing there: `Ok(false)`. Otherwise the refusal,
+    /// and nothing is touched.
+    pub fn remove_unrecorded(
+        root: &CgroupRoot,
+        parent: &str,
+        id: &str,
+        owner: &Owner,
+    ) -> Result<bool> {
+        let rel = paths::parent_name(parent)?.join(paths::task_name(id)?);
+        let cg = TaskCgroup::everywhere(root, &rel)?;
+        let found = cg.claim_leftover(owner, &rel)?;
+        if found {
+            cg.remove()?;
         }
         Ok(found)
     }

@@ -505,6 +505,7 @@ impl Cgroup {
     /// once thawed; one frozen on its own stays frozen otherwise).
     pub(crate) fn kill_listed_and_thaw(&self) -> Result<()> {
         let freezer = self.freezer_dir();
+        crate::failpoint!("cgroup-kill-frozen");
         let mut killed = Ok(());
         for p in tree::expand_procs(&self.procs_files()) {
             killed = killed.and_then(|()| match files::read_pids(&p) {

@@ -245,10 +245,12 @@ impl Cgroup {
     /// Writing "1" to `cgroup.kill` SIGKILLs every process of the cgroup and
     /// its descendants, atomically with respect to fork (cgroup-v2(7)).
     pub(crate) fn kill_write(&self) -> Result<()> {
-        match write(&self.dir().join("cgroup.kill"), "1") {
+        let killed = match write(&self.dir().join("cgroup.kill"), "1") {
             Err(e) if tree::gone(&e) => Ok(()),
             other => other,
-        }
+        };
+        crate::failpoint!("cgroup-kill-frozen");
+        killed
     }
 
     /// For kernels without `cgroup.kill`: freeze (so that no process forks or exits
@@ -296,6 +298,7 @@ impl Cgroup {
     /// cgroup.procs is not), then thaw.
     pub(crate) fn kill_listed_and_thaw(&self) -> Result<()> {
         let dir = self.dir();
+        crate::failpoint!("cgroup-kill-frozen");
         let mut killed = Ok(());
         for p in tree::expand_procs(&self.procs_files()) {
             killed = killed.and_then(|()| match files::read_pids(&p) {

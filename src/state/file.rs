@@ -73,7 +73,9 @@ pub fn write_atomic(
             .map_err(|e| StateError::io("fsync", dir_path.join(&tmp), e))?;
     }
     drop(file);
+    crate::failpoint!("state-before-rename");
     renameat(dir, tmp.as_str(), dir, name).map_err(|e| io("rename into place", name, e))?;
+    crate::failpoint!("state-after-rename");
     if durable {
         nix::unistd::fsync(dir)
             .map_err(|e| StateError::io("fsync directory", dir_path.to_path_buf(), e.into()))?;

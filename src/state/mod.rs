@@ -329,6 +329,15 @@ pub struct TaskState {
     /// The task's stdio is a pseudo-terminal; absent: false.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub tty: bool,
+    /// Bytes of the task's output (stdout and stderr together) that could
+    /// not be written to the log files (a full disk) and were dropped, so
+    /// that the task never blocks. Absent when 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub log_bytes_dropped: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 #[derive(Deserialize)]
@@ -356,6 +365,7 @@ impl TaskState {
             events: Vec::new(),
             stdin: crate::Stdin::Null,
             tty: false,
+            log_bytes_dropped: 0,
         }
     }
 

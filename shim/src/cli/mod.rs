@@ -26,7 +26,7 @@ use nomad_shim::{Error, Executor, TaskExit};
 #[derive(Parser, Debug)]
 #[command(
     name = "nomad-shim",
-    version,
+    version = VERSION,
     about = "Run tasks as supervised, isolated Linux processes that outlive the agent that started them",
     long_about = None,
     max_term_width = 100,
@@ -47,6 +47,14 @@ pub(crate) struct Cli {
     #[command(subcommand)]
     command: Command,
 }
+
+/// `--version`: a test build with failpoints says so (scripts/test checks
+/// that a release build does not; src/failpoint.rs).
+const VERSION: &str = if cfg!(feature = "failpoints") {
+    concat!(env!("CARGO_PKG_VERSION"), " (features: failpoints)")
+} else {
+    env!("CARGO_PKG_VERSION")
+};
 
 const EXAMPLES_TOP: &str = "\
 Examples:

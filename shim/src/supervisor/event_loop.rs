@@ -90,6 +90,8 @@ enum Timer {
     KillTimeout,
     /// The main process is gone; stop waiting for the log pipes.
     DrainDeadline,
+    /// The final state could not be written (a full disk): try again.
+    StateRetry,
 }
 
 struct Client {
@@ -127,6 +129,8 @@ pub struct Supervisor<'d> {
     kill: CgroupKill,
     /// The CPU samples `stats` measures its rate from (`cpu_rate.rs`).
     cpu_rate: CpuRate,
+    /// Attempts at the final state write so far (0: not begun).
+    final_attempts: u32,
 }
 
 impl<'d> Supervisor<'d> {
@@ -165,6 +169,7 @@ impl<'d> Supervisor<'d> {
             stdio: None,
             kill: CgroupKill::new(),
             cpu_rate: CpuRate::new(std::time::Instant::now()),
+            final_attempts: 0,
         }
     }
 
@@ -214,10 +219,13 @@ impl<'d> Supervisor<'d> {
         // A task that exited before the loop started: its SIGCHLD is pending
         // on the signalfd and is read in the first round.
         loop {
+            // Ended, killed and drained: the exit is recorded, or kept (and
+            // the loop goes on serving clients) until it can be.
             if self.exited()
                 && self.logs.iter().all(|l| l.pipe().is_none())
                 && !self.stdio_open()
                 && !self.kill.pending()
+                && self.record_final_state()
             {
                 break;
             }
@@ -343,6 +351,7 @@ impl<'d> Supervisor<'d> {
                     // Kill whatever is left of the task's process group.
                     self.kill_all();
                     if let Ok(Some(r)) = wait4_nohang(self.task.as_raw()) {
+                        nomad_shim::failpoint!("supervisor-after-reap");
                         self.record(r);
                     }
                 }
@@ -356,6 +365,7 @@ impl<'d> Supervisor<'d> {
                     // pid no longer pins the group, so only the cgroup is
                     // killed (it holds nothing but the task's processes).
                     self.kill_cgroup();
+                    nomad_shim::failpoint!("supervisor-after-reap");
                     self.record(r);
                 }
                 Ok(Some(_)) => {}
@@ -502,6 +512,7 @@ impl<'d> Supervisor<'d> {
                 }
                 let n = self.discard(i);
                 self.dropped[i].0 += n;
+                self.state.log_bytes_dropped += n;
             }
         }
         if self.logs[i].total() != before {
@@ -619,6 +630,7 @@ impl<'d> Supervisor<'d> {
         }
         // ESRCH only: the task is exiting, and its exit is being reaped.
         let _ = self.signal_task(signal);
+        nomad_shim::failpoint!("supervisor-shutdown-signalled");
         let remaining = self.timer.get().ok().flatten().and_then(|e| match e {
             Expiration::OneShot(t) => Some(Duration::from(t)),
             _ => None,
@@ -768,9 +780,47 @@ impl<'d> Supervisor<'d> {
         }
     }
 
-    /// Records the final state durably, then lets the process exit (which
-    /// releases the lock and makes the pidfd of waiters readable).
-    fn finish(&mut self) {
+    /// Writes the final state durably; `false` while it cannot be (a full
+    /// disk): the exit is kept, the timer retries (100 ms, doubling up to
+    /// 5 s), and the loop goes on, so the supervisor never exits before its
+    /// task's exit is on disk (a `wait` from another agent, on our pidfd,
+    /// returns when it is). The first failure is an event (written by the
+    /// write that works) and a line in the kernel log.
+    fn record_final_state(&mut self) -> bool {
+        if self.timer_for == Timer::StateRetry {
+            return false;
+        }
+        if self.final_attempts == 0 {
+            self.before_final_state();
+            nomad_shim::failpoint!("supervisor-before-state-exited");
+        }
+        self.final_attempts += 1;
+        super::events::flush_into(&mut self.state);
+        match self.dir.write_state(&self.state, true) {
+            Ok(()) => {
+                nomad_shim::failpoint!("supervisor-after-state-exited");
+                true
+            }
+            Err(e) => {
+                if self.final_attempts == 1 {
+                    let message =
+                        format!("{e}; the exit is kept and the write retried until it succeeds");
+                    super::events::to_kernel_log(
+                        self.dir.id().as_str(),
+                        &format!("{}: {message}", kind::STATE_WRITE_RETRY),
+                    );
+                    self.event(kind::STATE_WRITE_RETRY, message);
+                }
+                let shift = self.final_attempts.min(6) - 1;
+                let delay = (Duration::from_millis(100) * (1 << shift)).min(Duration::from_secs(5));
+                self.arm(Timer::StateRetry, delay);
+                false
+            }
+        }
+    }
+
+    /// What goes before the final state write, once.
+    fn before_final_state(&mut self) {
         // The task's processes are dead: secrets/ goes before the exit is
         // recorded, so whoever sees `exited` sees it unmounted. A failure is
         // kept as a warning; `open`/`rm` retry it (reconcile).
@@ -786,10 +836,12 @@ impl<'d> Supervisor<'d> {
             self.drop_episode_ended(i);
         }
         self.state.status = Status::Exited;
-        // A full disk must not lose the exit: retry for a while, then give
-        // up (the state stays `running`; readers then report it `lost`).
-        // The first failure is an event, written by the write that works.
-        self.write_final_state(60);
+    }
+
+    /// After the final state is durable: closes the control socket and the
+    /// followers, removes the cgroup; then the process exits (which
+    /// releases the lock and makes the pidfd of waiters readable).
+    fn finish(&mut self) {
         // Only now does the socket go: a client refused from here on (or
         // reset, from the backlog) reads a final state.
         self.control = None;
@@ -808,6 +860,7 @@ impl<'d> Supervisor<'d> {
         // state names the cgroup, and `rm` removes it; the failure is an
         // event, written at once (the exit is already durable: a failed
         // write here loses only the event).
+        nomad_shim::failpoint!("supervisor-before-cgroup-remove");
         if let Err(e) = self.cgroup.remove() {
             self.event(
                 kind::CGROUP_CLEANUP_FAILED,

@@ -78,8 +78,13 @@ pub fn main(root: &OsStr, id: &OsStr) -> ! {
     // Fork once more and let the intermediate exit: the supervisor is then
     // no child of the agent, and never its problem to reap.
     match crate::sys::fork() {
-        Ok(ForkResult::Parent { .. }) => crate::sys::exit_now(0),
-        Ok(ForkResult::Child) => {}
+        Ok(ForkResult::Parent { .. }) => {
+            nomad_shim::failpoint!("intermediate-after-fork");
+            crate::sys::exit_now(0)
+        }
+        Ok(ForkResult::Child) => {
+            nomad_shim::failpoint!("supervisor-after-fork");
+        }
         Err(e) => {
             report(&StartReply::Failed {
                 step: Step::Fork,
@@ -292,8 +297,10 @@ fn start_in_cgroup(
     cgroup: &TaskCgroup,
 ) -> Result<(), Failure> {
     // Not fsynced: a crash now loses a task that never ran.
+    nomad_shim::failpoint!("supervisor-before-state-starting");
     dir.write_state(&state, false)
         .map_err(|e| Failure::new(Step::State, None, e.to_string()))?;
+    nomad_shim::failpoint!("supervisor-after-state-starting");
 
     // Block the signals the loop reads from a signalfd *before* the fork, so
     // that no exit of the child can be missed (signalfd(2)).
@@ -406,28 +413,42 @@ fn start_in_cgroup(
         other => other,
     };
     let task_pid = match cloned.map_err(|e| Failure::errno(Step::Clone3, "task", e))? {
-        ForkResult::Child => child::run(
-            &plan,
-            match &child_ends {
-                Some(t) if t.tty => ChildStdio {
-                    stdin: t.fd.as_fd(),
-                    stdout: t.fd.as_fd(),
-                    stderr: t.fd.as_fd(),
+        ForkResult::Child => {
+            // The lock's copy goes first: held by a child whose supervisor
+            // died, it would make the dead supervisor look alive to the
+            // library until the exec (close-on-exec), and the start's
+            // clean-up would leave the task running (found by the crash
+            // matrix, tests/crash.rs). It goes before the child's stdio is
+            // replaced, so the agent's EOF on the reply pipe comes after it.
+            // The File is never dropped here (child::run does not return).
+            let _ = nix::unistd::close(lock.as_raw_fd());
+            nomad_shim::failpoint!("child-after-fork");
+            child::run(
+                &plan,
+                match &child_ends {
+                    Some(t) if t.tty => ChildStdio {
+                        stdin: t.fd.as_fd(),
+                        stdout: t.fd.as_fd(),
+                        stderr: t.fd.as_fd(),
+                    },
+                    Some(pipe) => ChildStdio {
+                        stdin: pipe.fd.as_fd(),
+                        stdout: out_w.as_fd(),
+                        stderr: err_w.as_fd(),
+                    },
+                    None => ChildStdio {
+                        stdin: devnull.as_fd(),
+                        stdout: out_w.as_fd(),
+                        stderr: err_w.as_fd(),
+                    },
                 },
-                Some(pipe) => ChildStdio {
-                    stdin: pipe.fd.as_fd(),
-                    stdout: out_w.as_fd(),
-                    stderr: err_w.as_fd(),
-                },
-                None => ChildStdio {
-                    stdin: devnull.as_fd(),
-                    stdout: out_w.as_fd(),
-                    stderr: err_w.as_fd(),
-                },
-            },
-            &error_w,
-        ),
-        ForkResult::Parent { child } => child,
+                &error_w,
+            )
+        }
+        ForkResult::Parent { child } => {
+            nomad_shim::failpoint!("supervisor-after-clone");
+            child
+        }
     };
     // Our copies of the child's ends: the pipes must see EOF when the task
     // (and whatever inherited them) is gone.
@@ -453,6 +474,7 @@ fn start_in_cgroup(
     state.status = Status::Running;
     state.task = Some(task);
     state.started_at = Some(Timestamp::now());
+    nomad_shim::failpoint!("supervisor-before-state-running");
     if let Err(e) = dir.write_state(&state, true) {
         let mut f = Failure::new(Step::State, None, e.to_string());
         if let Err(e) = cgroup.kill_all() {
@@ -463,11 +485,13 @@ fn start_in_cgroup(
         let _ = nix::sys::wait::waitpid(task_pid, None);
         return Err(f);
     }
+    nomad_shim::failpoint!("supervisor-after-state-running");
     report(&StartReply::Started {
         supervisor: me,
         task,
         warnings: state.warnings.clone(),
     });
+    nomad_shim::failpoint!("supervisor-after-reply");
     // The reply is sent: fd 1 becomes /dev/null, so the caller's read ends.
     // dup2 onto an open fd from a valid one cannot fail but for EINTR/EBUSY,
     // and then the caller's read ends when we exit instead.
