@@ -131,6 +131,15 @@ pub enum Step {
     Exec,
     /// The init's own steps: becoming a subreaper, forking the program.
     Init,
+    /// `setns(2)` through a pidfd of the task, for an exec'd process
+    /// (shim/src/supervisor/exec.rs).
+    Setns,
+    /// `fchdir(2)` + `chroot(2)` into the task's root, for an exec'd process.
+    Chroot,
+    /// `ioctl(TIOCSCTTY)`: the pty as controlling terminal of an exec'd
+    /// process.
+    #[serde(rename = "controlling_terminal")]
+    ControllingTerminal,
 
     // The supervisor's setup, before the task child exists
     // (shim/src/supervisor/mod.rs).
@@ -183,7 +192,7 @@ pub enum Step {
 
 impl Step {
     /// Every step that can be encoded, in number order.
-    pub const ALL: [Step; 64] = [
+    pub const ALL: [Step; 67] = [
         Step::SetRlimit,
         Step::JoinNetns,
         Step::CheckMountNamespace,
@@ -228,6 +237,9 @@ impl Step {
         Step::CloseRange,
         Step::Exec,
         Step::Init,
+        Step::Setns,
+        Step::Chroot,
+        Step::ControllingTerminal,
         Step::Fork,
         Step::Prctl,
         Step::Spec,
@@ -303,6 +315,9 @@ impl Step {
             Step::CloseRange => "close_range",
             Step::Exec => "exec",
             Step::Init => "init",
+            Step::Setns => "setns",
+            Step::Chroot => "chroot",
+            Step::ControllingTerminal => "controlling_terminal",
             Step::Fork => "fork",
             Step::Prctl => "prctl",
             Step::Spec => "spec",

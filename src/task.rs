@@ -17,7 +17,10 @@ use crate::protocol::{ErrorCode, Reply, Request, RequestLine, MAX_LINE};
 use crate::state::events::kind;
 use crate::state::{names, ExitRecord, Status, TaskDir, TaskId, TaskState, Timestamp};
 
+mod exec;
 mod wait_fd;
+
+pub use exec::{ExecExit, ExecSession, ExecSpec, ExecStdio};
 
 /// How long a control request may take before the supervisor is considered
 /// wedged.

@@ -136,6 +136,15 @@ pub fn inspect(executor: &Executor, id: &str, json: bool) -> Result<i32, Error> 
         }
     }
     println!("directory:   {}", task.dir().display());
+    for e in &state.execs {
+        println!(
+            "exec:        pid {} since {}{}: {}",
+            e.pid,
+            e.started_at,
+            if e.tty { " (tty)" } else { "" },
+            e.argv.join(" ")
+        );
+    }
     print_events(&state);
     Ok(0)
 }

@@ -3,7 +3,7 @@
 //! timer. Nothing here polls on a clock.
 
 use std::fs::File;
-use std::io::{ErrorKind, Read, Write};
+use std::io::{ErrorKind, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::time::Duration;
@@ -24,6 +24,8 @@ use nomad_shim::sys::{wait4_nohang, Reaped};
 use nomad_shim::{ExitRecord, Status, TaskSpec};
 
 use super::logs::{Drained, LogSink};
+
+mod exec_session;
 
 /// Most control connections served at once; more wait in the backlog.
 const MAX_CLIENTS: usize = 32;
@@ -91,6 +93,8 @@ enum Timer {
 struct Client {
     stream: UnixStream,
     buf: Vec<u8>,
+    /// Descriptors that came with the request (`SCM_RIGHTS`: an exec's stdio).
+    fds: Vec<OwnedFd>,
 }
 
 /// The running supervisor.
@@ -117,6 +121,8 @@ pub struct Supervisor<'d> {
     /// Per stream: bytes of output dropped (the log file could not be
     /// written), and the error of the episode under way, if one is.
     dropped: [(u64, Option<String>); 2],
+    /// Processes started inside the task with `exec`, still running.
+    execs: Vec<super::exec::Session>,
 }
 
 impl<'d> Supervisor<'d> {
@@ -152,6 +158,7 @@ impl<'d> Supervisor<'d> {
             timer_for: Timer::Idle,
             init_status: None,
             dropped: [(0, None), (0, None)],
+            execs: Vec::new(),
         }
     }
 
@@ -317,7 +324,7 @@ impl<'d> Supervisor<'d> {
                     self.kill_cgroup();
                     self.record(r);
                 }
-                Ok(Some(_)) => {}
+                Ok(Some(r)) => self.exec_reaped(r),
                 Ok(None) | Err(_) => break,
             }
         }
@@ -577,6 +584,7 @@ impl<'d> Supervisor<'d> {
                     self.clients.push(Client {
                         stream,
                         buf: Vec::new(),
+                        fds: Vec::new(),
                     });
                 }
                 Err(_) => return,
@@ -588,9 +596,13 @@ impl<'d> Supervisor<'d> {
         let mut chunk = [0u8; 1024];
         let client = &mut self.clients[i];
         let request = loop {
-            match client.stream.read(&mut chunk) {
-                Ok(0) => break None,
-                Ok(n) => {
+            // recvmsg rather than read: an exec's stdio comes along.
+            match nomad_shim::sys::recv_with_fds(client.stream.as_fd(), &mut chunk)
+                .map_err(std::io::Error::from)
+            {
+                Ok((0, _)) => break None,
+                Ok((n, fds)) => {
+                    client.fds.extend(fds);
                     client.buf.extend_from_slice(&chunk[..n]);
                     if let Some(end) = client.buf.iter().position(|&b| b == b'\n') {
                         break Some(parse_request(&client.buf[..end]).map(|line| line.request));
@@ -609,6 +621,10 @@ impl<'d> Supervisor<'d> {
         };
         let mut client = self.clients.swap_remove(i);
         let Some(request) = request else { return };
+        if let Ok(Request::Exec { spec }) = request {
+            let fds = std::mem::take(&mut client.fds);
+            return self.exec(client.stream, &spec, fds);
+        }
         let attach = matches!(request, Ok(Request::Attach));
         let reply = match request {
             Ok(req) => self.handle(req),
@@ -636,6 +652,8 @@ impl<'d> Supervisor<'d> {
                 Reply::fail(ErrorCode::Busy, "too many followers")
             }
             Request::Attach => Reply::ok(),
+            // Served by `exec` (on_client), with the request's descriptors.
+            Request::Exec { .. } => Reply::fail(ErrorCode::BadRequest, "exec: served elsewhere"),
             Request::Stats => match self.cgroup.stats() {
                 Ok(stats) => Reply {
                     stats: Some(stats),
@@ -690,6 +708,9 @@ impl<'d> Supervisor<'d> {
     /// Records the final state durably, then lets the process exit (which
     /// releases the lock and makes the pidfd of waiters readable).
     fn finish(&mut self) {
+        // The exec'd processes died with the task's cgroup: their callers
+        // get their exits before the state says `exited`.
+        self.end_execs();
         // The task's processes are dead: secrets/ goes before the exit is
         // recorded, so whoever sees `exited` sees it unmounted. A failure is
         // kept as a warning; `open`/`rm` retry it (reconcile).

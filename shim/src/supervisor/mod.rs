@@ -13,6 +13,7 @@
 mod child;
 mod event_loop;
 mod events;
+mod exec;
 mod init;
 mod logs;
 mod lookup;
