@@ -13,6 +13,7 @@ mod cli_errors;
 mod cli_errors7;
 mod cli_update;
 mod devices;
+mod exec;
 mod filesystem;
 mod init;
 mod isolation;

@@ -45,13 +45,8 @@ impl Supervisor<'_> {
             Ok(s) => s,
             Err(reply) => return send(&stream, &reply, &[]),
         };
-        let reply = Reply {
-            exec: Some(ExecStarted { pid: started.pid }),
-            ..Reply::ok()
-        };
-        let master: Vec<_> = started.master.iter().map(|m| m.as_fd()).collect();
-        send(&stream, &reply, &master);
-        drop(started.master);
+        // In the state before the caller hears of it: whoever it tells
+        // finds the session listed.
         self.state.execs.push(ExecEntry {
             pid: started.pid,
             argv: req.argv.clone(),
@@ -59,6 +54,13 @@ impl Supervisor<'_> {
             tty: req.tty,
         });
         self.write_live_state();
+        let reply = Reply {
+            exec: Some(ExecStarted { pid: started.pid }),
+            ..Reply::ok()
+        };
+        let master: Vec<_> = started.master.iter().map(|m| m.as_fd()).collect();
+        send(&stream, &reply, &master);
+        drop(started.master);
         self.execs.push(Session {
             helper: started.helper,
             pid: started.pid,
