@@ -611,6 +611,8 @@ pub(crate) fn reconcile(dir: &TaskDir) -> Result<TaskState> {
     state.finished_at = Some(Timestamp::now());
     state.record_event(kind::LOST, reason.clone());
     state.exit = Some(ExitRecord::lost(reason));
+    // Its exec'd processes were in the cgroup killed above.
+    state.execs.clear();
     dir.write_state(&state, true)
         .inspect_err(|e| log::warn!("reconcile {id}: the lost state was not written: {e}"))?;
     Ok(state)

@@ -413,7 +413,12 @@ fn an_execd_process_ends_with_a_killed_supervisor_and_a_reconcile() {
         assert!(common::alive(s.pid()) && !common::is_zombie(s.pid()));
         // The reconcile kills the task's cgroup: the exec'd process with it.
         let reopened = root.exec.open(&id).unwrap();
-        assert_eq!(reopened.state().unwrap().status, Status::Lost);
+        let state = reopened.state().unwrap();
+        assert_eq!(state.status, Status::Lost);
+        assert!(
+            state.execs.is_empty(),
+            "a lost task lists no exec: {state:?}"
+        );
         assert!(
             eventually(Duration::from_secs(5), || gone(s.pid())),
             "exec'd sleep {} left after reconcile (pid ns {pid_ns})",
@@ -553,42 +558,84 @@ fn exec_it_in_a_real_terminal() {
     task.force_stop().unwrap();
 }
 
+/// Pids whose command line contains every one of `words`.
+fn pids_with(words: &[&str]) -> Vec<i32> {
+    let mut out = Vec::new();
+    for e in fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        let Ok(cmd) = fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+        if words.iter().all(|w| cmd.contains(w)) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
 #[test]
 #[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
-fn exec_t_restores_the_terminal_when_the_task_is_killed() {
-    if !root_or_skip("exec_t_restores_the_terminal_when_the_task_is_killed") {
+fn exec_t_restores_the_terminal_on_every_way_out() {
+    if !root_or_skip("exec_t_restores_the_terminal_on_every_way_out") {
         return;
     }
-    let root = TestRoot::new();
-    let mut task = root.sh("exec sleep 1000");
-    let id = task.id().to_string();
-    let files = tempfile::tempdir().unwrap();
-    let before = files.path().join("before");
-    let after = files.path().join("after");
-    let cli = format!(
-        "{} --root {} exec -it {id} -- /bin/sh",
-        common::shim().display(),
-        root.path().display()
-    );
-    let tmux = Tmux::new(80, 24, "/bin/sh");
-    tmux.keys(&[
-        &format!(
-            "stty -g > {}; {cli}; echo EXIT=$?; stty -g > {}",
-            before.display(),
-            after.display()
-        ),
-        "Enter",
-    ]);
-    tmux.keys(&["echo ready-$((2+3))", "Enter"]);
-    tmux.wait_for("the exec'd shell", |p| has_line(p, "ready-5"));
-    task.force_stop().unwrap();
-    tmux.wait_for("the CLI's exit code", |p| has_line(p, "EXIT=137"));
-    assert!(eventually(Duration::from_secs(5), || fs::read_to_string(
-        &after
-    )
-    .is_ok_and(|s| !s.is_empty())));
-    assert_eq!(
-        fs::read_to_string(&before).unwrap(),
-        fs::read_to_string(&after).unwrap()
-    );
+    // How the session ends, and the CLI's exit code then.
+    for (how, code) in [
+        ("task killed", 137),
+        ("supervisor killed", 125),
+        ("CLI SIGTERM", 143),
+    ] {
+        let root = TestRoot::new();
+        let mut task = root.sh("exec sleep 1000");
+        let id = task.id().to_string();
+        let files = tempfile::tempdir().unwrap();
+        let before = files.path().join("before");
+        let after = files.path().join("after");
+        let cli = format!(
+            "{} --root {} exec -it {id} -- /bin/sh",
+            common::shim().display(),
+            root.path().display()
+        );
+        let tmux = Tmux::new(80, 24, "/bin/sh");
+        tmux.keys(&[
+            &format!(
+                "stty -g > {}; {cli}; echo EXIT=$?; stty -g > {}",
+                before.display(),
+                after.display()
+            ),
+            "Enter",
+        ]);
+        tmux.keys(&["echo ready-$((2+3))", "Enter"]);
+        tmux.wait_for("the exec'd shell", |p| has_line(p, "ready-5"));
+        match how {
+            "task killed" => {
+                task.force_stop().unwrap();
+            }
+            "supervisor killed" => {
+                let sup = task.supervisor_pid().unwrap();
+                kill(Pid::from_raw(sup), Signal::SIGKILL).unwrap();
+            }
+            _ => {
+                let clis = pids_with(&[root.path().to_str().unwrap(), "exec", "-it"]);
+                assert_eq!(clis.len(), 1, "{clis:?}");
+                kill(Pid::from_raw(clis[0]), Signal::SIGTERM).unwrap();
+            }
+        }
+        let want = format!("EXIT={code}");
+        tmux.wait_for(&format!("the CLI's exit code ({how})"), |p| {
+            has_line(p, &want)
+        });
+        assert!(eventually(Duration::from_secs(5), || fs::read_to_string(
+            &after
+        )
+        .is_ok_and(|s| !s.is_empty())));
+        assert_eq!(
+            fs::read_to_string(&before).unwrap(),
+            fs::read_to_string(&after).unwrap(),
+            "terminal settings after: {how}"
+        );
+    }
 }
