@@ -140,6 +140,10 @@ pub enum Step {
     /// process.
     #[serde(rename = "controlling_terminal")]
     ControllingTerminal,
+    /// Opening a pseudo-terminal in the task's root for an exec'd process
+    /// (`posix_openpt`, `unlockpt`, `TIOCGPTPEER`, `fchown`, sending the
+    /// master).
+    Pty,
 
     // The supervisor's setup, before the task child exists
     // (shim/src/supervisor/mod.rs).
@@ -192,7 +196,7 @@ pub enum Step {
 
 impl Step {
     /// Every step that can be encoded, in number order.
-    pub const ALL: [Step; 67] = [
+    pub const ALL: [Step; 68] = [
         Step::SetRlimit,
         Step::JoinNetns,
         Step::CheckMountNamespace,
@@ -240,6 +244,7 @@ impl Step {
         Step::Setns,
         Step::Chroot,
         Step::ControllingTerminal,
+        Step::Pty,
         Step::Fork,
         Step::Prctl,
         Step::Spec,
@@ -318,6 +323,7 @@ impl Step {
             Step::Setns => "setns",
             Step::Chroot => "chroot",
             Step::ControllingTerminal => "controlling_terminal",
+            Step::Pty => "pty",
             Step::Fork => "fork",
             Step::Prctl => "prctl",
             Step::Spec => "spec",

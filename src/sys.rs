@@ -494,3 +494,18 @@ pub fn set_controlling_terminal(fd: std::os::fd::BorrowedFd<'_>) -> nix::Result<
     check(ret as libc::c_long)?;
     Ok(())
 }
+
+/// `ioctl(master, TIOCGPTPEER, O_RDWR | O_NOCTTY | O_CLOEXEC)` (Linux
+/// 4.13): opens the slave of a pty master through the master's own devpts
+/// mount, with no path lookup (ioctl_tty(2)).
+pub fn open_pty_peer(master: std::os::fd::BorrowedFd<'_>) -> nix::Result<OwnedFd> {
+    use std::os::fd::AsRawFd;
+    let flags = libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC;
+    // SAFETY: TIOCGPTPEER takes the open flags as an integer argument and
+    // touches no memory of ours.
+    let ret = unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCGPTPEER, flags) };
+    let fd = check(ret as libc::c_long)?;
+    // SAFETY: on success the kernel returned a new descriptor that nothing
+    // else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}

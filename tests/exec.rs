@@ -529,6 +529,12 @@ fn exec_it_in_a_real_terminal() {
     tmux.wait_for("42", |p| has_line(p, "42"));
     tmux.keys(&["stty size", "Enter"]);
     tmux.wait_for("the pane's size", |p| has_line(p, "30 100"));
+    // The terminal is one of the task's own devpts (its first), owned by
+    // the task's user.
+    tmux.keys(&["echo tty=$(tty) owner=$(stat -c %U $(tty))", "Enter"]);
+    tmux.wait_for("the terminal's name", |p| {
+        has_line(p, "tty=/dev/pts/0 owner=nobody")
+    });
     let out = common::output(tmux.cmd().args(["resize-window", "-x", "120", "-y", "40"]));
     assert!(out.status.success(), "{out:?}");
     // SIGWINCH reached the CLI, which passed the new size on.

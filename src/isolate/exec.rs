@@ -85,6 +85,12 @@ impl ExecPlan {
         &self.env
     }
 
+    /// The uid and gid the process runs as.
+    pub fn owner(&self) -> (u32, u32) {
+        let (uid, gid) = self.creds.owner();
+        (uid.as_raw(), gid.as_raw())
+    }
+
     /// The task's `oom_score_adj`, as the decimal to write.
     pub fn oom_score_adj(&self) -> &[u8] {
         self.oom_score_adj.as_bytes()

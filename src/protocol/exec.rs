@@ -31,8 +31,9 @@ pub struct ExecRequest {
     /// Another user than the task's (resolved by the client).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub user: Option<ExecUser>,
-    /// A pseudo-terminal: the supervisor allocates it and sends its master
-    /// back with the reply; the client sends no fds.
+    /// A pseudo-terminal of the task's own devpts (the process opens it in
+    /// the task's root); its master comes back with the reply; the client
+    /// sends no fds.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub tty: bool,
     /// The terminal's size at start (with `tty`): rows, columns.

@@ -6,8 +6,8 @@
 //! enters them, and a half-joined process can never exist. The caller's
 //! stdio goes to the supervisor as `SCM_RIGHTS` with the request, so the
 //! process reads and writes the caller's own descriptors, no relay; with a
-//! tty the supervisor allocates a pseudo-terminal and sends its master back
-//! ([`ExecSession::pty`]). The connection stays open until the supervisor
+//! tty the process opens a pseudo-terminal of the task's own `/dev/pts`,
+//! and its master comes back ([`ExecSession::pty`]). The connection stays open until the supervisor
 //! has reaped the process and written its exact exit ([`ExecSession::wait`]).
 //! See docs/architecture.md, "exec".
 

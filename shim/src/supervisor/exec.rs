@@ -47,6 +47,7 @@ use nix::errno::Errno;
 use nix::fcntl::{open, OFlag};
 use nix::sched::CloneFlags;
 use nix::sys::signal::{sigprocmask, SigSet, SigmaskHow};
+use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
 use nix::sys::stat::Mode;
 use nix::unistd::{ForkResult, Pid};
 use nomad_shim::cgroup::TaskCgroup;
@@ -110,7 +111,9 @@ struct Plan {
 
 /// The process's fds 0, 1, 2.
 enum Stdio {
-    /// The pty slave on all three; it becomes the controlling terminal.
+    /// A pty of the task's own devpts, opened by the process inside the
+    /// task's root: its slave on all three, as controlling terminal; its
+    /// master sent back on this socket.
     Tty(OwnedFd),
     /// The caller's three fds.
     Fds([OwnedFd; 3]),
@@ -143,15 +146,17 @@ pub fn start(
     let plan = plan(spec, task, cgroup, req)?;
     let failed = |what: &str, e: Errno| Reply::error(format!("exec: {what}: {}", e.desc()));
 
-    let (stdio, master) = match stdio_fds {
+    let (stdio, master_r) = match stdio_fds {
         Some(fds) => (Stdio::Fds(fds), None),
         None => {
-            let (master, slave) = open_pty().map_err(|e| failed("allocate a pty", e))?;
-            if let Some((rows, cols)) = req.winsize {
-                nomad_shim::sys::set_winsize(master.as_fd(), rows, cols)
-                    .map_err(|e| failed("set the pty's window size", e))?;
-            }
-            (Stdio::Tty(slave), Some(master))
+            let (r, w) = socketpair(
+                AddressFamily::Unix,
+                SockType::SeqPacket,
+                None,
+                SockFlag::SOCK_CLOEXEC,
+            )
+            .map_err(|e| failed("socketpair for the pty", e))?;
+            (Stdio::Tty(w), Some(r))
         }
     };
     let (error_r, error_w) =
@@ -191,6 +196,23 @@ pub fn start(
         nix::fcntl::FcntlArg::F_SETFL(OFlag::O_NONBLOCK),
     )
     .map_err(|e| failed("status pipe", e))?;
+    // With a tty: the master, which the process sent before its exec.
+    let master = match &master_r {
+        Some(r) => {
+            let mut b = [0u8; 1];
+            let master = match nomad_shim::sys::recv_with_fds(r.as_fd(), &mut b) {
+                Ok((1, mut fds)) if fds.len() == 1 => fds.pop(),
+                Ok(_) => return Err(failed("receive the pty", Errno::EBADMSG)),
+                Err(e) => return Err(failed("receive the pty", e)),
+            };
+            if let (Some(m), Some((rows, cols))) = (&master, req.winsize) {
+                nomad_shim::sys::set_winsize(m.as_fd(), rows, cols)
+                    .map_err(|e| failed("set the pty's window size", e))?;
+            }
+            master
+        }
+        None => None,
+    };
     Ok(Started {
         helper,
         pid,
@@ -305,22 +327,6 @@ fn namespaces(task: Pid) -> nix::Result<CloneFlags> {
     Ok(flags)
 }
 
-/// A new pty pair from the host's devpts: the master (close-on-exec, for
-/// the caller) and the slave (`O_NOCTTY`: the supervisor, a session leader
-/// without a terminal, must not acquire it, open(2)).
-fn open_pty() -> nix::Result<(OwnedFd, OwnedFd)> {
-    let master = nix::pty::posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC)?;
-    nix::pty::grantpt(&master)?;
-    nix::pty::unlockpt(&master)?;
-    let name = nix::pty::ptsname_r(&master)?;
-    let slave = open(
-        name.as_str(),
-        OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )?;
-    Ok((master.into(), slave))
-}
-
 /// Reads the error record: `None` when the pipe closed at the exec.
 fn read_error(fd: &OwnedFd) -> Option<StepError> {
     let mut buf = [0u8; StepError::ENCODED_LEN];
@@ -430,8 +436,10 @@ fn process(
     // The task's root (see the module docs).
     nix::unistd::fchdir(plan.root.as_fd()).map_err(fail(Step::Chroot))?;
     nix::unistd::chroot(".").map_err(fail(Step::Chroot))?;
+    let slave: OwnedFd;
     let (stdin, stdout, stderr): (BorrowedFd<'_>, BorrowedFd<'_>, BorrowedFd<'_>) = match stdio {
-        Stdio::Tty(slave) => {
+        Stdio::Tty(sock) => {
+            slave = open_pty(sock, plan.isolation.owner())?;
             nomad_shim::sys::set_controlling_terminal(slave.as_fd())
                 .map_err(fail(Step::ControllingTerminal))?;
             (slave.as_fd(), slave.as_fd(), slave.as_fd())
@@ -447,4 +455,27 @@ fn process(
     nomad_shim::sys::close_range(3, nomad_shim::sys::CLOSE_RANGE_CLOEXEC)
         .map_err(fail(Step::CloseRange))?;
     super::child::execve_first(&plan.candidates, &plan.argv, &plan.envp)
+}
+
+/// In the process, inside the task's root: a new pty of the task's own
+/// devpts instance (`/dev/ptmx` is `pts/ptmx` there), as runc does for a
+/// container's console, so that `tty` names a terminal of the task's
+/// `/dev/pts`. The master goes to the supervisor on `sock` (it gives it to
+/// the caller); the slave, opened through the master (`TIOCGPTPEER`: no
+/// path to resolve, Linux 4.13), belongs to the process's user, mode 0620
+/// (devpts' `mode=0620,gid=5`).
+fn open_pty(sock: &OwnedFd, (uid, gid): (u32, u32)) -> Result<OwnedFd, StepError> {
+    let fail = StepError::with(Step::Pty);
+    let master = nix::pty::posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC)
+        .map_err(&fail)?;
+    nix::pty::unlockpt(&master).map_err(&fail)?;
+    let slave = nomad_shim::sys::open_pty_peer(master.as_fd()).map_err(&fail)?;
+    nix::unistd::fchown(
+        slave.as_fd(),
+        Some(nix::unistd::Uid::from_raw(uid)),
+        Some(nix::unistd::Gid::from_raw(gid)),
+    )
+    .map_err(&fail)?;
+    nomad_shim::sys::send_with_fds(sock.as_fd(), b"m", &[master.as_fd()]).map_err(&fail)?;
+    Ok(slave)
 }
