@@ -15,6 +15,9 @@ use nomad_shim::sys::Reaped;
 use super::Supervisor;
 use crate::supervisor::exec::{self, Session};
 
+/// Most exec'd processes running at once in one task.
+const MAX_EXECS: usize = 64;
+
 /// How long the end of the supervisor waits for the helpers of exec'd
 /// processes, which the whole-cgroup kill has ended, to report.
 const HELPER_DEADLINE: Duration = Duration::from_secs(2);
@@ -39,6 +42,14 @@ impl Supervisor<'_> {
     pub(super) fn exec(&mut self, stream: UnixStream, req: &ExecRequest, fds: Vec<OwnedFd>) {
         if self.exited() {
             let reply = Reply::fail(ErrorCode::NotRunning, "not running: the task has exited");
+            return send(&stream, &reply, &[]);
+        }
+        // Each session holds a helper process and a connection.
+        if self.execs.len() >= MAX_EXECS {
+            let reply = Reply::fail(
+                ErrorCode::Busy,
+                format!("too many exec sessions ({MAX_EXECS} running)"),
+            );
             return send(&stream, &reply, &[]);
         }
         let started = match exec::start(&self.spec, self.task, self.cgroup, req, fds) {
