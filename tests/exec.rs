@@ -552,6 +552,18 @@ fn exec_it_in_a_real_terminal() {
     tmux.keys(&["C-c"]);
     tmux.keys(&["echo still-$((1+1))", "Enter"]);
     tmux.wait_for("the shell after Ctrl-C", |p| has_line(p, "still-2"));
+    // Ctrl-Z stops the shell's foreground job (job control in the task's
+    // terminal), and the shell carries on.
+    tmux.keys(&["sleep 100", "Enter"]);
+    std::thread::sleep(scaled(Duration::from_millis(300)));
+    tmux.keys(&["C-z"]);
+    tmux.wait_for("the job stopped by Ctrl-Z", |p| p.contains("Stopped"));
+    tmux.keys(&["kill -9 %1; wait; echo killed-$((3+4))", "Enter"]);
+    tmux.wait_for("the shell after Ctrl-Z", |p| has_line(p, "killed-7"));
+    // The shell reports the job gone (else its exit says "You have stopped
+    // jobs" first).
+    tmux.keys(&["jobs", "Enter"]);
+    tmux.wait_for("the killed job reported", |p| p.contains("Killed"));
     tmux.keys(&["exit 3", "Enter"]);
     tmux.wait_for("the CLI's exit code", |p| has_line(p, "EXIT=3"));
     assert!(eventually(Duration::from_secs(5), || after.exists()
@@ -644,4 +656,51 @@ fn exec_t_restores_the_terminal_on_every_way_out() {
             "terminal settings after: {how}"
         );
     }
+}
+
+#[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
+fn library_exec_with_a_tty_resizes_and_keeps_the_exit() {
+    if !root_or_skip("library_exec_with_a_tty_resizes_and_keeps_the_exit") {
+        return;
+    }
+    let root = TestRoot::new();
+    let task = root.sh("exec sleep 1000");
+    let mut spec = ExecSpec::new("/bin/sh");
+    spec.tty(true).winsize(24, 80);
+    let mut s = task.exec(&spec).unwrap();
+    let pty = s.pty().unwrap().try_clone_to_owned().unwrap();
+    let mut pty = fs::File::from(pty);
+    // What the terminal shows, accumulated: a wanted string may come in
+    // the same read as the one before it.
+    let mut seen = String::new();
+    let mut read_until = |pty: &mut fs::File, want: &str| {
+        let mut buf = [0u8; 1024];
+        while !seen.contains(want) {
+            // Never a test that hangs: 10 s (scaled) for each piece.
+            let ms = u16::try_from(scaled(Duration::from_secs(10)).as_millis()).unwrap_or(u16::MAX);
+            let mut p = [nix::poll::PollFd::new(
+                std::os::fd::AsFd::as_fd(&*pty),
+                nix::poll::PollFlags::POLLIN,
+            )];
+            let ready = nix::poll::poll(&mut p, nix::poll::PollTimeout::from(ms)).unwrap();
+            assert!(ready > 0, "no {want:?} from the terminal: {seen:?}");
+            let n = pty.read(&mut buf).unwrap();
+            assert!(n > 0, "EOF before {want:?}: {seen:?}");
+            seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+        seen = seen.split_off(seen.find(want).unwrap() + want.len());
+    };
+    pty.write_all(b"stty size; echo size-done\n").unwrap();
+    read_until(&mut pty, "24 80");
+    read_until(&mut pty, "size-done");
+    s.resize(33, 77).unwrap();
+    pty.write_all(b"stty size; exit 5\n").unwrap();
+    read_until(&mut pty, "33 77");
+    assert_eq!(s.wait().unwrap().code, Some(5));
+    // Without a tty, resize is an error naming the process.
+    let mut s = task.exec(&ExecSpec::new("true")).unwrap();
+    let e = s.resize(1, 1).unwrap_err().to_string();
+    assert!(e.contains(&format!("exec'd process {}", s.pid())), "{e}");
+    assert!(s.wait().unwrap().success());
 }

@@ -104,3 +104,42 @@ impl ExecExitWire {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wait_statuses_become_exact_exits() {
+        let exited = ExecExitWire::from_wait_status(3 << 8);
+        assert_eq!(
+            (exited.code, exited.signal, exited.core_dumped),
+            (Some(3), None, false)
+        );
+        let killed = ExecExitWire::from_wait_status(libc::SIGKILL);
+        assert_eq!((killed.code, killed.signal), (None, Some(9)));
+        let core = ExecExitWire::from_wait_status(libc::SIGSEGV | 0x80);
+        assert_eq!((core.signal, core.core_dumped), (Some(11), true));
+    }
+
+    #[test]
+    fn an_exec_request_round_trips_and_stays_small() {
+        let spec = ExecRequest {
+            argv: vec!["id".into(), "-u".into()],
+            ..ExecRequest::default()
+        };
+        let line = serde_json::to_string(&crate::protocol::RequestLine::new(
+            crate::protocol::Request::Exec { spec: spec.clone() },
+        ))
+        .unwrap();
+        assert_eq!(
+            line,
+            r#"{"version":3,"op":"exec","spec":{"argv":["id","-u"]}}"#
+        );
+        let back = crate::protocol::parse_request(line.as_bytes()).unwrap();
+        assert_eq!(back.request, crate::protocol::Request::Exec { spec });
+        // A reply of an older supervisor without the new fields still reads.
+        let r: crate::protocol::Reply = serde_json::from_str(r#"{"ok":true}"#).unwrap();
+        assert_eq!((r.exec, r.exit), (None, None));
+    }
+}
