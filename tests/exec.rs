@@ -704,3 +704,43 @@ fn library_exec_with_a_tty_resizes_and_keeps_the_exit() {
     assert!(e.contains(&format!("exec'd process {}", s.pid())), "{e}");
     assert!(s.wait().unwrap().success());
 }
+
+#[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
+fn an_exec_request_without_its_descriptors_or_program_is_a_bad_request() {
+    if !root_or_skip("an_exec_request_without_its_descriptors_or_program_is_a_bad_request") {
+        return;
+    }
+    use std::io::BufRead;
+    let root = TestRoot::new();
+    let mut task = root.sh("exec sleep 1000");
+    let socket = task.dir().join("control.sock");
+    for (line, want) in [
+        (
+            r#"{"version":3,"op":"exec","spec":{"argv":["true"]}}"#,
+            "three descriptors",
+        ),
+        (
+            r#"{"version":3,"op":"exec","spec":{"argv":[]}}"#,
+            "no program",
+        ),
+        (
+            r#"{"version":3,"op":"exec","spec":{"argv":["true"],"tty":true,"cwd":"relative"}}"#,
+            "relative",
+        ),
+    ] {
+        let mut s = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+        s.write_all(format!("{line}\n").as_bytes()).unwrap();
+        let mut reply = String::new();
+        std::io::BufReader::new(&s).read_line(&mut reply).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&reply).unwrap();
+        assert_eq!(v["code"], "bad_request", "{line}: {reply}");
+        assert!(
+            v["error"].as_str().unwrap().contains(want),
+            "{line}: {reply}"
+        );
+    }
+    // Nothing was started; the task runs on.
+    assert!(task.state().unwrap().execs.is_empty());
+    task.force_stop().unwrap();
+}

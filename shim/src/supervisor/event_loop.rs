@@ -602,7 +602,11 @@ impl<'d> Supervisor<'d> {
             {
                 Ok((0, _)) => break None,
                 Ok((n, fds)) => {
-                    client.fds.extend(fds);
+                    // An exec takes three; a fourth already makes the
+                    // request bad: no more are kept (or held open).
+                    client
+                        .fds
+                        .extend(fds.into_iter().take(4 - client.fds.len().min(4)));
                     client.buf.extend_from_slice(&chunk[..n]);
                     if let Some(end) = client.buf.iter().position(|&b| b == b'\n') {
                         break Some(parse_request(&client.buf[..end]).map(|line| line.request));

@@ -132,6 +132,12 @@ pub fn start(
     if req.argv.is_empty() {
         return Err(bad("exec: no program given (argv is empty)".into()));
     }
+    if let Some(cwd) = req.cwd.as_ref().filter(|c| !c.is_absolute()) {
+        return Err(bad(format!(
+            "exec: cwd {}: must be an absolute path inside the task",
+            cwd.display()
+        )));
+    }
     let stdio_fds = match (req.tty, <[OwnedFd; 3]>::try_from(fds)) {
         (true, Err(fds)) if fds.is_empty() => None,
         (false, Ok(three)) => Some(three),
