@@ -132,6 +132,31 @@ pub enum Error {
         /// Its reason.
         reason: String,
     },
+    /// An exec'd process could not start ([`crate::Task::exec`]): the step
+    /// of its start that failed (`exec` for a program that is not found or
+    /// cannot be executed).
+    #[error("task {id}: {message}")]
+    ExecFailed {
+        /// The task.
+        id: TaskId,
+        /// The program asked for.
+        program: String,
+        /// The failed step.
+        step: Step,
+        /// Its errno.
+        errno: Option<i32>,
+        /// What failed, for people.
+        message: String,
+    },
+    /// The supervisor went away before it could report the exit of an
+    /// exec'd process (it was killed; the task and the process with it).
+    #[error("exec'd process {pid} in {id}: its exit is unknown (the task's supervisor went away)")]
+    ExecLost {
+        /// The task.
+        id: TaskId,
+        /// The process.
+        pid: i32,
+    },
     /// Another system call failed.
     #[error("{op} {what}: {source}")]
     Io {
@@ -148,13 +173,15 @@ impl Error {
     /// For a start error: true when the program was not found (the CLI's
     /// exit code 127).
     pub fn is_not_found(&self) -> bool {
-        matches!(self, Error::Start { step: Step::Exec, errno: Some(e), .. } if *e == libc::ENOENT)
+        matches!(self, Error::Start { step: Step::Exec, errno: Some(e), .. }
+            | Error::ExecFailed { step: Step::Exec, errno: Some(e), .. } if *e == libc::ENOENT)
     }
 
     /// For a start error: true when the program exists but cannot be
     /// executed (the CLI's exit code 126).
     pub fn is_not_executable(&self) -> bool {
-        matches!(self, Error::Start { step: Step::Exec, errno: Some(e), .. } if [libc::EACCES, libc::ENOEXEC, libc::EPERM, libc::EISDIR, libc::ETXTBSY].contains(e))
+        matches!(self, Error::Start { step: Step::Exec, errno: Some(e), .. }
+            | Error::ExecFailed { step: Step::Exec, errno: Some(e), .. } if [libc::EACCES, libc::ENOEXEC, libc::EPERM, libc::EISDIR, libc::ETXTBSY].contains(e))
     }
 }
 

@@ -273,6 +273,7 @@ fn task_state() -> impl Strategy<Value = TaskState> {
                     },
                     tty: n % 3 == 0,
                     log_bytes_dropped: (n as u64 % 4) * 4096,
+                    execs: Vec::new(),
                 }
             },
         )

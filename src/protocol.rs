@@ -35,6 +35,9 @@ use crate::identity::Identity;
 use crate::state::TaskState;
 use crate::step::Step;
 
+mod exec;
+pub use exec::{ExecExitWire, ExecFailed, ExecRequest, ExecStarted, ExecUser};
+
 /// Largest request or reply line accepted, in bytes.
 pub const MAX_LINE: usize = 64 * 1024;
 
@@ -42,12 +45,13 @@ pub const MAX_LINE: usize = 64 * 1024;
 ///
 /// 1: the unversioned protocol (no `version`, no `code`). 2: `version` in
 /// requests and replies, a `code` in failed replies, `unsupported` for an
-/// unknown op.
-pub const PROTOCOL_VERSION: u32 = 2;
+/// unknown op. 3: the `exec` op (a process started inside the task; its
+/// stdio passed with `SCM_RIGHTS`).
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// The ops of [`Request`], as on the wire (for messages and for telling an
 /// unknown op from a malformed known one).
-pub const OPS: [&str; 8] = [
+pub const OPS: [&str; 9] = [
     "state",
     "signal",
     "shutdown",
@@ -56,6 +60,7 @@ pub const OPS: [&str; 8] = [
     "update",
     "attach_stdio",
     "resize",
+    "exec",
 ];
 
 /// A request to the supervisor.
@@ -113,6 +118,15 @@ pub enum Request {
         rows: u16,
         /// Columns.
         cols: u16,
+    },
+    /// Start a process inside the running task (its cgroup, namespaces,
+    /// root, user, capabilities, rlimits): the reply carries
+    /// [`ExecStarted`], the connection stays open, and a final line carries
+    /// its exit ([`ExecExitWire`]). Without a tty the request's `sendmsg`
+    /// carries the process's stdin, stdout and stderr as `SCM_RIGHTS`.
+    Exec {
+        /// What to run.
+        spec: ExecRequest,
     },
 }
 
@@ -308,6 +322,15 @@ pub struct Reply {
     /// The span of [`cpu_percent`](Self::cpu_percent), in milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpu_window_ms: Option<u64>,
+    /// For [`Request::Exec`]: the process runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exec: Option<ExecStarted>,
+    /// For [`Request::Exec`], failed: the child's step that failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exec_failed: Option<ExecFailed>,
+    /// For [`Request::Exec`], the final line: how the process ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit: Option<ExecExitWire>,
 }
 
 impl Reply {
@@ -322,6 +345,9 @@ impl Reply {
             stats: None,
             cpu_percent: None,
             cpu_window_ms: None,
+            exec: None,
+            exec_failed: None,
+            exit: None,
         }
     }
 
@@ -438,7 +464,7 @@ mod tests {
     fn a_request_line_carries_the_version_and_today_lines_still_parse() {
         assert_eq!(
             serde_json::to_string(&RequestLine::new(Request::Signal { signal: 15 })).unwrap(),
-            r#"{"version":2,"op":"signal","signal":15}"#
+            r#"{"version":3,"op":"signal","signal":15}"#
         );
         // Version-1 lines (no version) are version 1.
         let line = parse_request(br#"{"op":"signal","signal":15}"#).unwrap();
@@ -461,12 +487,12 @@ mod tests {
 
     #[test]
     fn an_unknown_op_is_unsupported_and_a_bad_line_a_bad_request() {
-        let e = parse_request(br#"{"version":3,"op":"checkpoint","to":"/x"}"#).unwrap_err();
+        let e = parse_request(br#"{"version":4,"op":"checkpoint","to":"/x"}"#).unwrap_err();
         assert_eq!(e.code, ErrorCode::Unsupported);
         assert_eq!(
             e.message,
-            "unsupported op \"checkpoint\": this supervisor speaks protocol version 2 \
-             (ops: state, signal, shutdown, stats, attach, update, attach_stdio, resize)"
+            "unsupported op \"checkpoint\": this supervisor speaks protocol version 3 \
+             (ops: state, signal, shutdown, stats, attach, update, attach_stdio, resize, exec)"
         );
         // The messages of version 1, kept.
         for (line, message) in [
@@ -493,11 +519,11 @@ mod tests {
         let r = Reply::fail(ErrorCode::NotRunning, "not running: the task has exited");
         assert_eq!(
             serde_json::to_string(&r).unwrap(),
-            r#"{"version":2,"ok":false,"code":"not_running","error":"not running: the task has exited"}"#
+            r#"{"version":3,"ok":false,"code":"not_running","error":"not running: the task has exited"}"#
         );
         assert_eq!(
             serde_json::to_string(&Reply::ok()).unwrap(),
-            r#"{"version":2,"ok":true}"#
+            r#"{"version":3,"ok":true}"#
         );
         assert_eq!(Reply::ok().failure(), None);
         // A code from a newer supervisor.
@@ -628,6 +654,12 @@ mod tests {
                 rows: 30,
                 cols: 100,
             },
+            Request::Exec {
+                spec: ExecRequest {
+                    argv: vec!["id".into()],
+                    ..ExecRequest::default()
+                },
+            },
         ];
         // Exhaustive: a new op fails to compile here until it is listed.
         let op = |r: &Request| match r {
@@ -639,6 +671,7 @@ mod tests {
             Request::Update { .. } => "update",
             Request::AttachStdio => "attach_stdio",
             Request::Resize { .. } => "resize",
+            Request::Exec { .. } => "exec",
         };
         assert_eq!(all.len(), OPS.len());
         for r in all {

@@ -131,9 +131,19 @@ pub enum Step {
     Exec,
     /// The init's own steps: becoming a subreaper, forking the program.
     Init,
-    /// Making the task's pseudo-terminal its controlling terminal
-    /// (`ioctl(TIOCSCTTY)`, tty_ioctl(4)).
+    /// `setns(2)` through a pidfd of the task, for an exec'd process
+    /// (shim/src/supervisor/exec.rs).
+    Setns,
+    /// `fchdir(2)` + `chroot(2)` into the task's root, for an exec'd process.
+    Chroot,
+    /// `ioctl(TIOCSCTTY)`: the pty as controlling terminal of an exec'd
+    /// process.
+    #[serde(rename = "controlling_terminal")]
     ControllingTerminal,
+    /// Opening a pseudo-terminal in the task's root for an exec'd process
+    /// (`posix_openpt`, `unlockpt`, `TIOCGPTPEER`, `fchown`, sending the
+    /// master).
+    Pty,
 
     // The supervisor's setup, before the task child exists
     // (shim/src/supervisor/mod.rs).
@@ -188,7 +198,7 @@ pub enum Step {
 
 impl Step {
     /// Every step that can be encoded, in number order.
-    pub const ALL: [Step; 66] = [
+    pub const ALL: [Step; 69] = [
         Step::SetRlimit,
         Step::JoinNetns,
         Step::CheckMountNamespace,
@@ -233,7 +243,10 @@ impl Step {
         Step::CloseRange,
         Step::Exec,
         Step::Init,
+        Step::Setns,
+        Step::Chroot,
         Step::ControllingTerminal,
+        Step::Pty,
         Step::Fork,
         Step::Prctl,
         Step::Spec,
@@ -310,7 +323,10 @@ impl Step {
             Step::CloseRange => "close_range",
             Step::Exec => "exec",
             Step::Init => "init",
+            Step::Setns => "setns",
+            Step::Chroot => "chroot",
             Step::ControllingTerminal => "controlling_terminal",
+            Step::Pty => "pty",
             Step::Fork => "fork",
             Step::Prctl => "prctl",
             Step::Spec => "spec",

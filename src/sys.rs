@@ -22,7 +22,7 @@ fn check(ret: libc::c_long) -> nix::Result<libc::c_long> {
 /// The descriptor is close-on-exec. It becomes readable when the process
 /// exits, whether or not it is our child, and `pidfd_send_signal(2)` through
 /// it can never reach a process that later reuses the pid.
-pub(crate) fn pidfd_open(pid: libc::pid_t) -> nix::Result<OwnedFd> {
+pub fn pidfd_open(pid: libc::pid_t) -> nix::Result<OwnedFd> {
     // SAFETY: pidfd_open takes two integers and touches no memory of ours.
     let ret = check(unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0 as libc::c_uint) })?;
     // SAFETY: on success the kernel returned a new descriptor that nothing
@@ -402,4 +402,119 @@ pub fn exit_now(code: i32) -> ! {
     // SAFETY: _exit takes an integer and never returns; skipping Rust
     // destructors and atexit handlers is the point.
     unsafe { libc::_exit(code) }
+}
+
+/// `recvmsg(2)` of up to `buf.len()` bytes and the descriptors that came
+/// with them (`SCM_RIGHTS`, received close-on-exec: `MSG_CMSG_CLOEXEC`).
+/// Returns the byte count (0 at EOF) and the descriptors, owned.
+pub fn recv_with_fds(
+    fd: std::os::fd::BorrowedFd<'_>,
+    buf: &mut [u8],
+) -> nix::Result<(usize, Vec<OwnedFd>)> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+    use std::os::fd::AsRawFd;
+    let mut space = nix::cmsg_space!([RawFd; 8]);
+    let mut iov = [std::io::IoSliceMut::new(buf)];
+    let msg = recvmsg::<()>(
+        fd.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )?;
+    let mut fds = Vec::new();
+    for cmsg in msg.cmsgs()? {
+        if let ControlMessageOwned::ScmRights(raw) = cmsg {
+            for r in raw {
+                // SAFETY: the kernel installed each of these descriptors in
+                // our table for this message; nothing else owns them yet.
+                fds.push(unsafe { OwnedFd::from_raw_fd(r) });
+            }
+        }
+    }
+    Ok((msg.bytes, fds))
+}
+
+/// `sendmsg(2)` of all of `buf` (retried on a short write; the descriptors
+/// go with the first byte, as `SCM_RIGHTS`).
+pub fn send_with_fds(
+    fd: std::os::fd::BorrowedFd<'_>,
+    buf: &[u8],
+    fds: &[std::os::fd::BorrowedFd<'_>],
+) -> nix::Result<()> {
+    use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+    use std::os::fd::AsRawFd;
+    let raw: Vec<RawFd> = fds.iter().map(|f| f.as_raw_fd()).collect();
+    let mut sent = 0;
+    while sent < buf.len() {
+        let iov = [std::io::IoSlice::new(&buf[sent..])];
+        let rights = [ControlMessage::ScmRights(&raw)];
+        let cmsgs: &[ControlMessage<'_>] = if sent == 0 && !raw.is_empty() {
+            &rights
+        } else {
+            &[]
+        };
+        match sendmsg::<()>(fd.as_raw_fd(), &iov, cmsgs, MsgFlags::MSG_NOSIGNAL, None) {
+            Ok(n) => sent += n,
+            Err(Errno::EINTR) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// `ioctl(TIOCGWINSZ)`: a terminal's rows and columns.
+pub fn get_winsize(fd: std::os::fd::BorrowedFd<'_>) -> nix::Result<(u16, u16)> {
+    use std::os::fd::AsRawFd;
+    let mut ws = libc::winsize {
+        ws_row: 0,
+        ws_col: 0,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCGWINSZ writes one `struct winsize` to the pointer, which
+    // points at a live local of that type (tty_ioctl(4)).
+    check(unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCGWINSZ, &mut ws) } as libc::c_long)?;
+    Ok((ws.ws_row, ws.ws_col))
+}
+
+/// `ioctl(TIOCSWINSZ)`: sets a terminal's rows and columns (the kernel
+/// sends SIGWINCH to its foreground process group, tty_ioctl(4)).
+pub fn set_winsize(fd: std::os::fd::BorrowedFd<'_>, rows: u16, cols: u16) -> nix::Result<()> {
+    use std::os::fd::AsRawFd;
+    let ws = libc::winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads one `struct winsize` from the pointer, a
+    // live local of that type (tty_ioctl(4)).
+    check(unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSWINSZ, &ws) } as libc::c_long)?;
+    Ok(())
+}
+
+/// `ioctl(TIOCSCTTY, 0)`: makes the terminal `fd` the controlling terminal
+/// of the caller, which must be a session leader without one (tty_ioctl(4)).
+pub fn set_controlling_terminal(fd: std::os::fd::BorrowedFd<'_>) -> nix::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: TIOCSCTTY takes an integer argument (0: do not steal the
+    // terminal from another session) and touches no memory of ours.
+    let ret = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSCTTY, 0 as libc::c_int) };
+    check(ret as libc::c_long)?;
+    Ok(())
+}
+
+/// `ioctl(master, TIOCGPTPEER, O_RDWR | O_NOCTTY | O_CLOEXEC)` (Linux
+/// 4.13): opens the slave of a pty master through the master's own devpts
+/// mount, with no path lookup (ioctl_tty(2)).
+pub fn open_pty_peer(master: std::os::fd::BorrowedFd<'_>) -> nix::Result<OwnedFd> {
+    use std::os::fd::AsRawFd;
+    let flags = libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC;
+    // SAFETY: TIOCGPTPEER takes the open flags as an integer argument and
+    // touches no memory of ours.
+    let ret = unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCGPTPEER, flags) };
+    let fd = check(ret as libc::c_long)?;
+    // SAFETY: on success the kernel returned a new descriptor that nothing
+    // else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }

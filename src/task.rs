@@ -17,8 +17,11 @@ use crate::protocol::{ErrorCode, Reply, Request, RequestLine, MAX_LINE};
 use crate::state::events::kind;
 use crate::state::{names, ExitRecord, Status, TaskDir, TaskId, TaskState, Timestamp};
 
+mod exec;
 mod stdio;
 mod wait_fd;
+
+pub use exec::{ExecExit, ExecSession, ExecSpec, ExecStdio};
 
 /// How long a control request may take before the supervisor is considered
 /// wedged.
@@ -642,6 +645,8 @@ pub(crate) fn reconcile(dir: &TaskDir) -> Result<TaskState> {
     state.finished_at = Some(Timestamp::now());
     state.record_event(kind::LOST, reason.clone());
     state.exit = Some(ExitRecord::lost(reason));
+    // Its exec'd processes were in the cgroup killed above.
+    state.execs.clear();
     dir.write_state(&state, true)
         .inspect_err(|e| log::warn!("reconcile {id}: the lost state was not written: {e}"))?;
     Ok(state)

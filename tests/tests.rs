@@ -14,6 +14,7 @@ mod cli_errors7;
 mod cli_update;
 mod crash;
 mod devices;
+mod exec;
 mod filesystem;
 mod full_disk;
 mod init;

@@ -20,6 +20,7 @@
 mod caps;
 mod devices;
 mod error;
+mod exec;
 mod fsview_spec;
 mod mounts;
 mod ns;
@@ -42,6 +43,7 @@ use nix::sys::stat::stat;
 pub use crate::step::{Step, StepError, SubjectId};
 pub use devices::{device_rules, DeviceSpec};
 pub use error::IsolateError;
+pub use exec::{prepare_exec, ExecCreds, ExecPlan};
 pub use fsview_spec::{DnsSpec, MountSpec};
 pub use secrets::{mount_secrets, secrets_source, unmount_secrets, DEFAULT_SECRETS_SIZE};
 pub use spec::{BindSpec, IsolationSpec, RlimitSpec, DEFAULT_CHROOT_ENV};

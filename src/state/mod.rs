@@ -6,6 +6,7 @@
 //! `docs/state-format.md`.
 
 pub mod events;
+mod exec_session;
 mod file;
 mod id;
 mod timestamp;
@@ -22,6 +23,7 @@ use nix::sys::stat::Mode;
 use serde::{Deserialize, Serialize};
 
 pub use events::Event;
+pub use exec_session::ExecEntry;
 pub use file::{read_json, read_limited, reserve, write_atomic, write_json, MAX_FILE_SIZE};
 pub use id::{TaskId, MAX_LEN as MAX_ID_LEN};
 pub use timestamp::Timestamp;
@@ -322,6 +324,10 @@ pub struct TaskState {
     /// output dropped, a leftover cgroup killed, the task found lost.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub events: Vec<Event>,
+    /// The live exec sessions (processes started inside the task with
+    /// `exec`), oldest first; absent when there are none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub execs: Vec<ExecEntry>,
     /// The task's stdin is held by the supervisor for an attached client
     /// (`"piped"`); absent: `/dev/null`.
     #[serde(default, skip_serializing_if = "crate::Stdin::is_null")]
@@ -366,6 +372,7 @@ impl TaskState {
             stdin: crate::Stdin::Null,
             tty: false,
             log_bytes_dropped: 0,
+            execs: Vec::new(),
         }
     }
 

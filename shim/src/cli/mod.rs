@@ -5,6 +5,7 @@
 //! code, or 128+N when signal N ended it.
 
 mod attach;
+mod exec;
 mod explain;
 mod follow;
 mod generate;
@@ -12,6 +13,7 @@ mod launch;
 mod ps_format;
 mod query;
 mod task_opts;
+mod term;
 mod update;
 
 use std::path::PathBuf;
@@ -90,6 +92,18 @@ enum Command {
   nomad-shim start -- sleep 60
   nomad-shim start --id web --memory 256M --cpus 1.5 --kill-timeout 10s -- python3 -m http.server 8080")]
     Start(task_opts::TaskOpts),
+    /// Run a program inside a running task (its namespaces, root, cgroup, user); exit with its code.
+    #[command(override_usage = "nomad-shim exec [OPTIONS] ID -- PROGRAM [ARGS]...")]
+    #[command(after_help = "Examples:
+  nomad-shim exec web -- cat /proc/1/cmdline
+  printf 'a\\nb\\n' | nomad-shim exec -i web -- wc -l
+  nomad-shim exec -it web -- /bin/sh
+  nomad-shim exec --user nobody --env LC_ALL=C --cwd /tmp web -- id
+
+Exit codes: the program's code, or 128+N when signal N ended it; 125 when the
+task does not exist or has ended; 126/127 when the program cannot be executed
+or is not found.")]
+    Exec(exec::ExecOpts),
     /// Change the limits of a running task, live; `max` removes a limit.
     #[command(after_help = "Examples:
   nomad-shim update web --memory 512M --memory-swap 0
@@ -273,6 +287,7 @@ pub fn main() -> i32 {
         Command::Run { rm, opts } => follow::run(&executor, opts, rm),
         Command::Start(opts) => task_opts::start(&executor, opts),
         Command::Update(opts) => update::update(&executor, &opts),
+        Command::Exec(opts) => exec::exec(&executor, opts),
         Command::Ps { json, format } => query::ps(&executor, json, format.as_deref()),
         Command::Inspect { id, json } => query::inspect(&executor, &id, json),
         Command::Wait { id } => executor.open(&id).and_then(|mut t| {

@@ -156,6 +156,15 @@ pub fn inspect(executor: &Executor, id: &str, json: bool) -> Result<i32, Error> 
         (false, true) => println!("stdio:       stdin piped (attach to it)"),
         (false, false) => {}
     }
+    for e in &state.execs {
+        println!(
+            "exec:        pid {} since {}{}: {}",
+            e.pid,
+            e.started_at,
+            if e.tty { " (tty)" } else { "" },
+            e.argv.join(" ")
+        );
+    }
     print_events(&state);
     Ok(0)
 }

@@ -143,17 +143,27 @@ pub(super) fn exec(plan: &ChildPlan) -> Result<std::convert::Infallible, StepErr
     // (close_range(2), CLOSE_RANGE_CLOEXEC) rather than closed, so that the
     // error pipe still works if execve fails.
     close_range_cloexec().map_err(fail(Step::CloseRange))?;
+    execve_first(&plan.candidates, &plan.argv, &plan.envp)
+}
 
+/// execve(2) each candidate in turn (see `exec`); returns only the error.
+/// The caller has marked every fd above 2 close-on-exec.
+pub(super) fn execve_first(
+    candidates: &[CString],
+    argv: &[CString],
+    envp: &[CString],
+) -> Result<std::convert::Infallible, StepError> {
+    let fail = StepError::with;
     // execve each candidate like execvp(3): a missing file or directory
     // moves on to the next PATH entry; a permission error is remembered.
     let mut last = Errno::ENOENT;
     let mut seen_eacces = false;
-    for path in &plan.candidates {
-        let Err(e) = nix::unistd::execve(path.as_c_str(), &plan.argv, &plan.envp);
+    for path in candidates {
+        let Err(e) = nix::unistd::execve(path.as_c_str(), argv, envp);
         match e {
             Errno::ENOENT | Errno::ENOTDIR | Errno::ESTALE | Errno::ELOOP | Errno::ENAMETOOLONG
-                if plan.candidates.len() > 1 => {}
-            Errno::EACCES if plan.candidates.len() > 1 => seen_eacces = true,
+                if candidates.len() > 1 => {}
+            Errno::EACCES if candidates.len() > 1 => seen_eacces = true,
             e => return Err(fail(Step::Exec)(e)),
         }
         last = e;
@@ -165,7 +175,7 @@ pub(super) fn exec(plan: &ChildPlan) -> Result<std::convert::Infallible, StepErr
     }))
 }
 
-fn reset_oom_score(value: &[u8]) -> nix::Result<()> {
+pub(super) fn reset_oom_score(value: &[u8]) -> nix::Result<()> {
     use nix::fcntl::{open, OFlag};
     use nix::sys::stat::Mode;
     let fd = match open(

@@ -3,7 +3,7 @@
 //! timer. Nothing here polls on a clock.
 
 use std::fs::File;
-use std::io::{ErrorKind, Read, Write};
+use std::io::{ErrorKind, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::time::Duration;
@@ -28,6 +28,8 @@ use super::logs::{Drained, LogSink};
 use super::reap::{CgroupKill, Progress};
 
 mod stdio;
+
+mod exec_session;
 
 /// Most control connections served at once; more wait in the backlog.
 const MAX_CLIENTS: usize = 32;
@@ -97,6 +99,8 @@ enum Timer {
 struct Client {
     stream: UnixStream,
     buf: Vec<u8>,
+    /// Descriptors that came with the request (`SCM_RIGHTS`: an exec's stdio).
+    fds: Vec<OwnedFd>,
 }
 
 /// The running supervisor.
@@ -131,6 +135,8 @@ pub struct Supervisor<'d> {
     cpu_rate: CpuRate,
     /// Attempts at the final state write so far (0: not begun).
     final_attempts: u32,
+    /// Processes started inside the task with `exec`, still running.
+    execs: Vec<super::exec::Session>,
 }
 
 impl<'d> Supervisor<'d> {
@@ -170,6 +176,7 @@ impl<'d> Supervisor<'d> {
             kill: CgroupKill::new(),
             cpu_rate: CpuRate::new(std::time::Instant::now()),
             final_attempts: 0,
+            execs: Vec::new(),
         }
     }
 
@@ -368,7 +375,7 @@ impl<'d> Supervisor<'d> {
                     nomad_shim::failpoint!("supervisor-after-reap");
                     self.record(r);
                 }
-                Ok(Some(_)) => {}
+                Ok(Some(r)) => self.exec_reaped(r),
                 Ok(None) | Err(_) => break,
             }
         }
@@ -652,6 +659,7 @@ impl<'d> Supervisor<'d> {
                     self.clients.push(Client {
                         stream,
                         buf: Vec::new(),
+                        fds: Vec::new(),
                     });
                 }
                 Err(_) => return,
@@ -663,9 +671,17 @@ impl<'d> Supervisor<'d> {
         let mut chunk = [0u8; 1024];
         let client = &mut self.clients[i];
         let request = loop {
-            match client.stream.read(&mut chunk) {
-                Ok(0) => break None,
-                Ok(n) => {
+            // recvmsg rather than read: an exec's stdio comes along.
+            match nomad_shim::sys::recv_with_fds(client.stream.as_fd(), &mut chunk)
+                .map_err(std::io::Error::from)
+            {
+                Ok((0, _)) => break None,
+                Ok((n, fds)) => {
+                    // An exec takes three; a fourth already makes the
+                    // request bad: no more are kept (or held open).
+                    client
+                        .fds
+                        .extend(fds.into_iter().take(4 - client.fds.len().min(4)));
                     client.buf.extend_from_slice(&chunk[..n]);
                     if let Some(end) = client.buf.iter().position(|&b| b == b'\n') {
                         break Some(parse_request(&client.buf[..end]).map(|line| line.request));
@@ -684,6 +700,10 @@ impl<'d> Supervisor<'d> {
         };
         let mut client = self.clients.swap_remove(i);
         let Some(request) = request else { return };
+        if let Ok(Request::Exec { spec }) = request {
+            let fds = std::mem::take(&mut client.fds);
+            return self.exec(client.stream, &spec, fds);
+        }
         let attach = matches!(request, Ok(Request::Attach));
         let attach_stdio = matches!(request, Ok(Request::AttachStdio));
         let reply = match request {
@@ -721,6 +741,8 @@ impl<'d> Supervisor<'d> {
             }
             Request::Attach => Reply::ok(),
             Request::AttachStdio | Request::Resize { .. } => self.handle_stdio(&req),
+            // Served by `exec` (on_client), with the request's descriptors.
+            Request::Exec { .. } => Reply::fail(ErrorCode::BadRequest, "exec: served elsewhere"),
             Request::Stats => match self.cgroup.stats() {
                 Ok(stats) => {
                     let now = std::time::Instant::now();
@@ -821,6 +843,9 @@ impl<'d> Supervisor<'d> {
 
     /// What goes before the final state write, once.
     fn before_final_state(&mut self) {
+        // The exec'd processes died with the task's cgroup: their callers
+        // get their exits before the state says `exited`.
+        self.end_execs();
         // The task's processes are dead: secrets/ goes before the exit is
         // recorded, so whoever sees `exited` sees it unmounted. A failure is
         // kept as a warning; `open`/`rm` retry it (reconcile).

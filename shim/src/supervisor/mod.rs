@@ -14,6 +14,7 @@ mod child;
 mod cpu_rate;
 mod event_loop;
 mod events;
+mod exec;
 mod init;
 mod logs;
 mod lookup;
