@@ -68,7 +68,12 @@ impl Identity {
         match start_time(self.pid) {
             Ok(t) if t == self.start_time => Ok(Some(Pidfd { fd, pid: self.pid })),
             Ok(_) => Ok(None),
+            // Gone between the pidfd_open and the read: ENOENT when the
+            // /proc entry went first, ESRCH when the process was reaped
+            // while its stat was being read (seen by tests/races.rs: 1 in
+            // 3000 `run --rm`).
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Ok(None),
             Err(e) => Err(e),
         }
     }
