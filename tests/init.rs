@@ -260,7 +260,10 @@ fn signals_reach_the_program_through_the_init_exactly_once() {
     );
     wait_for_line(&task, "ready");
     let exit = task
-        .stop(Some(Signal::SIGTERM), Some(Duration::from_millis(500)))
+        .stop(
+            Some(Signal::SIGTERM),
+            Some(common::scaled(Duration::from_millis(500))),
+        )
         .unwrap();
     assert_eq!(record(&exit).signal, Some(libc::SIGKILL), "{exit:?}");
     let terms = stdout(&task).lines().filter(|l| *l == "term").count();
