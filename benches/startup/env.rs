@@ -36,6 +36,13 @@ pub(crate) struct Environment {
     pub(crate) bwrap: Option<PathBuf>,
     pub(crate) runc: Option<PathBuf>,
     pub(crate) tini: Vec<PathBuf>,
+    /// The baseline helper (benches/startup/baseline.c), compiled by the
+    /// bench with the system compiler, or `BENCH_BASELINE`; with how it was
+    /// built, for the report.
+    pub(crate) baseline: Result<(PathBuf, String), String>,
+    /// Where the floor makes its cgroups: the bench's parent cgroup in every
+    /// hierarchy a task's cgroup has (v1), or the one v2 directory.
+    pub(crate) floor_dirs: Result<Vec<PathBuf>, String>,
     pub(crate) cgroups: String,
     pub(crate) load_start: String,
 }
@@ -91,6 +98,8 @@ impl Environment {
             cgroups: CgroupRoot::detect()
                 .map_or_else(|e| format!("none ({e})"), |r| format!("{:?}", r.layout())),
             load_start: load_average(),
+            baseline: build_baseline(tmpfs),
+            floor_dirs: floor_dirs(),
             tini: ["tini", "tini-static"]
                 .iter()
                 .filter_map(|n| which(n))
@@ -237,5 +246,81 @@ pub(crate) fn reap_all(timeout: Duration) -> Vec<i32> {
             return left;
         }
         std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Compiles benches/startup/baseline.c into `dir` with the system compiler
+/// (`cc -O2 -static`, else dynamic), unless `BENCH_BASELINE` names a
+/// prebuilt one (a host without a compiler).
+pub(crate) fn build_baseline(dir: &Path) -> Result<(PathBuf, String), String> {
+    if let Some(p) = std::env::var_os("BENCH_BASELINE").filter(|p| !p.is_empty()) {
+        let p = PathBuf::from(p);
+        let link = match elf_is_static(&p) {
+            Ok(true) => "static",
+            Ok(false) => "dynamic",
+            Err(e) => return Err(format!("BENCH_BASELINE={}: {e}", p.display())),
+        };
+        return Ok((p, format!("prebuilt (`BENCH_BASELINE`), {link}")));
+    }
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/startup/baseline.c");
+    let out = dir.join("baseline");
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+    let mut errors = Vec::new();
+    for (flags, link) in [
+        (&["-O2", "-static"][..], "static"),
+        (&["-O2"][..], "dynamic"),
+    ] {
+        match Command::new(&cc)
+            .args(flags)
+            .arg("-o")
+            .arg(&out)
+            .arg(&src)
+            .stdin(Stdio::null())
+            .output()
+        {
+            Ok(o) if o.status.success() => {
+                return Ok((out, format!("`{cc} {}`, {link}", flags.join(" "))))
+            }
+            Ok(o) => errors.push(format!(
+                "{cc} {}: {}",
+                flags.join(" "),
+                one_line(&String::from_utf8_lossy(&o.stderr))
+            )),
+            Err(e) => {
+                errors.push(format!("{cc}: {e}"));
+                break;
+            }
+        }
+    }
+    Err(format!(
+        "cannot build the baseline helper (set BENCH_BASELINE to a prebuilt one): {}",
+        errors.join("; ")
+    ))
+}
+
+/// The parent directories of a probe task cgroup made by the library: the
+/// hierarchies (v1) or the directory (v2) a task's cgroup is made in.
+pub(crate) fn floor_dirs() -> Result<Vec<PathBuf>, String> {
+    let root = CgroupRoot::detect().map_err(|e| format!("no cgroup root: {e}"))?;
+    let id = format!("floor-probe-{}", std::process::id());
+    let (cg, _) = TaskCgroup::create(&root, CGROUP_PARENT, &id, &Resources::default(), false)
+        .map_err(|e| format!("create probe cgroup {id}: {e}"))?;
+    let dirs = cg
+        .dirs()
+        .iter()
+        .filter_map(|d| d.parent().map(Path::to_path_buf))
+        .collect();
+    cg.remove()
+        .map_err(|e| format!("remove probe cgroup {id}: {e}"))?;
+    Ok(dirs)
+}
+
+/// A path for the report: relative to the project when inside it, so that
+/// the report names no directory of the machine it ran on.
+pub(crate) fn shown(p: &Path) -> String {
+    let here = Path::new(env!("CARGO_MANIFEST_DIR"));
+    match p.strip_prefix(here) {
+        Ok(rel) => rel.display().to_string(),
+        Err(_) => p.display().to_string(),
     }
 }

@@ -24,7 +24,7 @@
 //! Knobs (environment): `BENCH_ROUNDS` (200) and `BENCH_WARMUP` (10) of the
 //! back-to-back pass, `BENCH_PAUSED_ROUNDS` (40) and `BENCH_PAUSE_MS` (50) of
 //! the paused one, `BENCH_EXIT_SAMPLES` (100), `BENCH_IDLE_TASKS` (100), `BENCH_ONLY`
-//! (comma-separated variant keys; `bare` always runs), `BENCH_REPORT` (the
+//! (comma-separated variant keys; `bare` and `floor` always run), `BENCH_BASELINE` (a prebuilt baseline helper instead of compiling benches/startup/baseline.c), `BENCH_REPORT` (the
 //! markdown file to update, `-` for none), `NOMAD_SHIM` (the static shim),
 //! `NOMAD_SHIM_DYNAMIC` (the dynamic one), `BENCH_COMMAND`/`BENCH_RUSTC`
 //! (recorded in the report).
@@ -70,6 +70,18 @@ const PIDS_LIMIT: u64 = 64;
 /// The parent cgroup of every cgroup the bench makes (`scripts/bench` looks
 /// for leftovers by it); removed at the end when empty.
 const CGROUP_PARENT: &str = "nomad-shim-bench";
+/// The CLI's full isolation of issue 11 (`cli-isolated`).
+const CLI_ISOLATION: &[&str] = &[
+    "--chroot",
+    "--ns",
+    "pid,ipc,uts",
+    "--user",
+    "nobody",
+    "--memory",
+    "256M",
+    "--pids-limit",
+    "128",
+];
 /// What bwrap and runc bind read-only (and what the chroot env holds).
 const RO_BINDS: &[&str] = &["/usr", "/bin", "/lib", "/lib64", "/etc"];
 
@@ -182,6 +194,7 @@ impl Config {
 
     fn wants(&self, key: &str) -> bool {
         key == "bare"
+            || key == "floor"
             || self
                 .only
                 .as_ref()
@@ -223,6 +236,7 @@ fn bench(cfg: &Config) -> Res<()> {
     for v in &mut variants {
         v.samples = vec![Vec::new(); cfg.modes.len()];
         v.ratios = vec![Vec::new(); cfg.modes.len()];
+        v.ratios_floor = vec![Vec::new(); cfg.modes.len()];
     }
     for (m, mode) in cfg.modes.iter().enumerate().filter(|(_, m)| m.rounds > 0) {
         eprintln!(

@@ -34,9 +34,25 @@ pub(crate) fn idle_memory(env: &Environment, tmpfs: &Path, n: usize) -> Vec<MemR
             key: key.into(),
             what: format!(
                 "supervisor of a library task `/bin/sleep 1000` ({})",
-                path.display()
+                shown(path)
             ),
             result: shim_memory(&exec, n),
+        });
+        reap_zombies();
+    }
+    // Issue 11: the same supervisors started by the CLI (`nomad-shim start`,
+    // which forks the supervisor from its own process instead of exec'ing).
+    if let Some((path, _)) = &env.shim_static {
+        let exec = Executor::with_root(tmpfs.join("root-mem-cli"))
+            .shim_path(path)
+            .cgroup_parent(CGROUP_PARENT);
+        rows.push(MemRow {
+            key: MEM_CLI.into(),
+            what: format!(
+                "supervisor of `nomad-shim start -- /bin/sleep 1000` ({}), started by the CLI",
+                shown(path)
+            ),
+            result: cli_memory(path, &exec, n),
         });
         reap_zombies();
     }
@@ -83,6 +99,44 @@ pub(crate) fn shim_memory(exec: &Executor, n: usize) -> Res<Mem> {
         for _ in 0..n {
             let task = exec.start(&spec).map_err(|e| format!("start sleep: {e}"))?;
             ids.push(task.id().to_string());
+            pids.push(task.supervisor_pid().ok_or("no supervisor pid")?);
+        }
+        // Let every supervisor settle into its poll loop.
+        std::thread::sleep(Duration::from_millis(300));
+        average_rollup(&pids)
+    })();
+    for id in &ids {
+        if let Err(e) = exec.remove(id, true) {
+            eprintln!("idle memory: remove {id}: {e}");
+        }
+    }
+    result
+}
+
+/// The row of supervisors started by the CLI.
+pub(crate) const MEM_CLI: &str = "nomad-shim (static), by the CLI";
+
+/// N supervisors started by `SHIM start`, each with a task `/bin/sleep 1000`.
+pub(crate) fn cli_memory(shim: &Path, exec: &Executor, n: usize) -> Res<Mem> {
+    let mut ids = Vec::new();
+    let result = (|| {
+        let mut pids = Vec::new();
+        for i in 0..n {
+            let id = format!("mem-cli-{i}");
+            let st = Command::new(shim)
+                .arg("--root")
+                .arg(exec.root())
+                .args(["--cgroup-parent", CGROUP_PARENT])
+                .args(["start", "--id", &id, "--", "/bin/sleep", "1000"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .status()
+                .map_err(|e| format!("spawn {}: {e}", shim.display()))?;
+            if !st.success() {
+                return Err(format!("nomad-shim start: {st}"));
+            }
+            ids.push(id.clone());
+            let task = exec.open(&id).map_err(|e| format!("open {id}: {e}"))?;
             pids.push(task.supervisor_pid().ok_or("no supervisor pid")?);
         }
         // Let every supervisor settle into its poll loop.

@@ -39,16 +39,38 @@ pub(crate) enum SpecSource {
     },
 }
 
+/// Untimed runs at the start of each block of the baseline helper, so that a
+/// block never starts right after another variant's clean-up; timed runs.
+pub(crate) const BLOCK_WARMUP: usize = 3;
+pub(crate) const BLOCK_RUNS: usize = 8;
+
 pub(crate) enum Action {
+    /// Nothing (the action of a skipped variant).
     Bare,
+    /// `std::process::Command::status()` of `/bin/true` in this process: the
+    /// old baseline, for information.
+    Spawn,
+    /// A block of runs in the separate `baseline` helper (benches/startup/
+    /// baseline.c): `PROGRAM MODE WARMUP N PAUSE_US ARGS...`; it prints one
+    /// time in ns per timed run.
+    Block {
+        program: PathBuf,
+        mode: &'static str,
+        args: Vec<OsString>,
+    },
     Library {
         exec: Executor,
         spec: SpecSource,
     },
+    /// `SHIM --root R --cgroup-parent P run --rm --id ID [--task-dir D] OPTIONS -- /bin/true`
+    /// (with `task_dirs`: a fresh task dir under it each round, made and
+    /// removed outside the timed part).
     Cli {
         shim: PathBuf,
         exec: Executor,
         prefix: String,
+        options: Vec<String>,
+        task_dirs: Option<PathBuf>,
     },
     External {
         program: PathBuf,
@@ -77,6 +99,12 @@ pub(crate) struct Variant {
     pub(crate) samples: Vec<Vec<f64>>,
     /// Per round: this sample / that round's bare sample.
     pub(crate) ratios: Vec<Vec<f64>>,
+    /// Per round: this sample / that round's floor sample.
+    pub(crate) ratios_floor: Vec<Vec<f64>>,
+    /// The timed runs of the last block (`Action::Block`), in ms.
+    pub(crate) block: Vec<f64>,
+    /// Idle time the helper sleeps before each run of a block.
+    pub(crate) pause: Duration,
     /// `Executor::remove` after the task ended, timed apart (library only).
     pub(crate) removes: Vec<f64>,
     /// `Executor::start` alone, back to back (library only).
@@ -94,6 +122,9 @@ impl Variant {
             state: State::Ready,
             samples: Vec::new(),
             ratios: Vec::new(),
+            ratios_floor: Vec::new(),
+            block: Vec::new(),
+            pause: Duration::ZERO,
             removes: Vec::new(),
             starts: Vec::new(),
             counter: 0,
@@ -117,7 +148,43 @@ impl Variant {
         self.counter += 1;
         let n = self.counter;
         match &self.action {
-            Action::Bare => {
+            Action::Block {
+                program,
+                mode,
+                args,
+            } => {
+                let out = Command::new(program)
+                    .arg(mode)
+                    .args([
+                        BLOCK_WARMUP.to_string(),
+                        BLOCK_RUNS.to_string(),
+                        self.pause.as_micros().to_string(),
+                    ])
+                    .args(args)
+                    .stdin(Stdio::null())
+                    .output()
+                    .map_err(|e| format!("spawn {}: {e}", program.display()))?;
+                if !out.status.success() {
+                    return Err(format!(
+                        "{} {mode}: {}: {}",
+                        program.display(),
+                        out.status,
+                        String::from_utf8_lossy(&out.stderr).trim()
+                    ));
+                }
+                self.block = String::from_utf8_lossy(&out.stdout)
+                    .lines()
+                    .filter_map(|l| l.trim().parse::<f64>().ok())
+                    .map(|ns| ns / 1e6)
+                    .collect();
+                if self.block.is_empty() {
+                    return Err(format!("{} {mode}: no times printed", program.display()));
+                }
+                let med = quantile(&self.block, 0.5);
+                Ok((Duration::from_secs_f64(med / 1e3), None))
+            }
+            Action::Bare => Err("no action".into()),
+            Action::Spawn => {
                 let t0 = Instant::now();
                 let st = Command::new("/bin/true")
                     .stdin(Stdio::null())
@@ -161,25 +228,50 @@ impl Variant {
                 expect_success(&exit)?;
                 Ok((dt, Some((started, rm))))
             }
-            Action::Cli { shim, exec, prefix } => {
+            Action::Cli {
+                shim,
+                exec,
+                prefix,
+                options,
+                task_dirs,
+            } => {
                 let id = format!("{prefix}{n}");
-                let t0 = Instant::now();
-                let st = Command::new(shim)
-                    .arg("--root")
+                let task_dir = match task_dirs {
+                    Some(d) => {
+                        let dir = d.join(format!("t{n}"));
+                        std::fs::create_dir_all(&dir)
+                            .map_err(|e| format!("create {}: {e}", dir.display()))?;
+                        Some(dir)
+                    }
+                    None => None,
+                };
+                let mut cmd = Command::new(shim);
+                cmd.arg("--root")
                     .arg(exec.root())
                     .args(["--cgroup-parent", CGROUP_PARENT])
-                    .args(["run", "--id", &id, "--", "/bin/true"])
+                    .args(["run", "--rm", "--id", &id]);
+                if let Some(d) = &task_dir {
+                    cmd.arg("--task-dir").arg(d);
+                }
+                cmd.args(options)
+                    .args(["--", "/bin/true"])
                     .stdin(Stdio::null())
                     .stdout(Stdio::null())
-                    .stderr(Stdio::null())
+                    .stderr(Stdio::null());
+                let t0 = Instant::now();
+                let st = cmd
                     .status()
                     .map_err(|e| format!("spawn {}: {e}", shim.display()))?;
                 let dt = t0.elapsed();
-                let removed = exec.remove(&id, false);
-                if !st.success() {
-                    return Err(format!("nomad-shim run: {st}"));
+                if let Some(dir) = task_dir {
+                    std::fs::remove_dir_all(&dir)
+                        .map_err(|e| format!("remove task dir {}: {e}", dir.display()))?;
                 }
-                removed.map_err(|e| format!("remove {id}: {e}"))?;
+                if !st.success() {
+                    // What `run --rm` may have left.
+                    let _ = exec.remove(&id, true);
+                    return Err(format!("nomad-shim run --rm: {st}"));
+                }
                 Ok((dt, None))
             }
             Action::External {
@@ -283,6 +375,7 @@ pub(crate) fn run_rounds(variants: &mut [Variant], m: usize, mode: &Mode) {
     let (warmup, rounds, pause) = (mode.warmup, mode.rounds, mode.pause);
     let n = variants.len();
     let bare = variants.iter().position(|v| v.key == "bare").unwrap_or(0);
+    let floor = variants.iter().position(|v| v.key == "floor");
     for round in 0..warmup + rounds {
         let measured = round >= warmup;
         let mut this_round = vec![None; n];
@@ -292,13 +385,17 @@ pub(crate) fn run_rounds(variants: &mut [Variant], m: usize, mode: &Mode) {
             if !v.state.runs() {
                 continue;
             }
-            if pause > Duration::ZERO {
+            v.pause = pause;
+            let is_block = matches!(v.action, Action::Block { .. });
+            if pause > Duration::ZERO && !is_block {
                 std::thread::sleep(pause);
             }
             match v.run_once() {
                 Ok((dt, rm)) => {
                     this_round[i] = Some(ms(dt));
-                    if measured {
+                    if measured && is_block {
+                        v.samples[m].extend_from_slice(&v.block);
+                    } else if measured {
                         v.samples[m].push(ms(dt));
                         if let (0, Some((st, rm))) = (m, rm) {
                             v.starts.push(ms(st));
@@ -325,6 +422,13 @@ pub(crate) fn run_rounds(variants: &mut [Variant], m: usize, mode: &Mode) {
                 for (i, s) in this_round.iter().enumerate() {
                     if let Some(s) = s {
                         variants[i].ratios[m].push(s / b);
+                    }
+                }
+            }
+            if let Some(f) = floor.and_then(|f| this_round[f]) {
+                for (i, s) in this_round.iter().enumerate() {
+                    if let Some(s) = s {
+                        variants[i].ratios_floor[m].push(s / f);
                     }
                 }
             }

@@ -9,10 +9,56 @@ pub(crate) fn build_variants(
     disk: &Path,
 ) -> Vec<Variant> {
     let mut v = Vec::new();
+    let blocks = format!(
+        "in blocks of {BLOCK_WARMUP} untimed + {BLOCK_RUNS} timed runs per round (the block's median is the round's value), so that no timed run follows another variant's clean-up"
+    );
+    let baseline_how = env
+        .baseline
+        .as_ref()
+        .map_or_else(|e| e.clone(), |(_, how)| how.clone());
+    let bare_what = format!(
+        "fork + execve(`/bin/true`) + waitpid in a loop, in a separate small C program (benches/startup/baseline.c, {baseline_how}), stdio on /dev/null, {blocks} — the baseline"
+    );
+    v.push(match &env.baseline {
+        Ok((p, _)) => Variant::new(
+            "bare",
+            bare_what,
+            Action::Block {
+                program: p.clone(),
+                mode: "bare",
+                args: vec!["/bin/true".into()],
+            },
+        ),
+        Err(e) => Variant::new("bare", bare_what, Action::Bare).skip(e.clone()),
+    });
+    let floor_what = format!(
+        "the kernel work a task needs and nothing else, in the same C program: fork + execve of that static program as the supervisor, which makes the task's cgroup in each of {}, forks the child, which joins them (one `cgroup.procs` write each) and execs `/bin/true`, waits for it and removes the cgroups; {blocks}",
+        match &env.floor_dirs {
+            Ok(d) => format!("the {} directories a library task's cgroup has", d.len()),
+            Err(_) => "the task cgroup's directories".into(),
+        }
+    );
+    v.push(match (&env.baseline, &env.floor_dirs) {
+        (Ok((p, _)), Ok(dirs)) => Variant::new(
+            "floor",
+            floor_what,
+            Action::Block {
+                program: p.clone(),
+                mode: "floor",
+                args: std::iter::once(OsString::from("/bin/true"))
+                    .chain(std::iter::once(OsString::from("floor")))
+                    .chain(dirs.iter().map(|d| d.clone().into_os_string()))
+                    .collect(),
+            },
+        ),
+        (Err(e), _) | (_, Err(e)) => {
+            Variant::new("floor", floor_what, Action::Bare).skip(e.clone())
+        }
+    });
     v.push(Variant::new(
-        "bare",
-        "`std::process::Command::status()` of `/bin/true` (posix_spawn: clone(CLONE_VM|CLONE_VFORK) + exec + wait4), stdio on /dev/null — the baseline",
-        Action::Bare,
+        "bare-spawn",
+        "`std::process::Command::status()` of `/bin/true` inside the bench process (posix_spawn: clone(CLONE_VM|CLONE_VFORK) + exec + wait4), stdio on /dev/null — the old baseline, for information",
+        Action::Spawn,
     ));
     let true_spec = TaskSpec::new("/bin/true");
     let no_shim = || "no static shim binary (set NOMAD_SHIM; scripts/bench does)".to_string();
@@ -57,7 +103,7 @@ pub(crate) fn build_variants(
                 }),
             };
             if key == "lib" {
-                var = var.target(Target::TimesBare(3.0));
+                var = var.target(Target::TimesBare(3.5));
             }
             v.push(var);
 
@@ -67,7 +113,7 @@ pub(crate) fn build_variants(
                 _ => "cli-dyn",
             };
             let croot = base.join(format!("root-{ckey}"));
-            let what = format!("`nomad-shim --root R run --id ID -- /bin/true`, {link} shim, root on {fs}; the task's removal is untimed");
+            let what = format!("`nomad-shim --root R run --rm --id ID -- /bin/true`, {link} shim, root on {fs}: start to exit of the CLI, which removes the task");
             let mut cli = match shim {
                 Some((path, _)) => Variant::new(
                     ckey,
@@ -78,6 +124,8 @@ pub(crate) fn build_variants(
                             .shim_path(path)
                             .cgroup_parent(CGROUP_PARENT),
                         prefix: format!("{ckey}-"),
+                        options: Vec::new(),
+                        task_dirs: None,
                     },
                 ),
                 None => Variant::new(ckey, what, Action::Bare).skip("no shim binary for it"),
@@ -146,8 +194,6 @@ pub(crate) fn build_variants(
             },
             "issue 4: as `lib-limits`, plus `user(\"nobody\")` and `IsolationSpec { chroot, pid, ipc, uts }`: a task dir made each round (untimed), chroot from the default chroot env (read-only bind mounts), /dev and /proc, pid+ipc+uts namespaces, default capabilities, no_new_privs".into(),
             vec![
-                Target::TimesOf("bwrap-dev-proc", 1.0),
-                Target::TimesOf("runc", 0.25),
                 Target::PlusMs("lib-isolated-base", 0.3),
             ],
         ),
@@ -196,6 +242,34 @@ pub(crate) fn build_variants(
         });
     }
 
+    // Issue 11: full isolation through the CLI, with the options of the issue.
+    {
+        let options: Vec<String> = CLI_ISOLATION.iter().map(|s| s.to_string()).collect();
+        let what = format!(
+            "issue 11: `nomad-shim --root R run --rm --id ID --task-dir D {}` -- /bin/true`, static shim, root on tmpfs, a task dir made each round (untimed)",
+            options.join(" ")
+        );
+        let root = tmpfs.join("root-cli-isolated");
+        v.push(match &env.shim_static {
+            None => Variant::new("cli-isolated", what, Action::Bare).skip(no_shim()),
+            Some((path, _)) => Variant::new(
+                "cli-isolated",
+                what,
+                Action::Cli {
+                    shim: path.clone(),
+                    exec: Executor::with_root(&root)
+                        .shim_path(path)
+                        .cgroup_parent(CGROUP_PARENT),
+                    prefix: "cli-isolated-".into(),
+                    options,
+                    task_dirs: Some(tmpfs.join("taskdirs-cli")),
+                },
+            )
+            .target(Target::TimesOf("bwrap-user", 1.0))
+            .target(Target::TimesOf("runc", 0.20)),
+        });
+    }
+
     // Reference points from Debian's packages.
     let mut binds: Vec<OsString> = Vec::new();
     for d in RO_BINDS {
@@ -224,7 +298,18 @@ pub(crate) fn build_variants(
         .chain(ns.iter().cloned())
         .chain([OsString::from("/bin/true")])
         .collect();
+    // What it takes bwrap to change the user, as `--user nobody` does.
+    let bwrap_user: Vec<OsString> = ["--unshare-user", "--uid", "65534", "--gid", "65534"]
+        .iter()
+        .map(OsString::from)
+        .chain(bwrap_full.iter().cloned())
+        .collect();
     for (key, args, what) in [
+        (
+            "bwrap-user",
+            bwrap_user,
+            "as `bwrap-dev-proc`, plus `--unshare-user --uid 65534 --gid 65534` (bwrap changes the user only in a user namespace): the reference of issue 11 for `cli-isolated`".to_string(),
+        ),
         (
             "bwrap",
             bwrap_plain,
