@@ -220,7 +220,8 @@ pub const EXIT_ERROR: i32 = 125;
 
 /// Runs the CLI; returns the process exit code.
 pub fn main() -> i32 {
-    let cli = match Cli::try_parse() {
+    // In a region the supervisor forked by `run`/`start` drops (scratch.rs).
+    let cli = match crate::scratch::parse_in_scratch(Cli::try_parse) {
         Ok(cli) => cli,
         Err(e) => return usage_error(e),
     };
