@@ -61,9 +61,19 @@ use variants::*;
 
 /// argv[1] of the bench binary run as a task: sleep, stamp, `_exit`.
 const HELPER_ARG: &str = "__exit-stamp";
-const REPORT_BEGIN: &str =
-    "<!-- bench:begin — written by benches/startup/ (scripts/bench); edit outside these markers -->";
-const REPORT_END: &str = "<!-- bench:end -->";
+/// The report's markers: `<!-- NAME:begin — ... -->` and `<!-- NAME:end -->`,
+/// NAME from `BENCH_MARKER` (default `bench`; `bench-v2` for the run in the
+/// cgroup v2 VM), so that several generated blocks live in one file.
+fn report_markers() -> (String, String) {
+    let name = std::env::var("BENCH_MARKER")
+        .ok()
+        .filter(|m| !m.is_empty())
+        .unwrap_or_else(|| "bench".into());
+    (
+        format!("<!-- {name}:begin — written by benches/startup/ (scripts/bench); edit outside these markers -->"),
+        format!("<!-- {name}:end -->"),
+    )
+}
 /// `runc` resource limits of its bundle (and of the issue 3/4 hooks).
 const MEMORY_LIMIT: u64 = 64 << 20;
 const PIDS_LIMIT: u64 = 64;
@@ -216,14 +226,28 @@ struct Mode {
 // the whole run
 
 fn bench(cfg: &Config) -> Res<()> {
-    let tmpfs = tempfile::Builder::new()
-        .prefix("nomad-shim-bench.")
-        .tempdir_in("/dev/shm")
-        .map_err(|e| format!("create temp dir in /dev/shm: {e}"))?;
-    let disk = tempfile::Builder::new()
-        .prefix("nomad-shim-bench.")
-        .tempdir_in("/var/tmp")
-        .map_err(|e| format!("create temp dir in /var/tmp: {e}"))?;
+    // The task roots: a tmpfs (/dev/shm, else /tmp) and a disk (/var/tmp);
+    // BENCH_TMPFS_DIR and BENCH_DISK_DIR choose others (the v2 VM has no
+    // /dev/shm and only tmpfs).
+    let temp_in = |var: &str, dirs: &[&str]| {
+        let dirs: Vec<String> = match std::env::var(var) {
+            Ok(d) if !d.is_empty() => vec![d],
+            _ => dirs.iter().map(|d| d.to_string()).collect(),
+        };
+        let mut errors = Vec::new();
+        for d in &dirs {
+            match tempfile::Builder::new()
+                .prefix("nomad-shim-bench.")
+                .tempdir_in(d)
+            {
+                Ok(t) => return Ok(t),
+                Err(e) => errors.push(format!("create temp dir in {d}: {e}")),
+            }
+        }
+        Err(errors.join("; "))
+    };
+    let tmpfs = temp_in("BENCH_TMPFS_DIR", &["/dev/shm", "/tmp"])?;
+    let disk = temp_in("BENCH_DISK_DIR", &["/var/tmp"])?;
     let env = Environment::probe(cfg, tmpfs.path(), disk.path());
     eprintln!("{}", env.summary());
 

@@ -31,7 +31,7 @@ pub(crate) fn render(
     );
     let _ = writeln!(
         r,
-        "* Task roots: a temp dir in /dev/shm ({}) and in /var/tmp ({}); cgroup layout: {}",
+        "* Task roots: a temp dir on {} (`tmpfs` variants) and one on {} (`disk` variants); cgroup layout: {}",
         env.tmpfs_type, env.disk_type, env.cgroups
     );
     let _ = writeln!(
@@ -281,7 +281,8 @@ pub(crate) fn verdict(ok: bool) -> &'static str {
 
 /// Replaces the text between the markers (or appends it, or creates the file).
 pub(crate) fn write_report(path: &Path, body: &str) -> Res<()> {
-    let block = format!("{REPORT_BEGIN}\n{body}\n{REPORT_END}\n");
+    let (begin_mark, end_mark) = report_markers();
+    let block = format!("{begin_mark}\n{body}\n{end_mark}\n");
     let old = match std::fs::read_to_string(path) {
         Ok(s) => s,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -291,10 +292,10 @@ pub(crate) fn write_report(path: &Path, body: &str) -> Res<()> {
     };
     // The begin marker is found by its start, so that a change of its
     // comment text still replaces the old block.
-    let begin = old.find(REPORT_BEGIN.split(" —").next().unwrap_or(REPORT_BEGIN));
-    let new = match (begin, old.find(REPORT_END)) {
+    let begin = old.find(begin_mark.split(" —").next().unwrap_or(&begin_mark));
+    let new = match (begin, old.find(&end_mark)) {
         (Some(b), Some(e)) if e > b => {
-            let after = &old[e + REPORT_END.len()..];
+            let after = &old[e + end_mark.len()..];
             format!(
                 "{}{block}{}",
                 &old[..b],

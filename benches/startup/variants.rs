@@ -82,7 +82,7 @@ pub(crate) fn build_variants(
             let root = base.join(format!("root-{key}"));
             let what = format!(
                 "`Executor::start(&TaskSpec::new(\"/bin/true\"))` + `Task::wait()`, {link} shim, root in {} ({}); `Executor::remove` is timed apart",
-                if fs == "tmpfs" { "/dev/shm" } else { "/var/tmp" },
+                if fs == "tmpfs" { "a tmpfs" } else { "a disk dir" },
                 if fs == "tmpfs" { &env.tmpfs_type } else { &env.disk_type }
             );
             let mut var = match shim {
