@@ -45,22 +45,22 @@ fn in_region(p: *mut u8) -> bool {
 }
 
 /// Bump allocation from the region, or null when it is inactive or full.
-/// The CLI is single-threaded while the region is active (no thread has
-/// been made yet), so plain loads and stores suffice.
+/// The CLI is single-threaded while the region is active; the compare-and-
+/// swap only keeps two threads (a test harness's) from sharing a range.
 fn bump(layout: Layout) -> *mut u8 {
     if !ACTIVE.load(Ordering::Relaxed) {
         return std::ptr::null_mut();
     }
-    let start = START.load(Ordering::Relaxed);
-    let at = NEXT
-        .load(Ordering::Relaxed)
-        .next_multiple_of(layout.align());
-    match at.checked_add(layout.size()) {
-        Some(end) if end <= start + SIZE => {
-            NEXT.store(end, Ordering::Relaxed);
-            at as *mut u8
-        }
-        _ => std::ptr::null_mut(),
+    let end_of_region = START.load(Ordering::Relaxed) + SIZE;
+    let mut at = 0;
+    let claimed = NEXT.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |next| {
+        at = next.next_multiple_of(layout.align());
+        at.checked_add(layout.size())
+            .filter(|&end| end <= end_of_region)
+    });
+    match claimed {
+        Ok(_) => at as *mut u8,
+        Err(_) => std::ptr::null_mut(),
     }
 }
 
@@ -158,5 +158,29 @@ pub fn drop_in_child() {
     // pointers are no-ops, and pages would read back as zeros, not fault.
     unsafe {
         libc::madvise(start as *mut libc::c_void, SIZE, libc::MADV_DONTNEED);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_parse_allocates_in_the_region_and_its_results_outlive_it() {
+        let (inside, text) = parse_in_scratch(|| {
+            let mut v: Vec<String> = (0..100).map(|i| format!("arg-{i}")).collect();
+            v.shrink_to_fit();
+            (in_region(v.as_ptr() as *mut u8), v.join(" "))
+        });
+        assert!(inside, "allocations during the parse come from the region");
+        assert!(in_region(text.as_ptr() as *mut u8));
+        // Regrown outside the parse: copied out to the system allocator,
+        // contents intact.
+        let mut grown = text;
+        grown.push_str(&"x".repeat(10_000));
+        assert!(grown.starts_with("arg-0 arg-1 "));
+        assert!(!in_region(grown.as_ptr() as *mut u8));
+        let after = String::from("after the parse");
+        assert!(!in_region(after.as_ptr() as *mut u8));
     }
 }
