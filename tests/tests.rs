@@ -19,6 +19,7 @@ mod isolation;
 mod lifecycle;
 mod limits;
 mod observe;
+mod perf;
 mod protocol_compat;
 mod recovery;
 mod taskdir_misc;

@@ -6,7 +6,7 @@ mod scratch;
 mod supervisor;
 mod sys;
 
-/// The system allocator, but for the CLI's argument parsing (scratch.rs).
+/// The system allocator, but for the CLI up to the fork of `run`/`start` (scratch.rs).
 #[global_allocator]
 static ALLOC: scratch::ShimAlloc = scratch::ShimAlloc;
 

@@ -11,13 +11,15 @@
 //! supervisor forked by the CLI kept 76-80 KiB of heap against 20-24 KiB for
 //! one the library exec'd, 188 against 120 KiB private dirty in all.
 //!
-//! So while the CLI parses its arguments, every allocation comes from a
-//! region of its own (an anonymous mapping, bump-allocated; frees there do
-//! nothing), and the forked intermediate drops that region's pages
-//! (`MADV_DONTNEED`) before it becomes the supervisor, which never touches
-//! the parsed options. The CLI itself keeps using them as before. Outside
-//! the parse, and once the region is full, allocations go to the system
-//! allocator as always.
+//! So from the start of the CLI's argument parsing up to the fork of
+//! `run`/`start` (the spec built, checked and written to `spec.json`),
+//! every allocation comes from a region of its own (an anonymous mapping,
+//! bump-allocated; frees there do nothing), and the forked intermediate
+//! drops that region's pages (`MADV_DONTNEED`) before it becomes the
+//! supervisor, which reads none of it (it reads the spec from disk). The
+//! CLI itself keeps using what is there. Other commands leave the region
+//! right after the parse. Outside it, and once it is full, allocations go
+//! to the system allocator as always.
 #![allow(unsafe_code)]
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -116,10 +118,12 @@ unsafe impl GlobalAlloc for ShimAlloc {
     }
 }
 
-/// Runs `parse` with its allocations in the region (mapped on first use;
-/// if it cannot be mapped, `parse` runs on the system allocator). Only
-/// for the CLI's main thread, before it makes any other thread.
-pub fn parse_in_scratch<T>(parse: impl FnOnce() -> T) -> T {
+/// From now on, allocations come from the region (mapped on first use; if
+/// it cannot be mapped, they stay with the system allocator). Only for the
+/// CLI's main thread, before it makes any other thread; [`end`] it before
+/// anything that runs for long (following a task's output), since the
+/// region never reuses what is freed.
+pub fn begin() {
     if START.load(Ordering::Relaxed) == 0 {
         // SAFETY: a fresh private anonymous mapping; no existing memory is
         // touched.
@@ -134,14 +138,26 @@ pub fn parse_in_scratch<T>(parse: impl FnOnce() -> T) -> T {
             )
         };
         if p == libc::MAP_FAILED {
-            return parse();
+            return;
         }
         START.store(p as usize, Ordering::Relaxed);
         NEXT.store(p as usize, Ordering::Relaxed);
     }
     ACTIVE.store(true, Ordering::Relaxed);
-    let out = parse();
+}
+
+/// Allocations go to the system allocator again; what the region holds
+/// stays valid in this process.
+pub fn end() {
     ACTIVE.store(false, Ordering::Relaxed);
+}
+
+/// Runs `f` with its allocations in the region ([`begin`], [`end`]).
+#[cfg(test)]
+fn in_scratch<T>(f: impl FnOnce() -> T) -> T {
+    begin();
+    let out = f();
+    end();
     out
 }
 
@@ -167,7 +183,7 @@ mod tests {
 
     #[test]
     fn the_parse_allocates_in_the_region_and_its_results_outlive_it() {
-        let (inside, text) = parse_in_scratch(|| {
+        let (inside, text) = in_scratch(|| {
             let mut v: Vec<String> = (0..100).map(|i| format!("arg-{i}")).collect();
             v.shrink_to_fit();
             (in_region(v.as_ptr() as *mut u8), v.join(" "))

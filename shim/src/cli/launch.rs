@@ -19,7 +19,11 @@ use nomad_shim::{Error, Executor, Task, TaskSpec};
 
 /// Starts `spec` like [`Executor::start`], forking instead of exec'ing.
 pub fn start(executor: &Executor, spec: &TaskSpec) -> Result<Task, Error> {
-    let mut pending = executor.prepare_start(spec)?;
+    let prepared = executor.prepare_start(spec);
+    // What the supervisor needs from here (its root and id) is allocated
+    // outside the scratch region, which the forked child drops.
+    crate::scratch::end();
+    let mut pending = prepared?;
     let write_end = match pending.take_write_end() {
         Ok(fd) => fd,
         Err(e) => {

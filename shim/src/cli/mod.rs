@@ -220,11 +220,20 @@ pub const EXIT_ERROR: i32 = 125;
 
 /// Runs the CLI; returns the process exit code.
 pub fn main() -> i32 {
-    // In a region the supervisor forked by `run`/`start` drops (scratch.rs).
-    let cli = match crate::scratch::parse_in_scratch(Cli::try_parse) {
+    // In a region the supervisor forked by `run`/`start` drops
+    // (scratch.rs): from here to that fork (cli/launch.rs), or to the end
+    // of the parse for every other command.
+    crate::scratch::begin();
+    let cli = match Cli::try_parse() {
         Ok(cli) => cli,
-        Err(e) => return usage_error(e),
+        Err(e) => {
+            crate::scratch::end();
+            return usage_error(e);
+        }
     };
+    if !matches!(cli.command, Command::Run { .. } | Command::Start(_)) {
+        crate::scratch::end();
+    }
     match &cli.command {
         Command::Completions { shell, .. } => return generate::completions(*shell),
         Command::Man { .. } => return generate::man(),
