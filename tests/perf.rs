@@ -73,6 +73,14 @@ fn a_supervisor_started_by_the_cli_does_not_keep_the_cli_heap() {
         heap_and_anon(cli_pid),
         heap_and_anon(lib_pid)
     );
+    // Nothing the supervisor reads was left in the dropped region: the boot
+    // id it recorded (the library caches it process-wide) is this boot's.
+    let state: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root.path().join("by-cli/state.json")).unwrap(),
+    )
+    .unwrap();
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap();
+    assert_eq!(state["boot_id"].as_str(), Some(boot.trim()), "{state}");
     for id in [lib.id().to_string(), "by-cli".to_string()] {
         root.exec.remove(&id, true).unwrap();
     }

@@ -20,6 +20,12 @@
 //! CLI itself keeps using what is there. Other commands leave the region
 //! right after the parse. Outside it, and once it is full, allocations go
 //! to the system allocator as always.
+//!
+//! The one rule this needs: nothing process-wide (a `static` cache, a lazy
+//! handle) may be filled while the region is active, or the supervisor
+//! would find a pointer into dropped pages. std's handle of the main thread
+//! and the library's cached boot id are filled before (cli/mod.rs);
+//! tests/perf.rs checks the boot id the supervisor records.
 #![allow(unsafe_code)]
 
 use std::alloc::{GlobalAlloc, Layout, System};

@@ -43,8 +43,8 @@ pub fn start(executor: &Executor, spec: &TaskSpec) -> Result<Task, Error> {
             })
         }
         Ok(ForkResult::Child) => {
-            // The parsed command line is the CLI's, not ours: its pages go
-            // (scratch.rs).
+            // What the CLI allocated to prepare the start is its own, not
+            // ours: its pages go (scratch.rs).
             crate::scratch::drop_in_child();
             // The intermediate: stdout becomes the sync pipe, stdin and
             // stderr /dev/null, as the library arranges for the exec'd shim.
