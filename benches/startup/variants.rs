@@ -246,7 +246,7 @@ pub(crate) fn build_variants(
     {
         let options: Vec<String> = CLI_ISOLATION.iter().map(|s| s.to_string()).collect();
         let what = format!(
-            "issue 11: `nomad-shim --root R run --rm --id ID --task-dir D {}` -- /bin/true`, static shim, root on tmpfs, a task dir made each round (untimed)",
+            "issue 11: `nomad-shim --root R run --rm --id ID --task-dir D {} -- /bin/true`, static shim, root on tmpfs, a task dir made each round (untimed)",
             options.join(" ")
         );
         let root = tmpfs.join("root-cli-isolated");
