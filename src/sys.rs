@@ -17,6 +17,40 @@ fn check(ret: libc::c_long) -> nix::Result<libc::c_long> {
     }
 }
 
+/// `capset(2)` of the calling thread, `_LINUX_CAPABILITY_VERSION_3`: the
+/// effective, permitted and inheritable sets (bit masks of capability
+/// numbers) in one call, where the `caps` crate makes a capget and a capset
+/// per set. The kernel checks the new triple against the old one as it
+/// would each set alone (capabilities(7)).
+pub(crate) fn capset(effective: u64, permitted: u64, inheritable: u64) -> nix::Result<()> {
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: libc::c_int,
+    }
+    #[repr(C)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    const VERSION_3: u32 = 0x2008_0522;
+    let mut header = Header {
+        version: VERSION_3,
+        pid: 0,
+    };
+    let word = |mask: u64, i: u32| (mask >> (32 * i)) as u32;
+    let data = [0, 1].map(|i| Data {
+        effective: word(effective, i),
+        permitted: word(permitted, i),
+        inheritable: word(inheritable, i),
+    });
+    // SAFETY: the header and the two data words are live, properly laid out
+    // (linux/capability.h) locals for the call's duration; version 3 reads
+    // exactly two data structs.
+    check(unsafe { libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()) }).map(drop)
+}
+
 /// `pidfd_open(2)`: a file descriptor that refers to process `pid` (Linux 5.3).
 ///
 /// The descriptor is close-on-exec. It becomes readable when the process

@@ -467,26 +467,42 @@ impl Task {
             }
             return Err(ctl_err(e));
         }
-        // Byte by byte up to the newline: nothing after the reply line (an
-        // attach's nudges) may be swallowed by a buffer.
+        // Up to the newline, and not a byte further: nothing after the reply
+        // line (an attach's nudges) may be swallowed by a buffer. So each
+        // round peeks at what has arrived (recv(2) MSG_PEEK) and consumes
+        // exactly up to the newline, or all of it if there is none yet: two
+        // calls for a reply instead of one per byte.
         let mut raw = Vec::with_capacity(128);
-        let mut byte = [0u8; 1];
+        let mut buf = [0u8; 4096];
         loop {
-            let got = match std::io::Read::read(&mut &stream, &mut byte) {
+            let peeked = match nix::sys::socket::recv(
+                stream.as_raw_fd(),
+                &mut buf,
+                nix::sys::socket::MsgFlags::MSG_PEEK,
+            ) {
                 Ok(n) => n,
-                Err(e) if gone(&e) => 0,
-                Err(e) => return Err(ctl_err(e)),
+                Err(e) if gone(&std::io::Error::from(e)) => 0,
+                Err(e) => return Err(ctl_err(e.into())),
             };
-            match got {
-                0 => break,
-                _ if byte[0] == b'\n' => break,
-                _ if raw.len() >= MAX_LINE => {
-                    return Err(ctl_err(std::io::Error::new(
-                        std::io::ErrorKind::InvalidData,
-                        "reply too long",
-                    )))
-                }
-                _ => raw.push(byte[0]),
+            if peeked == 0 {
+                break;
+            }
+            let newline = buf[..peeked].iter().position(|&b| b == b'\n');
+            let take = newline.map_or(peeked, |i| i + 1);
+            match std::io::Read::read_exact(&mut &stream, &mut buf[..take]) {
+                Ok(()) => {}
+                Err(e) if gone(&e) => break,
+                Err(e) => return Err(ctl_err(e)),
+            }
+            raw.extend_from_slice(&buf[..newline.unwrap_or(take)]);
+            if newline.is_some() {
+                break;
+            }
+            if raw.len() >= MAX_LINE {
+                return Err(ctl_err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    "reply too long",
+                )));
             }
         }
         let reply = String::from_utf8_lossy(&raw).into_owned();

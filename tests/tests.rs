@@ -24,6 +24,7 @@ mod lifecycle;
 mod limits;
 mod nonblocking_kill;
 mod observe;
+mod perf;
 mod protocol_compat;
 mod races;
 mod recovery;

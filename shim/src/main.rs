@@ -2,8 +2,13 @@
 //! `__supervise`, the per-task supervisor the library runs.
 
 mod cli;
+mod scratch;
 mod supervisor;
 mod sys;
+
+/// The system allocator, but for the CLI up to the fork of `run`/`start` (scratch.rs).
+#[global_allocator]
+static ALLOC: scratch::ShimAlloc = scratch::ShimAlloc;
 
 fn main() {
     // The supervisor path skips clap entirely: it is on every task's start

@@ -129,6 +129,54 @@ pub fn trim_heap() {
     }
 }
 
+/// Drops the pages of the main thread's stack below the caller's frame
+/// (less a margin) with `MADV_DONTNEED` (madvise(2): private anonymous
+/// pages read back as zeros). Below the stack pointer nothing is live; the
+/// pages there were dirtied by deeper calls earlier (the CLI's argument
+/// parsing, when the CLI forked the supervisor; the supervisor's own
+/// start), and an idle supervisor would keep them for the task's lifetime.
+/// Pages a later call needs again fault in as zeros. The stack's lowest
+/// address is its mapping's start in /proc/self/maps (`[stack]`); nothing
+/// is dropped if it is not found.
+pub fn release_stack_below_here() {
+    let Ok(maps) = std::fs::read_to_string("/proc/self/maps") else {
+        return;
+    };
+    let Some(start) = maps
+        .lines()
+        .find(|l| l.ends_with("[stack]"))
+        .and_then(|l| l.split('-').next())
+        .and_then(|a| usize::from_str_radix(a, 16).ok())
+    else {
+        return;
+    };
+    drop(maps);
+    drop_stack_pages_from(start);
+}
+
+/// The `madvise` of [`release_stack_below_here`], in a frame of its own
+/// that holds nothing but a marker: the page of the marker and the one
+/// below it (for this frame's own calls: the `madvise` wrapper and the
+/// return addresses it pushes) are kept, everything from `start` up to
+/// them goes.
+#[inline(never)]
+fn drop_stack_pages_from(start: usize) {
+    let marker = 0u8;
+    let here = std::hint::black_box(std::ptr::addr_of!(marker)) as usize;
+    let end = (here / PAGE * PAGE).saturating_sub(PAGE);
+    if end > start {
+        // SAFETY: [start, end) lies in this thread's stack mapping more
+        // than a page below this frame, whose callers are all above it:
+        // no live data is there (the stack grows down; only frames that
+        // have returned used it), no other thread exists, and a signal
+        // handler would write its frame below the stack pointer afresh.
+        // The pages read back as zeros.
+        unsafe {
+            libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED);
+        }
+    }
+}
+
 /// `_exit(2)`: ends the process at once, without running atexit handlers or
 /// flushing stdio buffers that belong to the parent's copy of the process
 /// (after `fork`, those are the parent's).

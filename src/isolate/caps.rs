@@ -227,16 +227,16 @@ impl CapPlan {
         Ok(())
     }
 
-    /// Child, after setresuid: effective, then permitted, then inheritable.
-    /// In that order each capset(2) keeps effective ⊆ permitted and
-    /// inheritable ⊆ permitted ∪ bounding, so none needs CAP_SETPCAP.
+    /// Child, after setresuid: effective, permitted and inheritable in one
+    /// capset(2). The new triple keeps effective ⊆ permitted ⊆ the old
+    /// permitted and inheritable ⊆ permitted ∪ bounding, so it needs no
+    /// CAP_SETPCAP (capabilities(7)); a failure is reported as the
+    /// effective set's step.
     pub(crate) fn set_final(&self) -> Result<(), StepError> {
-        caps::set(None, CapSet::Effective, &self.granted)
-            .map_err(|_| StepError::new(Step::SetEffective, last_errno()))?;
-        caps::set(None, CapSet::Permitted, &self.granted)
-            .map_err(|_| StepError::new(Step::SetPermitted, last_errno()))?;
-        caps::set(None, CapSet::Inheritable, &self.inheritable)
-            .map_err(|_| StepError::new(Step::SetInheritable, last_errno()))
+        let mask = |set: &CapsHashSet| set.iter().fold(0u64, |m, c| m | c.bitmask());
+        let granted = mask(&self.granted);
+        crate::sys::capset(granted, granted, mask(&self.inheritable))
+            .map_err(|e| StepError::new(Step::SetEffective, e))
     }
 
     /// Child: `PR_CAP_AMBIENT_RAISE` each ambient cap (it must already be

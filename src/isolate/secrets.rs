@@ -148,6 +148,11 @@ fn unmount_tagged(task_dir: &Path, tag: &str) -> Result<(bool, Option<MountEntry
 /// `<task_dir>/secrets` opened `O_PATH|O_DIRECTORY|O_NOFOLLOW` (the task
 /// dir too): `None` if either is missing or not a directory.
 fn open_secrets(task_dir: &Path) -> Result<Option<OwnedFd>, IsolateError> {
+    Ok(open_secrets_in(task_dir)?.map(|(_, fd)| fd))
+}
+
+/// [`open_secrets`], with the task dir's descriptor: (task dir, secrets).
+fn open_secrets_in(task_dir: &Path) -> Result<Option<(OwnedFd, OwnedFd)>, IsolateError> {
     let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
     let absent = |e| matches!(e, Errno::ENOENT | Errno::ENOTDIR | Errno::ELOOP);
     let dir = match open(task_dir, flags, Mode::empty()) {
@@ -162,7 +167,7 @@ fn open_secrets(task_dir: &Path) -> Result<Option<OwnedFd>, IsolateError> {
         }
     };
     match openat(&dir, "secrets", flags, Mode::empty()) {
-        Ok(fd) => Ok(Some(fd)),
+        Ok(fd) => Ok(Some((dir, fd))),
         Err(e) if absent(e) => Ok(None),
         Err(source) => Err(IsolateError::Secrets {
             op: "open",
@@ -185,7 +190,7 @@ struct MountEntry {
 /// The mount whose root is `<task_dir>/secrets`, with an `O_PATH` fd of
 /// it: `None` when nothing is mounted exactly there.
 fn mounted_at(task_dir: &Path) -> Result<Option<(OwnedFd, MountEntry)>, IsolateError> {
-    let Some(fd) = open_secrets(task_dir)? else {
+    let Some((parent, fd)) = open_secrets_in(task_dir)? else {
         return Ok(None);
     };
     let read = |path: &str| {
@@ -207,6 +212,13 @@ fn mounted_at(task_dir: &Path) -> Result<Option<(OwnedFd, MountEntry)>, IsolateE
     let Some(mnt_id) = mnt_id else {
         return Ok(None);
     };
+    // Nothing is mounted on secrets/ when it lies on the task dir's own
+    // mount (the common case at every start): no need to read mountinfo,
+    // which grows with the host's mounts (a secrets tmpfs per live task).
+    if crate::sys::mount_id(parent.as_fd()) == Some(mnt_id) {
+        return Ok(None);
+    }
+    drop(parent);
     let entry = read("/proc/self/mountinfo")?
         .lines()
         .filter_map(parse_mountinfo)

@@ -80,7 +80,15 @@ pub(crate) fn build(
             .map_err(|source| IsolateError::Chmod { path, source })?;
     }
     for mp in mountpoints {
-        ensure_path(&root, task_dir, mp)?;
+        // The task's own dirs (`local`, `tmp`, `alloc` bound onto
+        // themselves) were made just above: no second look at them.
+        let made_above = mp.kind == Kind::Dir
+            && TASK_DIRS
+                .iter()
+                .any(|(name, _, _)| mp.rel.as_os_str() == OsStr::new(name));
+        if !made_above {
+            ensure_path(&root, task_dir, mp)?;
+        }
     }
     Ok(())
 }

@@ -19,7 +19,11 @@ use nomad_shim::{Error, Executor, Task, TaskSpec};
 
 /// Starts `spec` like [`Executor::start`], forking instead of exec'ing.
 pub fn start(executor: &Executor, spec: &TaskSpec) -> Result<Task, Error> {
-    let mut pending = executor.prepare_start(spec)?;
+    let prepared = executor.prepare_start(spec);
+    // What the supervisor needs from here (its root and id) is allocated
+    // outside the scratch region, which the forked child drops.
+    crate::scratch::end();
+    let mut pending = prepared?;
     let write_end = match pending.take_write_end() {
         Ok(fd) => fd,
         Err(e) => {
@@ -39,6 +43,9 @@ pub fn start(executor: &Executor, spec: &TaskSpec) -> Result<Task, Error> {
             })
         }
         Ok(ForkResult::Child) => {
+            // What the CLI allocated to prepare the start is its own, not
+            // ours: its pages go (scratch.rs).
+            crate::scratch::drop_in_child();
             // The intermediate: stdout becomes the sync pipe, stdin and
             // stderr /dev/null, as the library arranges for the exec'd shim.
             // dup2 of valid fds does not fail; were it to, the reply would

@@ -252,10 +252,29 @@ pub const EXIT_ERROR: i32 = 125;
 
 /// Runs the CLI; returns the process exit code.
 pub fn main() -> i32 {
+    // In a region the supervisor forked by `run`/`start` drops
+    // (scratch.rs): from here to that fork (cli/launch.rs), or to the end
+    // of the parse for every other command. std's handle of this thread
+    // first (a lazily made one would be in the region).
+    let _ = std::thread::current();
+    crate::scratch::begin();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
-        Err(e) => return usage_error(e),
+        Err(e) => {
+            crate::scratch::end();
+            return usage_error(e);
+        }
     };
+    if matches!(cli.command, Command::Run { .. } | Command::Start(_)) {
+        // The process-wide cache the library fills on a start (this boot's
+        // id), filled now outside the region: the forked supervisor reads
+        // it, and a cached pointer into the region would read zeros there.
+        crate::scratch::end();
+        let _ = nomad_shim::identity::boot_id();
+        crate::scratch::begin();
+    } else {
+        crate::scratch::end();
+    }
     match &cli.command {
         Command::Completions { shell, .. } => return generate::completions(*shell),
         Command::Man { .. } => return generate::man(),

@@ -508,6 +508,7 @@ fn start_in_cgroup(
         );
     }
     crate::sys::trim_heap();
+    crate::sys::release_stack_below_here();
 
     let io = event_loop::LoopFds {
         signals,
