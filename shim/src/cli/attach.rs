@@ -85,10 +85,11 @@ impl Drop for RawMode {
 
 /// The window size of our terminal (stdin, else stdout), if either is one.
 pub fn our_window_size() -> Option<WindowSize> {
-    crate::sys::window_size(io::stdin().as_fd())
-        .or_else(|_| crate::sys::window_size(io::stdout().as_fd()))
+    nomad_shim::sys::get_winsize(io::stdin().as_fd())
+        .or_else(|_| nomad_shim::sys::get_winsize(io::stdout().as_fd()))
         .ok()
-        .filter(|s| s.rows > 0 && s.cols > 0)
+        .filter(|&(rows, cols)| rows > 0 && cols > 0)
+        .map(|(rows, cols)| WindowSize { rows, cols })
 }
 
 /// How a relay ended.
