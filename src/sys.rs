@@ -529,6 +529,7 @@ pub fn set_winsize(fd: std::os::fd::BorrowedFd<'_>, rows: u16, cols: u16) -> nix
 
 /// `ioctl(TIOCSCTTY, 0)`: makes the terminal `fd` the controlling terminal
 /// of the caller, which must be a session leader without one (tty_ioctl(4)).
+/// Async-signal-safe: the task's child calls it after its `setsid`.
 pub fn set_controlling_terminal(fd: std::os::fd::BorrowedFd<'_>) -> nix::Result<()> {
     use std::os::fd::AsRawFd;
     // SAFETY: TIOCSCTTY takes an integer argument (0: do not steal the

@@ -1,11 +1,12 @@
 //! A task's own stdin and terminal from the CLI: `run -i/-t`, `attach`.
 //!
-//! * With a terminal: the caller's terminal in raw mode (restored by a
-//!   drop guard on every way out: the task's end, a lost supervisor, an
-//!   error, a detach, SIGTERM/SIGHUP), its window size sent at the start and
-//!   on every SIGWINCH, and one loop relaying bytes both ways between it
-//!   and the task's `attach_stdio` connection. `Ctrl-P Ctrl-Q` typed in a
-//!   row detaches (as Docker's default detach keys).
+//! * With a terminal: the caller's terminal in raw mode ([`RawMode`] of
+//!   `term.rs`, restored by its drop guard on every way out: the task's
+//!   end, a lost supervisor, an error, a detach, SIGTERM/SIGHUP; by its
+//!   panic hook on a panic), its window size sent at the start and on every
+//!   SIGWINCH, and one loop relaying bytes both ways between it and the
+//!   task's `attach_stdio` connection. `Ctrl-P Ctrl-Q` typed in a row
+//!   detaches (as Docker's default detach keys; `term::DetachKeys`).
 //! * With a piped stdin only: [`StdinPump`] copies our stdin into the
 //!   task's, and the output is followed in the log files as `run` does.
 
@@ -15,81 +16,13 @@ use std::os::unix::net::UnixStream;
 
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::Signal;
-use nix::sys::termios::{self, SetArg, Termios};
-use nomad_shim::{Error, Executor, Stdin, Task, WindowSize};
+use nomad_shim::{Error, Executor, Stdin, Task};
 
 use super::exit_code;
+use super::term::{our_window_size, DetachKeys, Keyboard, Keys, RawMode, CTRL_P_CTRL_Q};
 
-/// `Ctrl-P`, the first detach key.
-const CTRL_P: u8 = 0x10;
-/// `Ctrl-Q`, the second.
-const CTRL_Q: u8 = 0x11;
 /// `Ctrl-D`, a terminal's end of input (VEOF).
 const CTRL_D: u8 = 0x04;
-
-/// The caller's terminal in raw mode; the settings it had come back when
-/// this is dropped.
-pub struct RawMode {
-    saved: Termios,
-}
-
-impl RawMode {
-    /// Raw mode on our stdin, if it is a terminal (`None` if not):
-    /// cfmakeraw(3), every byte passed on as typed, no echo, no signals
-    /// made from keys (they are the task's terminal's to make).
-    pub fn enter() -> Result<Option<RawMode>, Error> {
-        let stdin = io::stdin();
-        let saved = match termios::tcgetattr(stdin.as_fd()) {
-            Ok(t) => t,
-            Err(nix::errno::Errno::ENOTTY) => return Ok(None),
-            Err(e) => return Err(io_err("read the terminal's settings", e.into())),
-        };
-        let mut raw = saved.clone();
-        termios::cfmakeraw(&mut raw);
-        // A panic does not unwind in a release build (panic = "abort"), so
-        // no drop guard would run: a hook restores the terminal first.
-        *SAVED.lock().unwrap_or_else(|p| p.into_inner()) = Some(saved.clone());
-        static HOOK: std::sync::Once = std::sync::Once::new();
-        HOOK.call_once(|| {
-            let next = std::panic::take_hook();
-            std::panic::set_hook(Box::new(move |info| {
-                restore();
-                next(info);
-            }));
-        });
-        termios::tcsetattr(stdin.as_fd(), SetArg::TCSANOW, &raw)
-            .map_err(|e| io_err("set the terminal to raw mode", e.into()))?;
-        Ok(Some(RawMode { saved }))
-    }
-}
-
-/// The settings to restore while a [`RawMode`] lives (for the panic hook).
-static SAVED: std::sync::Mutex<Option<Termios>> = std::sync::Mutex::new(None);
-
-/// Puts the saved settings back, if raw mode is on.
-fn restore() {
-    let saved = SAVED.lock().unwrap_or_else(|p| p.into_inner()).take();
-    if let Some(saved) = saved {
-        // Nothing is left to report a failure to: the terminal is gone.
-        let _ = termios::tcsetattr(io::stdin().as_fd(), SetArg::TCSANOW, &saved);
-    }
-}
-
-impl Drop for RawMode {
-    fn drop(&mut self) {
-        SAVED.lock().unwrap_or_else(|p| p.into_inner()).take();
-        // Nothing is left to report a failure to: the terminal is gone.
-        let _ = termios::tcsetattr(io::stdin().as_fd(), SetArg::TCSANOW, &self.saved);
-    }
-}
-
-/// The window size of our terminal (stdin, else stdout), if either is one.
-pub fn our_window_size() -> Option<WindowSize> {
-    crate::sys::window_size(io::stdin().as_fd())
-        .or_else(|_| crate::sys::window_size(io::stdout().as_fd()))
-        .ok()
-        .filter(|s| s.rows > 0 && s.cols > 0)
-}
 
 /// How a relay ended.
 #[derive(Debug, PartialEq, Eq)]
@@ -165,7 +98,10 @@ pub fn relay_terminal(
     send_window_size(task);
     let stdin = io::stdin();
     let mut stdin_open = input;
-    let mut held_ctrl_p = false;
+    let mut keyboard = Keyboard::new(
+        64 * 1024,
+        detach_keys.then(|| DetachKeys::new(CTRL_P_CTRL_Q)),
+    );
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         let mut fds = vec![PollFd::new(stream.as_fd(), PollFlags::POLLIN)];
@@ -201,30 +137,24 @@ pub fn relay_terminal(
             }
         }
         if stdin_open && hit[1] {
-            let n = match nix::unistd::read(stdin.as_fd(), &mut buf) {
-                Ok(n) => n,
-                Err(nix::errno::Errno::EINTR | nix::errno::Errno::EAGAIN) => continue,
-                Err(e) => return Err(io_err("read stdin", e.into())),
-            };
-            if n == 0 {
-                // End of our input (a pipe or file: a terminal in raw mode
-                // has none). A terminal says end of input with its VEOF
-                // key: ^D, which the task's line discipline turns into
-                // end-of-file for a reader at the start of a line
-                // (`printf 'echo hi\n' | run -it -- sh` ends).
-                stdin_open = false;
-                send(stream, &[CTRL_D])?;
-                let _ = stream.shutdown(std::net::Shutdown::Write);
-            } else {
-                let (keys, detach) = if detach_keys {
-                    detach_filter(&buf[..n], &mut held_ctrl_p)
-                } else {
-                    (buf[..n].to_vec(), false)
-                };
-                send(stream, &keys)?;
-                if detach {
-                    return Ok(Relay::Detached);
+            match keyboard.read() {
+                Ok(Keys::Eof) => {
+                    // End of our input (a pipe or file: a terminal in raw
+                    // mode has none). A terminal says end of input with its
+                    // VEOF key: ^D, which the task's line discipline turns
+                    // into end-of-file for a reader at the start of a line
+                    // (`printf 'echo hi\n' | run -it -- sh` ends).
+                    stdin_open = false;
+                    send(stream, &[CTRL_D])?;
+                    let _ = stream.shutdown(std::net::Shutdown::Write);
                 }
+                Ok(Keys::Typed(keys, detached)) => {
+                    send(stream, keys)?;
+                    if detached {
+                        return Ok(Relay::Detached);
+                    }
+                }
+                Err(e) => return Err(io_err("read stdin", e.into())),
             }
         }
         if hit[0] {
@@ -261,28 +191,6 @@ fn send(stream: &UnixStream, bytes: &[u8]) -> Result<(), Error> {
         }
         Err(e) => Err(io_err("write to the task's terminal", e)),
     }
-}
-
-/// Passes `keys` on, but `Ctrl-P Ctrl-Q` in a row means "detach". A
-/// `Ctrl-P` is held until the next key says which it is (it may arrive in
-/// the next read); any other key after it sends both.
-pub fn detach_filter(keys: &[u8], held_ctrl_p: &mut bool) -> (Vec<u8>, bool) {
-    let mut out = Vec::with_capacity(keys.len() + 1);
-    for &b in keys {
-        if *held_ctrl_p {
-            *held_ctrl_p = false;
-            if b == CTRL_Q {
-                return (out, true);
-            }
-            out.push(CTRL_P);
-        }
-        if b == CTRL_P {
-            *held_ctrl_p = true;
-        } else {
-            out.push(b);
-        }
-    }
-    (out, false)
 }
 
 fn send_window_size(task: &Task) {
@@ -367,7 +275,7 @@ pub fn attach(executor: &Executor, id: &str) -> Result<i32, Error> {
         return finish(&mut task, id);
     }
     let input = state.stdin == Stdin::Piped;
-    let raw = if input { RawMode::enter()? } else { None };
+    let raw = if input { raw_mode()? } else { None };
     let relay = relay_terminal(&task, &stream, input, raw.is_some(), OnSignal::Detach);
     drop(raw);
     match relay? {
@@ -393,7 +301,7 @@ pub fn run_terminal(task: &mut Task, input: bool) -> Result<Option<i32>, Error> 
         }
         Err(e) => return Err(e),
     };
-    let raw = if input { RawMode::enter()? } else { None };
+    let raw = if input { raw_mode()? } else { None };
     let relay = relay_terminal(task, &stream, input, raw.is_some(), OnSignal::Forward);
     drop(raw);
     match relay? {
@@ -414,35 +322,15 @@ fn finish(task: &mut Task, id: &str) -> Result<i32, Error> {
     Ok(exit_code(id, &exit))
 }
 
+/// Our terminal in raw mode, if stdin is one.
+fn raw_mode() -> Result<Option<RawMode>, Error> {
+    RawMode::enable().map_err(|e| io_err("set the terminal to raw mode", e.into()))
+}
+
 fn io_err(op: &'static str, source: io::Error) -> Error {
     Error::Io {
         op,
         what: "terminal".into(),
         source,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ctrl_p_ctrl_q_detaches_and_a_lone_ctrl_p_is_passed_on() {
-        let mut held = false;
-        assert_eq!(detach_filter(b"ab", &mut held), (b"ab".to_vec(), false));
-        assert_eq!(
-            detach_filter(&[b'x', CTRL_P, CTRL_Q, b'y'], &mut held),
-            (b"x".to_vec(), true)
-        );
-        held = false;
-        // Split across two reads.
-        assert_eq!(detach_filter(&[CTRL_P], &mut held), (vec![], false));
-        assert!(held);
-        assert_eq!(detach_filter(&[CTRL_Q], &mut held), (vec![], true));
-        held = false;
-        assert_eq!(
-            detach_filter(&[CTRL_P, b'a', CTRL_P, CTRL_P, CTRL_Q], &mut held),
-            (vec![CTRL_P, b'a', CTRL_P], true)
-        );
     }
 }

@@ -74,10 +74,8 @@ pub fn exec(executor: &Executor, opts: ExecOpts) -> Result<i32, Error> {
     }
 
     spec.tty(true);
-    if let Some((rows, cols)) =
-        term::winsize(std::io::stdout().as_fd()).or_else(|| term::winsize(std::io::stdin().as_fd()))
-    {
-        spec.winsize(rows, cols);
+    if let Some(size) = term::our_window_size() {
+        spec.winsize(size.rows, size.cols);
     }
     // The signals first: one that comes while the terminal is raw must end
     // the relay (and restore the terminal), never the process.

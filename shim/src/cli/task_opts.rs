@@ -206,7 +206,7 @@ impl TaskOpts {
             spec.tty(true);
             // The caller's terminal's size, where it has one: what the
             // program sees from its first instruction on.
-            if let Some(size) = super::attach::our_window_size() {
+            if let Some(size) = super::term::our_window_size() {
                 spec.tty_size(size);
             }
         }

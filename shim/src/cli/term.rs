@@ -1,6 +1,12 @@
 //! The caller's terminal while attached to a pseudo-terminal of the shim's
-//! (`exec -t`): raw mode with a guard that restores it on every way out,
-//! the window size, and the relay between the terminal and the pty master.
+//! (`exec -t`; `run -t` and `attach` in `attach.rs`): raw mode with a guard
+//! that restores it on every way out, the window size, the detach keys and
+//! the typed keys read from stdin; and, for `exec -t`, the relay between
+//! the terminal and the pty master. `attach.rs` keeps its own loop: it
+//! relays the task's `attach_stdio` connection, not a master; a resize is a
+//! request to the supervisor there, not an ioctl; signals come through
+//! signal-hook self-pipes, as for `run` (`follow.rs`), and `run -t` passes
+//! them on to the task where `exec -t` ends on them.
 //!
 //! * **Raw mode** (`cfmakeraw`, termios(3)): every key, Ctrl-C and Ctrl-Z
 //!   included, is a byte for the program's terminal, whose line discipline
@@ -26,6 +32,7 @@ use nix::poll::{PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::termios::{self, SetArg, Termios};
+use nomad_shim::WindowSize;
 
 /// The settings to restore from the panic hook (the guard's copy).
 static SAVED: Mutex<Option<Termios>> = Mutex::new(None);
@@ -82,20 +89,24 @@ fn install_panic_hook() {
     });
 }
 
-/// Rows and columns of the terminal on `fd`.
-pub fn winsize(fd: BorrowedFd<'_>) -> Option<(u16, u16)> {
-    nomad_shim::sys::get_winsize(fd)
-        .ok()
-        .filter(|&(r, c)| r > 0 && c > 0)
+/// The window size of our terminal (stdin, else stdout), if either is one
+/// with a size (a pty nobody sized reads 0x0).
+pub fn our_window_size() -> Option<WindowSize> {
+    let size = |fd: BorrowedFd<'_>| {
+        nomad_shim::sys::get_winsize(fd)
+            .ok()
+            .filter(|&(rows, cols)| rows > 0 && cols > 0)
+    };
+    size(std::io::stdin().as_fd())
+        .or_else(|| size(std::io::stdout().as_fd()))
+        .map(|(rows, cols)| WindowSize { rows, cols })
 }
 
 /// Copies our terminal's size to the pty master.
 pub fn copy_winsize(master: BorrowedFd<'_>) {
-    if let Some((rows, cols)) =
-        winsize(std::io::stdout().as_fd()).or_else(|| winsize(std::io::stdin().as_fd()))
-    {
+    if let Some(size) = our_window_size() {
         // A master that is gone: the relay sees it next.
-        let _ = nomad_shim::sys::set_winsize(master, rows, cols);
+        let _ = nomad_shim::sys::set_winsize(master, size.rows, size.cols);
     }
 }
 
@@ -127,9 +138,12 @@ pub enum RelayEnd {
     Signal(i32),
 }
 
+/// Docker's default detach keys: `Ctrl-P Ctrl-Q`.
+pub const CTRL_P_CTRL_Q: &[u8] = &[0x10, 0x11];
+
 /// A key sequence that detaches (docker's Ctrl-P Ctrl-Q is `[0x10, 0x11]`).
 /// Bytes that start the sequence are held back until it completes or
-/// breaks; then they go through.
+/// breaks (it may complete in a later read); then they go through.
 pub struct DetachKeys<'k> {
     keys: &'k [u8],
     matched: usize,
@@ -137,15 +151,13 @@ pub struct DetachKeys<'k> {
 
 impl<'k> DetachKeys<'k> {
     /// Detach on `keys` (not empty).
-    // For `attach` (a task's own terminal, issue 8 point 4); exec has no
-    // detach keys.
-    #[allow(dead_code)]
     pub fn new(keys: &'k [u8]) -> DetachKeys<'k> {
         DetachKeys { keys, matched: 0 }
     }
 
-    /// Filters `input` into `out`; true when the sequence completed.
-    fn feed(&mut self, input: &[u8], out: &mut Vec<u8>) -> bool {
+    /// Filters `input` into `out` (appended: the keys before the sequence);
+    /// true when the sequence completed (what follows it is dropped).
+    pub fn feed(&mut self, input: &[u8], out: &mut Vec<u8>) -> bool {
         for &b in input {
             if b == self.keys[self.matched] {
                 self.matched += 1;
@@ -163,6 +175,51 @@ impl<'k> DetachKeys<'k> {
             }
         }
         false
+    }
+}
+
+/// Our stdin read as typed keys: one read, through the detach keys if any.
+pub struct Keyboard<'k> {
+    buf: Vec<u8>,
+    out: Vec<u8>,
+    detach: Option<DetachKeys<'k>>,
+}
+
+/// What one read of [`Keyboard`] gave.
+pub enum Keys<'a> {
+    /// Keys to pass on (maybe none: EINTR, EAGAIN, a held prefix), and
+    /// whether the detach keys completed after them.
+    Typed(&'a [u8], bool),
+    /// End of our input (a pipe or file: a terminal in raw mode has none).
+    Eof,
+}
+
+impl<'k> Keyboard<'k> {
+    /// Reads with `bufsize` bytes at a time; watches for `detach`.
+    pub fn new(bufsize: usize, detach: Option<DetachKeys<'k>>) -> Keyboard<'k> {
+        Keyboard {
+            buf: vec![0; bufsize],
+            out: Vec::with_capacity(64),
+            detach,
+        }
+    }
+
+    /// One read of stdin (readable: it does not block).
+    pub fn read(&mut self) -> nix::Result<Keys<'_>> {
+        let n = match nix::unistd::read(std::io::stdin().as_fd(), &mut self.buf) {
+            Ok(0) => return Ok(Keys::Eof),
+            Ok(n) => n,
+            Err(Errno::EINTR | Errno::EAGAIN) => return Ok(Keys::Typed(&[], false)),
+            Err(e) => return Err(e),
+        };
+        Ok(match self.detach.as_mut() {
+            Some(keys) => {
+                self.out.clear();
+                let detached = keys.feed(&self.buf[..n], &mut self.out);
+                Keys::Typed(&self.out, detached)
+            }
+            None => Keys::Typed(&self.buf[..n], false),
+        })
     }
 }
 
@@ -191,13 +248,13 @@ pub fn relay(
     signals: &SignalFd,
     done: BorrowedFd<'_>,
     input: bool,
-    mut detach: Option<DetachKeys<'_>>,
+    detach: Option<DetachKeys<'_>>,
 ) -> RelayEnd {
     let stdin = std::io::stdin();
     let stdout = std::io::stdout();
     let mut stdin_open = input;
     let mut buf = [0u8; 16 * 1024];
-    let mut filtered = Vec::with_capacity(64);
+    let mut keyboard = Keyboard::new(buf.len(), detach);
     loop {
         let mut fds = [
             PollFd::new(master, PollFlags::POLLIN),
@@ -239,25 +296,16 @@ pub fn relay(
             }
         }
         if i {
-            match nix::unistd::read(stdin.as_fd(), &mut buf) {
-                Ok(0) => stdin_open = false,
-                Ok(n) => {
-                    filtered.clear();
-                    let input = match detach.as_mut() {
-                        Some(keys) => {
-                            if keys.feed(&buf[..n], &mut filtered) {
-                                return RelayEnd::Detached;
-                            }
-                            &filtered[..]
-                        }
-                        None => &buf[..n],
-                    };
-                    if write_all(master, input).is_err() {
+            match keyboard.read() {
+                Ok(Keys::Eof) | Err(_) => stdin_open = false,
+                Ok(Keys::Typed(keys, detached)) => {
+                    if write_all(master, keys).is_err() {
                         return RelayEnd::Ended;
                     }
+                    if detached {
+                        return RelayEnd::Detached;
+                    }
                 }
-                Err(Errno::EINTR | Errno::EAGAIN) => {}
-                Err(_) => stdin_open = false,
             }
         }
         if d && !m {
@@ -291,6 +339,24 @@ fn drain(master: BorrowedFd<'_>, out: BorrowedFd<'_>, buf: &mut [u8]) {
 #[cfg(test)]
 mod tests {
     use super::DetachKeys;
+
+    #[test]
+    fn ctrl_p_ctrl_q_detaches_and_a_lone_ctrl_p_is_passed_on() {
+        let mut k = DetachKeys::new(super::CTRL_P_CTRL_Q);
+        let mut out = Vec::new();
+        assert!(!k.feed(b"ab", &mut out));
+        assert_eq!(out, b"ab");
+        out.clear();
+        // The keys before the sequence are kept; what follows is dropped.
+        assert!(k.feed(b"x\x10\x11y", &mut out));
+        assert_eq!(out, b"x");
+        out.clear();
+        let mut k = DetachKeys::new(super::CTRL_P_CTRL_Q);
+        assert!(!k.feed(b"\x10a\x10\x10", &mut out));
+        assert_eq!(out, b"\x10a\x10");
+        assert!(k.feed(b"\x11", &mut out));
+        assert_eq!(out, b"\x10a\x10");
+    }
 
     #[test]
     fn detach_keys_hold_back_a_prefix_and_complete() {

@@ -126,7 +126,7 @@ fn steps(plan: &ChildPlan, stdio: ChildStdio<'_>) -> Result<(), StepError> {
     // before the root changes: the terminal is the host's devpts's, and
     // need not be reachable by name from the task's root.
     if plan.tty {
-        crate::sys::set_controlling_terminal(stdio.stdin)
+        nomad_shim::sys::set_controlling_terminal(stdio.stdin)
             .map_err(fail(Step::ControllingTerminal))?;
     }
 

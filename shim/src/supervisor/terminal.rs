@@ -180,7 +180,7 @@ impl TaskStdio {
     /// Sets the terminal's size (ENOTTY: the task has none).
     pub fn resize(&self, size: WindowSize) -> nix::Result<()> {
         match &self.master {
-            Some(m) => crate::sys::set_window_size(m.as_fd(), size),
+            Some(m) => nomad_shim::sys::set_winsize(m.as_fd(), size.rows, size.cols),
             None => Err(Errno::ENOTTY),
         }
     }
@@ -434,8 +434,8 @@ mod tests {
         let (mut stdio, ends) = TaskStdio::open(&spec).unwrap().unwrap();
         assert!(ends.tty);
         assert_eq!(
-            crate::sys::window_size(ends.fd.as_fd()).unwrap(),
-            WindowSize { rows: 5, cols: 7 }
+            nomad_shim::sys::get_winsize(ends.fd.as_fd()).unwrap(),
+            (5, 7)
         );
         stdio
             .resize(WindowSize {
@@ -444,11 +444,8 @@ mod tests {
             })
             .unwrap();
         assert_eq!(
-            crate::sys::window_size(ends.fd.as_fd()).unwrap(),
-            WindowSize {
-                rows: 40,
-                cols: 120
-            }
+            nomad_shim::sys::get_winsize(ends.fd.as_fd()).unwrap(),
+            (40, 120)
         );
         nix::unistd::write(&ends.fd, b"hello\n").unwrap();
         // The line discipline's ONLCR: \n becomes \r\n.
