@@ -78,6 +78,11 @@ pub fn console_for_chroot(spec: &mut TaskSpec, ends: &ChildEnds) -> nix::Result<
 pub struct TaskStdio {
     /// The terminal's master (non-blocking), while the task holds the slave.
     master: Option<OwnedFd>,
+    /// The master once it is done (EIO, or the drain deadline), no longer
+    /// polled but kept open until the task's final state is durable: closing
+    /// it hangs the terminal up, and the kernel would SIGHUP a task that
+    /// closed its stdio but has not exited yet (pty(7); conmon keeps it too).
+    spent_master: Option<OwnedFd>,
     /// Without a terminal: the stdin pipe's write end (non-blocking).
     stdin: Option<OwnedFd>,
     /// The client's bytes reach the task (a piped stdin); else they are
@@ -107,6 +112,7 @@ impl TaskStdio {
         let input = spec.stdin == Stdin::Piped;
         let mut stdio = TaskStdio {
             master: None,
+            spent_master: None,
             stdin: None,
             input,
             client: None,
@@ -256,7 +262,7 @@ impl TaskStdio {
         for _ in 0..16 {
             match nix::unistd::read(master.as_fd(), &mut buf) {
                 Ok(0) | Err(Errno::EIO) => {
-                    self.master = None;
+                    self.spent_master = self.master.take();
                     break;
                 }
                 Ok(n) => out.extend_from_slice(&buf[..n]),
@@ -370,13 +376,16 @@ impl TaskStdio {
 
     /// The terminal is closed without reading more (the drain deadline).
     pub fn close_output(&mut self) {
-        self.master = None;
+        if let Some(master) = self.master.take() {
+            self.spent_master = Some(master);
+        }
     }
 
     /// The task's final state is durable: the client gets what is queued
     /// (blocking, a second at most), then end-of-file.
     pub fn finish(&mut self) {
         self.stdin = None;
+        self.spent_master = None;
         if let Some(client) = self.client.take() {
             let _ = client.set_nonblocking(false);
             let _ = client.set_write_timeout(Some(std::time::Duration::from_secs(1)));
