@@ -280,6 +280,101 @@ fn exec_i_streams_stdin_and_without_it_stdin_is_dev_null() {
 
 #[test]
 #[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
+fn exec_option_errors_name_execs_own_options() {
+    if !root_or_skip("exec_option_errors_name_execs_own_options") {
+        return;
+    }
+    let root = TestRoot::new();
+    let _task = root.sh("exec sleep 1000");
+    let id = root.exec.list().unwrap()[0].0.to_string();
+    for (args, want) in [
+        (
+            vec!["-u", "nobody:nosuchgroup-x"],
+            "--user nobody:nosuchgroup-x: nosuchgroup-x is not in /etc/group",
+        ),
+        (
+            vec!["-u", "nosuchuser-x"],
+            "--user nosuchuser-x: nosuchuser-x is not in /etc/passwd",
+        ),
+        (vec!["-w", "rel"], "--cwd rel: must be an absolute path"),
+        (vec!["-w", "/no/such/dir"], "--cwd /no/such/dir: No such file or directory"),
+    ] {
+        let out =
+            common::output(
+                root.cli()
+                    .arg("exec")
+                    .args(&args)
+                    .args([id.as_str(), "--", "true"]),
+            );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(125), "{args:?}: {err}");
+        assert!(err.contains(want), "{args:?}: {err}");
+        assert!(!err.contains("--group"), "{args:?}: {err}");
+    }
+}
+
+/// CPU time (user + system, clock ticks) of `pid` so far.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after_comm = &stat[stat.rfind(')').unwrap() + 1..];
+    let f: Vec<&str> = after_comm.split_whitespace().collect();
+    // Fields 14 and 15 (utime, stime); after the comm, field 3 is index 0.
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
+#[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
+fn exec_t_from_a_pipe_ends_its_input_and_never_spins() {
+    if !root_or_skip("exec_t_from_a_pipe_ends_its_input_and_never_spins") {
+        return;
+    }
+    let root = TestRoot::new();
+    let _task = root.sh("exec sleep 1000");
+    let id = root.exec.list().unwrap()[0].0.to_string();
+    // -it from a pipe: the pipe's end is the terminal's ^D, so wc ends.
+    let mut child = common::spawn(
+        root.cli()
+            .args(["exec", "-it", &id, "--", "wc", "-l"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped()),
+    );
+    child.stdin.take().unwrap().write_all(b"x\ny\n").unwrap();
+    let pid = child.id();
+    if !eventually(Duration::from_secs(10), || {
+        !Path::new(&format!("/proc/{pid}/stat")).exists()
+            || fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.contains(") Z"))
+    }) {
+        let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+        panic!("exec -it with stdin at its end never ended (wc got no end of input)");
+    }
+    let out = common::wait_output(child);
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(text.lines().last().map(str::trim), Some("2"), "{text:?}");
+    // -t (no -i) with a pipe already at its end: the CLI sleeps in poll
+    // while the program runs (poll reports the pipe's POLLHUP even when
+    // asked for nothing: it spun at 100% CPU).
+    let mut child = common::spawn(
+        root.cli()
+            .args(["exec", "-t", &id, "--", "sleep", "3"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped()),
+    );
+    drop(child.stdin.take());
+    let pid = child.id();
+    std::thread::sleep(Duration::from_millis(1500));
+    let ticks = cpu_ticks(pid);
+    let out = common::wait_output(child);
+    assert!(out.status.success(), "{out:?}");
+    // 1.5 s of spinning is ~150 ticks; an idle relay takes 0-2.
+    assert!(
+        ticks < 30,
+        "the exec -t CLI used {ticks} ticks of CPU in 1.5 s"
+    );
+}
+
+#[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
 fn exec_into_an_ended_or_unknown_task_exits_125() {
     if !root_or_skip("exec_into_an_ended_or_unknown_task_exits_125") {
         return;

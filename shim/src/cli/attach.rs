@@ -19,10 +19,7 @@ use nix::sys::signal::Signal;
 use nomad_shim::{Error, Executor, Stdin, Task};
 
 use super::exit_code;
-use super::term::{our_window_size, DetachKeys, Keyboard, Keys, RawMode, CTRL_P_CTRL_Q};
-
-/// `Ctrl-D`, a terminal's end of input (VEOF).
-const CTRL_D: u8 = 0x04;
+use super::term::{our_window_size, DetachKeys, Keyboard, Keys, RawMode, CTRL_D, CTRL_P_CTRL_Q};
 
 /// How a relay ended.
 #[derive(Debug, PartialEq, Eq)]

@@ -51,6 +51,56 @@ fn parse_env(s: &str) -> Result<(String, String), String> {
 
 /// Runs `exec`; returns the exit code.
 pub fn exec(executor: &Executor, opts: ExecOpts) -> Result<i32, Error> {
+    if let Some(cwd) = opts.cwd.as_deref().filter(|c| !c.is_absolute()) {
+        eprintln!(
+            "nomad-shim: --cwd {}: must be an absolute path inside the task",
+            cwd.display()
+        );
+        return Ok(EXIT_ERROR);
+    }
+    let (user, cwd) = (opts.user.clone(), opts.cwd.clone());
+    match run(executor, opts) {
+        Err(e) => match in_option_words(&e, user.as_deref(), cwd.as_deref()) {
+            Some(message) => {
+                eprintln!("nomad-shim: {message}");
+                Ok(EXIT_ERROR)
+            }
+            None => Err(e),
+        },
+        ok => ok,
+    }
+}
+
+/// An error of exec's own options in their words: the user of `--user`
+/// (exec has no `--group`), the directory of `--cwd`.
+fn in_option_words(e: &Error, user: Option<&str>, cwd: Option<&std::path::Path>) -> Option<String> {
+    match (e, user, cwd) {
+        (
+            Error::Isolate(nomad_shim::IsolateError::NotInUserFiles { name, file, .. }),
+            Some(user),
+            _,
+        ) => Some(format!(
+            "--user {user}: {name} is not in {}; this nomad-shim is linked statically and resolves names from /etc/passwd and /etc/group only, never through NSS (systemd, sss, ldap): pass numeric ids (--user UID:GID)",
+            file.display()
+        )),
+        (
+            Error::ExecFailed {
+                step: nomad_shim::Step::Chdir,
+                errno: Some(errno),
+                ..
+            },
+            _,
+            Some(cwd),
+        ) => Some(format!(
+            "--cwd {}: {} (inside the task's root)",
+            cwd.display(),
+            nix::errno::Errno::from_raw(*errno).desc()
+        )),
+        _ => None,
+    }
+}
+
+fn run(executor: &Executor, opts: ExecOpts) -> Result<i32, Error> {
     let task = executor.open(&opts.id)?;
     let mut spec = ExecSpec::new(opts.command[0].clone());
     spec.args(opts.command[1..].iter().cloned());
@@ -108,7 +158,10 @@ pub fn exec(executor: &Executor, opts: ExecOpts) -> Result<i32, Error> {
     };
     match end {
         RelayEnd::Signal(n) => {
-            eprintln!("nomad-shim: exec in {}: interrupted by signal {n}; the program keeps running in the task", opts.id);
+            // The session's master is closed when we exit: the kernel hangs
+            // the terminal up, and the program (its session leader) gets
+            // SIGHUP, as after a closed ssh session.
+            eprintln!("nomad-shim: exec in {}: interrupted by signal {n}; the program's terminal is hung up (it gets SIGHUP)", opts.id);
             Ok(128 + n)
         }
         RelayEnd::Detached | RelayEnd::Ended => match session.wait() {

@@ -138,6 +138,9 @@ pub enum RelayEnd {
     Signal(i32),
 }
 
+/// The terminal's end-of-file key (VEOF, termios(3)'s default `^D`).
+pub const CTRL_D: u8 = 0x04;
+
 /// Docker's default detach keys: `Ctrl-P Ctrl-Q`.
 pub const CTRL_P_CTRL_Q: &[u8] = &[0x10, 0x11];
 
@@ -260,21 +263,19 @@ pub fn relay(
             PollFd::new(master, PollFlags::POLLIN),
             PollFd::new(signals.as_fd(), PollFlags::POLLIN),
             PollFd::new(done, PollFlags::POLLIN),
-            PollFd::new(
-                stdin.as_fd(),
-                if stdin_open {
-                    PollFlags::POLLIN
-                } else {
-                    PollFlags::empty()
-                },
-            ),
+            PollFd::new(stdin.as_fd(), PollFlags::POLLIN),
         ];
-        match nix::poll::poll(&mut fds, PollTimeout::NONE) {
+        // Our stdin only while it is read: poll(2) reports POLLHUP of a
+        // pipe whose writer is gone even when asked for nothing, which
+        // would spin this loop (stdin not read, or read to its end).
+        let polled = if stdin_open { 4 } else { 3 };
+        match nix::poll::poll(&mut fds[..polled], PollTimeout::NONE) {
             Ok(_) | Err(Errno::EINTR) => {}
             Err(_) => return RelayEnd::Ended,
         }
         let hit = |f: &PollFd<'_>| f.revents().is_some_and(|r| !r.is_empty());
         let [m, s, d, i] = fds.map(|f| hit(&f));
+        let i = i && stdin_open;
         if m {
             match nix::unistd::read(master, &mut buf) {
                 Ok(0) | Err(Errno::EIO) => return RelayEnd::Ended,
@@ -297,7 +298,17 @@ pub fn relay(
         }
         if i {
             match keyboard.read() {
-                Ok(Keys::Eof) | Err(_) => stdin_open = false,
+                Ok(Keys::Eof) => {
+                    // A pipe or file at its end: the program's terminal
+                    // gets its end-of-file key (^D, VEOF), as `run -it`
+                    // and `attach` do, so that `wc` or `sh` reading it
+                    // ends.
+                    stdin_open = false;
+                    if write_all(master, &[CTRL_D]).is_err() {
+                        return RelayEnd::Ended;
+                    }
+                }
+                Err(_) => stdin_open = false,
                 Ok(Keys::Typed(keys, detached)) => {
                     if write_all(master, keys).is_err() {
                         return RelayEnd::Ended;
