@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! cargo build --release -p nomad-shim-bin
-//! NOMAD_SHIM=target/release/nomad-shim cargo bench -p nomad-shim --bench exec
+//! NOMAD_SHIM=target/$(rustc --print host-tuple)/release/nomad-shim cargo bench -p nomad-shim --bench exec
 //! ```
 //!
 //! * Isolation of both: `--task-dir --chroot --user nobody --ns pid,ipc,uts`
