@@ -297,7 +297,10 @@ fn exec_option_errors_name_execs_own_options() {
             "--user nosuchuser-x: nosuchuser-x is not in /etc/passwd",
         ),
         (vec!["-w", "rel"], "--cwd rel: must be an absolute path"),
-        (vec!["-w", "/no/such/dir"], "--cwd /no/such/dir: No such file or directory"),
+        (
+            vec!["-w", "/no/such/dir"],
+            "--cwd /no/such/dir: No such file or directory",
+        ),
     ] {
         let out =
             common::output(
