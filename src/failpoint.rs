@@ -101,7 +101,7 @@ macro_rules! failpoint {
 }
 
 #[cfg(feature = "failpoints")]
-pub use imp::{armed, hit};
+pub use imp::{armed, become_supervisor, hit, load};
 
 #[cfg(feature = "failpoints")]
 mod imp {
@@ -119,11 +119,46 @@ mod imp {
     /// Per point: the action, the hit that fires it, the hits so far.
     type Table = HashMap<String, (Action, u32, u32)>;
 
-    /// `supervisor` or `agent` (see the module docs).
+    /// `supervisor` or `agent` (see the module docs): by the command line,
+    /// unless [`become_supervisor`] said otherwise.
     fn role() -> &'static str {
+        if FORKED_SUPERVISOR.load(std::sync::atomic::Ordering::Relaxed) {
+            return "supervisor";
+        }
         match std::env::args_os().nth(1) {
             Some(a) if a == crate::executor::SUPERVISE_SUBCOMMAND => "supervisor",
             _ => "agent",
+        }
+    }
+
+    /// Set in a supervisor forked (not exec'd) from the CLI.
+    static FORKED_SUPERVISOR: std::sync::atomic::AtomicBool =
+        std::sync::atomic::AtomicBool::new(false);
+
+    /// Reads the armed points now (they are read at the first hit
+    /// otherwise). The CLI calls it before its scratch region (the binary's
+    /// scratch.rs): a table first made inside it would be in pages the
+    /// supervisor it forks drops.
+    pub fn load() {
+        let mut table = TABLE.lock().unwrap_or_else(|p| p.into_inner());
+        table.get_or_insert_with(parse_env);
+    }
+
+    /// This process is now a supervisor forked from the CLI (`run`,
+    /// `start`): its points are those of the `supervisor` role, read anew.
+    pub fn become_supervisor() {
+        FORKED_SUPERVISOR.store(true, std::sync::atomic::Ordering::Relaxed);
+        let mut table = TABLE.lock().unwrap_or_else(|p| p.into_inner());
+        *table = Some(parse_env());
+    }
+
+    fn parse_env() -> Table {
+        match parse(&std::env::var(super::ENV).unwrap_or_default(), role()) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("nomad-shim: {}: {e}", super::ENV);
+                crate::sys::exit_now(86)
+            }
         }
     }
 
@@ -192,15 +227,7 @@ mod imp {
             // A poisoned lock: a thread panicked inside `hit`, which only
             // happens on a bad spec (reported there); carry on.
             let mut table = TABLE.lock().unwrap_or_else(|p| p.into_inner());
-            let table = table.get_or_insert_with(|| {
-                match parse(&std::env::var(super::ENV).unwrap_or_default(), role()) {
-                    Ok(t) => t,
-                    Err(e) => {
-                        eprintln!("nomad-shim: {}: {e}", super::ENV);
-                        crate::sys::exit_now(86)
-                    }
-                }
-            });
+            let table = table.get_or_insert_with(parse_env);
             match table.get_mut(name) {
                 Some((action, nth, hits)) => {
                     *hits += 1;

@@ -594,6 +594,74 @@ fn a_supervisor_killed_during_a_graceful_stop_leaves_lost() {
     assert!(log.starts_with("supervisor-shutdown-signalled "), "{log:?}");
 }
 
+/// `run` from the CLI forks its supervisor instead of exec'ing it: the
+/// failpoints must still fire there, with or without the `supervisor:`
+/// role, and the CLI must report `lost` (it spun forever when the table of
+/// armed points was made in the CLI's scratch region, which the forked
+/// supervisor drops; and a `supervisor:` point never fired).
+#[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
+fn failpoints_fire_in_a_supervisor_the_cli_forked() {
+    if !root_or_skip("failpoints_fire_in_a_supervisor_the_cli_forked") {
+        return;
+    }
+    let root = TestRoot::new();
+    for (i, armed) in [
+        "supervisor-after-reap=kill",
+        "supervisor:supervisor-after-reap=kill",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let log = root.path().join(format!("fired-{i}"));
+        let id = format!("cli-{i}");
+        let mut child = common::spawn(
+            Command::new(fp_bin("nomad-shim"))
+                .arg("--root")
+                .arg(root.path())
+                .args(["--cgroup-parent", &root.cgroup_parent, "run", "--id", &id])
+                .args(["--", "sh", "-c", "exit 42"])
+                .env("NOMAD_SHIM_FAILPOINTS", armed)
+                .env("NOMAD_SHIM_FAILPOINTS_LOG", &log)
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped()),
+        );
+        if !common::eventually(Duration::from_secs(20), || {
+            matches!(child.try_wait(), Ok(Some(_)))
+        }) {
+            // The CLI, and the intermediate and supervisor it forked (they
+            // share its command line, which names our root): killed now, so
+            // that this process, their subreaper, reaps them.
+            let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
+            let tag = root.path().to_string_lossy().into_owned();
+            for e in std::fs::read_dir("/proc").unwrap().flatten() {
+                let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+                    continue;
+                };
+                let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                if String::from_utf8_lossy(&cmdline).contains(&tag) {
+                    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+                }
+            }
+            let _ = common::wait_output(child);
+            panic!("{armed}: the CLI's run never ended");
+        }
+        let out = common::wait_output(child);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(125), "{armed}: {err}");
+        assert!(err.contains("lost"), "{armed}: {err}");
+        let fired = std::fs::read_to_string(&log).unwrap_or_default();
+        assert_eq!(fired.lines().count(), 1, "{armed}: fired {fired:?}");
+        assert!(
+            fired.starts_with("supervisor-after-reap "),
+            "{armed}: {fired:?}"
+        );
+        let out = common::output(root.cli().args(["rm", "--force", &id]));
+        assert!(out.status.success(), "{out:?}");
+    }
+}
+
 /// A small deterministic generator (splitmix64): the seed alone replays a
 /// failing run.
 struct Rng(u64);

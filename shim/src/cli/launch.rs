@@ -46,6 +46,9 @@ pub fn start(executor: &Executor, spec: &TaskSpec) -> Result<Task, Error> {
             // What the CLI allocated to prepare the start is its own, not
             // ours: its pages go (scratch.rs).
             crate::scratch::drop_in_child();
+            // Its failpoints are a supervisor's (a test build's only).
+            #[cfg(feature = "failpoints")]
+            nomad_shim::failpoint::become_supervisor();
             // The intermediate: stdout becomes the sync pipe, stdin and
             // stderr /dev/null, as the library arranges for the exec'd shim.
             // dup2 of valid fds does not fail; were it to, the reply would

@@ -257,6 +257,8 @@ pub fn main() -> i32 {
     // of the parse for every other command. std's handle of this thread
     // first (a lazily made one would be in the region).
     let _ = std::thread::current();
+    #[cfg(feature = "failpoints")]
+    nomad_shim::failpoint::load();
     crate::scratch::begin();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
