@@ -126,7 +126,7 @@ impl AsFd for Pidfd {
 
 /// Field 22 (`starttime`) of `/proc/<pid>/stat`.
 pub fn start_time(pid: i32) -> io::Result<u64> {
-    let stat = fs::read(format!("/proc/{pid}/stat"))?;
+    let stat = crate::sys::read_small(format!("/proc/{pid}/stat").as_ref())?;
     parse_start_time(&stat).ok_or_else(|| {
         io::Error::new(
             io::ErrorKind::InvalidData,
@@ -181,7 +181,7 @@ pub fn boot_id() -> io::Result<&'static str> {
     if let Some(id) = BOOT_ID.get() {
         return Ok(id);
     }
-    let id = fs::read_to_string("/proc/sys/kernel/random/boot_id")?
+    let id = crate::sys::read_small_string("/proc/sys/kernel/random/boot_id".as_ref())?
         .trim()
         .to_owned();
     Ok(BOOT_ID.get_or_init(|| id))

@@ -139,7 +139,7 @@ pub fn trim_heap() {
 /// address is its mapping's start in /proc/self/maps (`[stack]`); nothing
 /// is dropped if it is not found.
 pub fn release_stack_below_here() {
-    let Ok(maps) = std::fs::read_to_string("/proc/self/maps") else {
+    let Ok(maps) = nomad_shim::sys::read_small_string("/proc/self/maps".as_ref()) else {
         return;
     };
     let Some(start) = maps

@@ -1,8 +1,8 @@
 //! Reading, writing, creating and removing cgroup files, each failure a named
 //! [`Error`] carrying the path. Both backends go through here.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, ErrorKind, Read, Write};
+use std::fs::{self, OpenOptions};
+use std::io::{self, ErrorKind, Write};
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
@@ -17,14 +17,10 @@ use super::error::{Error, Result};
 
 /// The whole content of a cgroup file.
 pub(crate) fn read(path: &Path) -> Result<String> {
-    let mut s = String::new();
-    File::open(path)
-        .and_then(|mut f| f.read_to_string(&mut s))
-        .map_err(|cause| Error::Read {
-            path: path.to_path_buf(),
-            cause,
-        })?;
-    Ok(s)
+    crate::sys::read_small_string(path).map_err(|cause| Error::Read {
+        path: path.to_path_buf(),
+        cause,
+    })
 }
 
 /// Like [`read`], but a missing file is `None` (a feature this kernel lacks).

@@ -201,7 +201,7 @@ pub(crate) fn plan(spec: &IsolationSpec, is_root: bool) -> Result<CapPlan, Isola
 /// could not be dropped from the bounding set, and a root task would get
 /// them at execve.
 fn check_kernel_caps() -> Result<(), IsolateError> {
-    let text = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+    let text = crate::sys::read_small_string("/proc/sys/kernel/cap_last_cap".as_ref())
         .map_err(IsolateError::ReadCapLastCap)?;
     let last_cap: u8 = text.trim().parse().map_err(|_| {
         IsolateError::ReadCapLastCap(std::io::Error::new(

@@ -194,9 +194,11 @@ fn mounted_at(task_dir: &Path) -> Result<Option<(OwnedFd, MountEntry)>, IsolateE
         return Ok(None);
     };
     let read = |path: &str| {
-        std::fs::read_to_string(path).map_err(|source| IsolateError::ReadProcMounts {
-            path: path.to_string(),
-            source,
+        crate::sys::read_small_string(path.as_ref()).map_err(|source| {
+            IsolateError::ReadProcMounts {
+                path: path.to_string(),
+                source,
+            }
         })
     };
     // statx's mount id (one call); fdinfo's on a kernel without it.
