@@ -776,9 +776,10 @@ pub(crate) fn remove_cgroup(dir: &TaskDir, state: &TaskState) -> Result<()> {
     let cg = TaskCgroup::from_paths(&root, paths)?;
     // The path may have been taken over by a task of another root since
     // (this one's cgroup went, and a start there made it anew): its owner
-    // mark says so, and then it is not ours to kill.
+    // mark says so, and then it is not ours to kill. Nothing there at all
+    // (the supervisor removed it): nothing to do.
     let owner = crate::cgroup::Owner::root(dir.path().parent().unwrap_or(dir.path()));
-    if cg.marked_by_other(&owner)?.is_some() {
+    if !cg.ours_to_remove(&owner)? {
         return Ok(());
     }
     cg.remove()?;

@@ -197,6 +197,23 @@ impl TaskCgroup {
         Ok(None)
     }
 
+    /// Whether this cgroup is there for a clean-up of `owner`'s to remove:
+    /// some directory of it exists, and none is marked by another root.
+    /// `Ok(false)` when all are gone already (the supervisor removed them,
+    /// the common case), sparing a removal that would find nothing.
+    pub fn ours_to_remove(&self, owner: &Owner) -> Result<bool> {
+        let root = self.root();
+        let mut found = false;
+        for d in self.dirs() {
+            match get_mark(root, &d)? {
+                Mark::Gone => {}
+                Mark::Root(r) if r != owner.0 => return Ok(false),
+                Mark::Root(_) | Mark::Unmarked => found = true,
+            }
+        }
+        Ok(found)
+    }
+
     /// Whether there is a leftover to clean up: `Ok(false)` if no directory of
     /// it exists; `Ok(true)` if every one that exists is marked by `owner` or,
     /// unmarked, the whole leftover is empty; else the refusal.
