@@ -139,7 +139,7 @@ impl Executor {
         };
         // The intermediate process exits as soon as it has forked the
         // supervisor. ECHILD means a subreaper of the caller's reaped it first.
-        self.finish_start(pending, move || match intermediate.wait() {
+        self.finish_start(pending, move |_| match intermediate.wait() {
             Ok(status) => format!("intermediate process {status}"),
             Err(e) => format!("intermediate process: {e}"),
         })
@@ -217,12 +217,14 @@ impl Executor {
     /// The second half of [`Executor::start`]: reads the supervisor's one
     /// reply line and returns the running task, or the start error.
     /// `intermediate` reaps the launched process (it exits at once) and says
-    /// how it ended, for the error when the supervisor vanished.
+    /// how it ended, for the error when the supervisor vanished; it is told
+    /// whether the supervisor reported a started task (when the launched
+    /// process is the supervisor itself, it is then still running).
     #[doc(hidden)]
     pub fn finish_start(
         &self,
         mut pending: PendingStart,
-        intermediate: impl FnOnce() -> String,
+        intermediate: impl FnOnce(bool) -> String,
     ) -> Result<Task> {
         // Our copy of the write end must be gone, or EOF never comes.
         drop(pending.write_end.take());
@@ -235,7 +237,8 @@ impl Executor {
         } = pending;
         let id = dir.id().clone();
         let reply = read_reply(read_end);
-        let intermediate_status = intermediate();
+        let intermediate_status =
+            intermediate(matches!(reply, Ok(Some(StartReply::Started { .. }))));
         match reply {
             Ok(Some(StartReply::Started {
                 supervisor,

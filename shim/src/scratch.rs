@@ -14,9 +14,9 @@
 //! So from the start of the CLI's argument parsing up to the fork of
 //! `run`/`start` (the spec built, checked and written to `spec.json`),
 //! every allocation comes from a region of its own (an anonymous mapping,
-//! bump-allocated; frees there do nothing), and the forked intermediate
-//! drops that region's pages (`MADV_DONTNEED`) before it becomes the
-//! supervisor, which reads none of it (it reads the spec from disk). The
+//! bump-allocated; frees there do nothing), and the forked supervisor
+//! drops that region's pages (`MADV_DONTNEED`) first thing: it reads
+//! none of it (it reads the spec from disk). The
 //! CLI itself keeps using what is there. Other commands leave the region
 //! right after the parse. Outside it, and once it is full, allocations go
 //! to the system allocator as always.

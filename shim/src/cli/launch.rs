@@ -5,11 +5,15 @@
 //! after its fork. The CLI *is* `nomad-shim` and is still single-threaded
 //! when it starts a task (signal-hook registers handlers later, and no
 //! thread is ever made), so it forks and the child enters the supervisor's
-//! entry point directly, as the intermediate process. That spares one exec
-//! and one program start-up per `run` or `start` (about a millisecond on
-//! these machines, where glibc's start-up CPU probing traps to the
-//! hypervisor). The process model is the same: the child forks the
-//! supervisor and exits at once; we reap it and read the reply.
+//! entry point directly. That spares one exec and one program start-up per
+//! `run` or `start` (about a millisecond on these machines, where glibc's
+//! start-up CPU probing traps to the hypervisor). And the child is the
+//! supervisor itself, not an intermediate: the CLI is its
+//! intermediate (it lives only until the start is reported, or, for `run`,
+//! until the task has ended), which spares the intermediate's fork too.
+//! Once the CLI exits, the supervisor is re-parented as after an
+//! intermediate's exit; while it lives, the CLI reaps a supervisor that
+//! ended (after a failed start, or at the end of `run`: cli::main).
 
 use std::os::fd::AsFd;
 
@@ -49,7 +53,7 @@ pub fn start(executor: &Executor, spec: &TaskSpec) -> Result<Task, Error> {
             // Its failpoints are a supervisor's (a test build's only).
             #[cfg(feature = "failpoints")]
             nomad_shim::failpoint::become_supervisor();
-            // The intermediate: stdout becomes the sync pipe, stdin and
+            // The supervisor: stdout becomes the sync pipe, stdin and
             // stderr /dev/null, as the library arranges for the exec'd shim.
             // dup2 of valid fds does not fail; were it to, the reply would
             // not arrive and the start reports the supervisor vanished.
@@ -62,15 +66,22 @@ pub fn start(executor: &Executor, spec: &TaskSpec) -> Result<Task, Error> {
                 let _ = nix::unistd::dup2_stdin(null.as_fd());
                 let _ = nix::unistd::dup2_stderr(null.as_fd());
             }
-            crate::supervisor::main(root.as_os_str(), std::ffi::OsStr::new(&id))
+            crate::supervisor::main_forked(root.as_os_str(), std::ffi::OsStr::new(&id))
         }
         Ok(ForkResult::Parent { child }) => {
             drop(write_end);
-            executor.finish_start(pending, move || loop {
-                match nix::sys::wait::waitpid(child, None) {
-                    Ok(status) => break format!("intermediate process {status:?}"),
-                    Err(Errno::EINTR) => continue,
-                    Err(e) => break format!("intermediate process: {e}"),
+            // Reaped here only if the start failed (it exits right after
+            // its reply, or died before one); a running one is left alone.
+            executor.finish_start(pending, move |started| {
+                if started {
+                    return String::new();
+                }
+                loop {
+                    match nix::sys::wait::waitpid(child, None) {
+                        Ok(status) => break format!("supervisor process {status:?}"),
+                        Err(Errno::EINTR) => continue,
+                        Err(e) => break format!("supervisor process: {e}"),
+                    }
                 }
             })
         }

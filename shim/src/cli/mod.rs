@@ -338,7 +338,21 @@ pub fn main() -> i32 {
         }
         Command::Completions { .. } | Command::Man { .. } => Ok(0),
     };
+    reap_exited_supervisor();
     result.unwrap_or_else(|e| fail(&e))
+}
+
+/// `run` and `start` fork the supervisor (launch.rs): one that has exited
+/// by now (`run`'s, right after recording the exit) is reaped here, so it
+/// is never left a zombie for whoever inherits it; one still running is
+/// re-parented when we exit, as after an intermediate's exit.
+fn reap_exited_supervisor() {
+    use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+    while let Ok(status) = waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+        if status == WaitStatus::StillAlive {
+            break;
+        }
+    }
 }
 
 /// An error found by the CLI itself, already worded: one line, exit 125.

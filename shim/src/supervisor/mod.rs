@@ -7,6 +7,8 @@
 //!
 //! The intermediate exits at once, so the supervisor is re-parented away
 //! from the agent (to init, or to the agent's subreaper) and outlives it.
+//! The CLI forks the supervisor itself and is its intermediate
+//! (`main_forked`, cli/launch.rs).
 //! The supervisor is single-threaded (no runtime, no pools), which is what
 //! makes forking the task child from it sound.
 
@@ -83,9 +85,7 @@ pub fn main(root: &OsStr, id: &OsStr) -> ! {
             nomad_shim::failpoint!("intermediate-after-fork");
             crate::sys::exit_now(0)
         }
-        Ok(ForkResult::Child) => {
-            nomad_shim::failpoint!("supervisor-after-fork");
-        }
+        Ok(ForkResult::Child) => {}
         Err(e) => {
             report(&StartReply::Failed {
                 step: Step::Fork,
@@ -95,6 +95,25 @@ pub fn main(root: &OsStr, id: &OsStr) -> ! {
             std::process::exit(1);
         }
     }
+    run(root, id)
+}
+
+/// Entry point of a supervisor the CLI forked (cli/launch.rs): the CLI is
+/// the intermediate itself. It exits as soon as the start is reported
+/// (`start`), or once the task has ended (`run`, which reaps us if we are
+/// gone by then); either way we are then re-parented, as after the
+/// intermediate's exit, and the fork an intermediate would cost is spared.
+/// Never returns.
+pub fn main_forked(root: &OsStr, id: &OsStr) -> ! {
+    // Only 0-2 are ours (see `main`).
+    let _ = nomad_shim::sys::close_range(3, 0);
+    run(root, id)
+}
+
+/// The supervisor proper, in the process that stays: start the task,
+/// report, supervise it until its exit is recorded, then exit.
+fn run(root: &OsStr, id: &OsStr) -> ! {
+    nomad_shim::failpoint!("supervisor-after-fork");
     let code = match supervise(Path::new(root), id) {
         Ok(()) => 0,
         Err(f) => {
@@ -316,17 +335,12 @@ fn start_in_cgroup(
     }
     mask.thread_block()
         .map_err(|e| Failure::errno(Step::Sigprocmask, "supervisor", e))?;
-    let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
-        .map_err(|e| Failure::errno(Step::Signalfd, "supervisor", e))?;
-
-    let timer =
-        event_loop::timer().map_err(|e| Failure::errno(Step::TimerfdCreate, "supervisor", e))?;
-    let control = event_loop::bind_control(dir)
-        .map_err(|e| Failure::errno(Step::Listen, dir.path().join(names::CONTROL).display(), e))?;
 
     // The task's stdio: /dev/null in, pipes out. Our read ends are
     // non-blocking (the loop drains them); the task's write ends block, as
-    // a program expects.
+    // a program expects. The log files, the signalfd, the timer and the
+    // control socket are made after the fork (`loop_fds`), while the child
+    // sets itself up: the pipes hold the task's first output until then.
     let devnull = open(
         c"/dev/null",
         OFlag::O_RDWR | OFlag::O_CLOEXEC,
@@ -335,10 +349,6 @@ fn start_in_cgroup(
     .map_err(|e| Failure::errno(Step::Open, "/dev/null", e))?;
     let (out_r, out_w) = log_pipe()?;
     let (err_r, err_w) = log_pipe()?;
-    let stdout = logs::LogSink::new(dir.fd(), names::STDOUT, out_r, spec.logs)
-        .map_err(|e| Failure::errno(Step::Create, dir.path().join(names::STDOUT).display(), e))?;
-    let stderr = logs::LogSink::new(dir.fd(), names::STDERR, err_r, spec.logs)
-        .map_err(|e| Failure::errno(Step::Create, dir.path().join(names::STDERR).display(), e))?;
     let (error_r, error_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC)
         .map_err(|e| Failure::errno(Step::Pipe, "error pipe", e))?;
     // The task's own terminal or stdin pipe (`terminal.rs`), if it has one.
@@ -456,6 +466,10 @@ fn start_in_cgroup(
     drop((error_w, out_w, err_w, cgroup_dir, child_ends));
     let init_status = init_pipe.map(|(r, _w)| r);
 
+    // The loop's descriptors, made while the child runs its steps. Should
+    // one fail, the child is killed (and reaped) before the error returns:
+    // once its own error record or exec is in, so that it holds nothing.
+    let fds = loop_fds(dir, &mask, &spec, out_r, err_r);
     if let Some(f) = read_child_error(&error_r, &spec, &plan) {
         // Reaps the child, which exits right after its error record; it is
         // ours, so waitpid cannot fail (no ECHILD), and its status adds
@@ -463,6 +477,18 @@ fn start_in_cgroup(
         let _ = nix::sys::wait::waitpid(task_pid, None);
         return Err(f);
     }
+    let io = match fds {
+        Ok(io) => io,
+        Err(mut f) => {
+            if let Err(e) = cgroup.kill_all() {
+                f.message
+                    .push_str(&format!("; and the task was not killed: {e}"));
+            }
+            // Our child, killed above: reaped here (see the waitpid above).
+            let _ = nix::sys::wait::waitpid(task_pid, None);
+            return Err(f);
+        }
+    };
     drop((error_r, plan));
 
     let task = Identity::of(task_pid.as_raw()).map_err(|e| {
@@ -510,12 +536,6 @@ fn start_in_cgroup(
     crate::sys::trim_heap();
     crate::sys::release_stack_below_here();
 
-    let io = event_loop::LoopFds {
-        signals,
-        timer,
-        control,
-        logs: [stdout, stderr],
-    };
     let mut sup =
         event_loop::Supervisor::new(dir, lock, spec, state, Pid::from_raw(task.pid), cgroup, io);
     if let Some(fd) = init_status {
@@ -526,6 +546,34 @@ fn start_in_cgroup(
     }
     sup.run();
     Ok(())
+}
+
+/// The event loop's descriptors: the signalfd of the signals blocked
+/// before the fork, the timer, the control socket, and the log files the
+/// pipes' read ends drain into.
+fn loop_fds(
+    dir: &TaskDir,
+    mask: &SigSet,
+    spec: &TaskSpec,
+    out_r: OwnedFd,
+    err_r: OwnedFd,
+) -> Result<event_loop::LoopFds, Failure> {
+    let signals = SignalFd::with_flags(mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
+        .map_err(|e| Failure::errno(Step::Signalfd, "supervisor", e))?;
+    let timer =
+        event_loop::timer().map_err(|e| Failure::errno(Step::TimerfdCreate, "supervisor", e))?;
+    let control = event_loop::bind_control(dir)
+        .map_err(|e| Failure::errno(Step::Listen, dir.path().join(names::CONTROL).display(), e))?;
+    let stdout = logs::LogSink::new(dir.fd(), names::STDOUT, out_r, spec.logs)
+        .map_err(|e| Failure::errno(Step::Create, dir.path().join(names::STDOUT).display(), e))?;
+    let stderr = logs::LogSink::new(dir.fd(), names::STDERR, err_r, spec.logs)
+        .map_err(|e| Failure::errno(Step::Create, dir.path().join(names::STDERR).display(), e))?;
+    Ok(event_loop::LoopFds {
+        signals,
+        timer,
+        control,
+        logs: [stdout, stderr],
+    })
 }
 
 fn log_pipe() -> Result<(OwnedFd, OwnedFd), Failure> {
