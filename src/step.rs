@@ -497,6 +497,29 @@ impl StepError {
             subject,
         })
     }
+
+    /// Reads a child's record from the read end of its error pipe, after
+    /// the parent has closed its own write end: `None` when the pipe closed
+    /// without one (the child exec'd: close-on-exec). A short or stray
+    /// record reads as a failed exec (`EIO`). The one reader of what
+    /// [`StepError::encode`] wrote, for the task child and an exec'd
+    /// process alike.
+    pub fn read_record(fd: std::os::fd::BorrowedFd<'_>) -> Option<StepError> {
+        let mut buf = [0u8; Self::ENCODED_LEN];
+        let mut got = 0;
+        while got < buf.len() {
+            match nix::unistd::read(fd, &mut buf[got..]) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(Errno::EINTR) => {}
+                Err(_) => break,
+            }
+        }
+        if got == 0 {
+            return None;
+        }
+        Some(StepError::decode(&buf).unwrap_or(StepError::new(Step::Exec, Errno::EIO)))
+    }
 }
 
 impl fmt::Display for StepError {

@@ -13,8 +13,8 @@
 use std::ffi::CString;
 use std::path::Path;
 
-use super::{caps, default_cwd, ns, rlimit, user, IsolateError, IsolationSpec, Subjects};
-use crate::step::{Step, StepError};
+use super::{caps, default_cwd, rlimit, user, IsolateError, IsolationSpec, Subjects};
+use crate::step::StepError;
 
 /// Another user than the task's, given by number.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -103,25 +103,12 @@ impl ExecPlan {
         // Resource limits first: raising a hard limit needs
         // CAP_SYS_RESOURCE (setrlimit(2)).
         rlimit::apply(&self.rlimits)?;
-        // Bounding set → keep-caps → setgroups → setresgid → setresuid →
-        // permitted/effective/inheritable → ambient → no_new_privs.
-        self.caps.drop_bounding()?;
-        self.creds.switch()?;
-        self.caps.set_final()?;
-        self.caps.raise_ambient()?;
-        nix::sys::prctl::set_no_new_privs().map_err(StepError::with(Step::NoNewPrivs))?;
-        // The working directory, proven inside the root (CVE-2024-21626).
-        ns::enter_cwd(&self.cwd.0, self.cwd.1)
+        // The privileges and the working directory, as the task child's.
+        super::apply_privileges(&self.creds, &self.caps, &self.cwd)
     }
 
     /// Renders a failed step, like [`super::Plan::describe`].
     pub fn describe(&self, err: &StepError) -> String {
-        let subject = err
-            .subject
-            .and_then(|id| self.subjects.get(usize::from(id.0)));
-        match subject {
-            Some(s) => format!("{} {}: {}", err.step, s, err.errno.desc()),
-            None => format!("{}: {}", err.step, err.errno.desc()),
-        }
+        super::describe_step(&self.subjects, err)
     }
 }

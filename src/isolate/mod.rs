@@ -198,33 +198,47 @@ impl Plan {
         if let Some((name, subject)) = &self.hostname {
             ns::set_hostname(name, *subject)?;
         }
-        // 5. Privileges: bounding set → keep-caps → setgroups → setresgid →
-        //    setresuid → permitted/effective/inheritable → ambient →
-        //    no_new_privs (capabilities(7), prctl(2)).
-        self.caps.drop_bounding()?;
-        self.creds.switch()?;
-        self.caps.set_final()?;
-        self.caps.raise_ambient()?;
-        nix::sys::prctl::set_no_new_privs().map_err(StepError::with(Step::NoNewPrivs))?;
-        // 6. Working directory, then prove it is inside our root
-        //    (CVE-2024-21626: a leaked host fd as cwd).
-        ns::enter_cwd(&self.cwd.0, self.cwd.1)
+        // 5-6. Privileges, then the working directory.
+        apply_privileges(&self.creds, &self.caps, &self.cwd)
     }
 
     /// Renders a child's error for the supervisor's log, e.g.
     /// `bind mount /usr onto /srv/t1/usr: Permission denied`.
     pub fn describe(&self, err: &StepError) -> String {
-        let subject = err
-            .subject
-            .and_then(|id| self.subjects.get(usize::from(id.0)));
-        if err.step == Step::CwdOutsideRoot {
-            let cwd = subject.map_or("", String::as_str);
-            return format!("working directory {cwd} is outside the task's root (CVE-2024-21626)");
-        }
-        match subject {
-            Some(s) => format!("{} {}: {}", err.step, s, err.errno.desc()),
-            None => format!("{}: {}", err.step, err.errno.desc()),
-        }
+        describe_step(&self.subjects, err)
+    }
+}
+
+/// The steps that end every process of a task, the task child and each
+/// process exec'd into it alike, in their one order (docs/isolation.md,
+/// "The child, in order", steps 5 and 6): bounding set → keep-caps →
+/// setgroups → setresgid → setresuid → permitted/effective/inheritable →
+/// ambient → no_new_privs (capabilities(7), prctl(2)); then the working
+/// directory, proven inside the root (CVE-2024-21626: a leaked host fd as
+/// cwd). Allocates nothing.
+fn apply_privileges(
+    creds: &CredPlan,
+    caps: &CapPlan,
+    cwd: &(CString, SubjectId),
+) -> Result<(), StepError> {
+    caps.drop_bounding()?;
+    creds.switch()?;
+    caps.set_final()?;
+    caps.raise_ambient()?;
+    nix::sys::prctl::set_no_new_privs().map_err(StepError::with(Step::NoNewPrivs))?;
+    ns::enter_cwd(&cwd.0, cwd.1)
+}
+
+/// Renders a failed step with what its subject id names in `subjects`.
+fn describe_step(subjects: &[String], err: &StepError) -> String {
+    let subject = err.subject.and_then(|id| subjects.get(usize::from(id.0)));
+    if err.step == Step::CwdOutsideRoot {
+        let cwd = subject.map_or("", String::as_str);
+        return format!("working directory {cwd} is outside the task's root (CVE-2024-21626)");
+    }
+    match subject {
+        Some(s) => format!("{} {}: {}", err.step, s, err.errno.desc()),
+        None => format!("{}: {}", err.step, err.errno.desc()),
     }
 }
 

@@ -335,20 +335,7 @@ fn namespaces(task: Pid) -> nix::Result<CloneFlags> {
 
 /// Reads the error record: `None` when the pipe closed at the exec.
 fn read_error(fd: &OwnedFd) -> Option<StepError> {
-    let mut buf = [0u8; StepError::ENCODED_LEN];
-    let mut got = 0;
-    while got < buf.len() {
-        match nix::unistd::read(fd.as_fd(), &mut buf[got..]) {
-            Ok(0) => break,
-            Ok(n) => got += n,
-            Err(Errno::EINTR) => {}
-            Err(_) => break,
-        }
-    }
-    if got == 0 {
-        return None;
-    }
-    Some(StepError::decode(&buf).unwrap_or(StepError::new(Step::Exec, Errno::EIO)))
+    StepError::read_record(fd.as_fd())
 }
 
 fn read_full(fd: &OwnedFd, buf: &mut [u8]) -> nix::Result<()> {

@@ -586,22 +586,8 @@ fn log_pipe() -> Result<(OwnedFd, OwnedFd), Failure> {
 
 /// Reads the child's error record: `None` when the pipe closed at exec.
 fn read_child_error(fd: &OwnedFd, spec: &TaskSpec, plan: &ChildPlan) -> Option<Failure> {
-    let mut buf = [0u8; StepError::ENCODED_LEN];
-    let mut got = 0;
-    while got < buf.len() {
-        match nix::unistd::read(fd.as_fd(), &mut buf[got..]) {
-            Ok(0) => break,
-            Ok(n) => got += n,
-            Err(Errno::EINTR) => {}
-            Err(_) => break,
-        }
-    }
-    if got == 0 {
-        return None;
-    }
-    // One decoder for every record the child writes; a short or stray
-    // record is reported as a failed exec (EIO), as it always was.
-    let e = StepError::decode(&buf).unwrap_or(StepError::new(Step::Exec, Errno::EIO));
+    // One reader for every record a child writes (src/step.rs).
+    let e = StepError::read_record(fd.as_fd())?;
     if e.step.is_isolation() {
         return Some(Failure::new(
             e.step,
