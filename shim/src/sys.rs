@@ -1,11 +1,57 @@
-//! The binary's only `unsafe`: `fork(2)`, the init's `clone(2)` of the
-//! program (`spawn_vm`), resetting signal dispositions
+//! The binary's only `unsafe`: its start-up (`runtime_init`), `fork(2)`,
+//! the init's `clone(2)` of the program (`spawn_vm`), resetting signal
+//! dispositions
 //! in the child, and the few raw calls of the task's init
 //! (`supervisor/init.rs`), which must not allocate.
 #![allow(unsafe_code)]
 
 use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
 use nix::unistd::ForkResult;
+
+/// What std's runtime set-up did that this binary relies on (main.rs
+/// skips it), first thing in the process:
+///
+/// * descriptors 0-2 are open: one that is closed gets `/dev/null`, as std
+///   does, or the next file we open would become our stdin or stdout (a
+///   log file written by `println!`);
+/// * SIGPIPE is ignored, as std leaves it: a write to a client or pipe that
+///   went away is `EPIPE`, never the end of a supervisor. (The task child
+///   resets every disposition before its exec.)
+#[cfg_attr(test, allow(dead_code))]
+pub fn runtime_init() {
+    let mut fds = [0, 1, 2].map(|fd| libc::pollfd {
+        fd,
+        events: 0,
+        revents: 0,
+    });
+    let polled = loop {
+        // SAFETY: a valid array of 3 pollfds; a zero timeout never blocks.
+        let ret = unsafe { libc::poll(fds.as_mut_ptr(), 3, 0) };
+        match ret {
+            -1 if nix::errno::Errno::last() == nix::errno::Errno::EINTR => continue,
+            -1 => break false,
+            _ => break true,
+        }
+    };
+    for pfd in &fds {
+        // Without poll (ENOMEM), each is asked with fcntl instead.
+        let closed = if polled {
+            pfd.revents & libc::POLLNVAL != 0
+        } else {
+            // SAFETY: F_GETFD on any number is harmless.
+            let flags = unsafe { libc::fcntl(pfd.fd, libc::F_GETFD) };
+            flags == -1 && nix::errno::Errno::last() == nix::errno::Errno::EBADF
+        };
+        // open(2) returns the lowest free descriptor: this one. Should it
+        // fail, there is nothing to write an error to.
+        // SAFETY: a constant NUL-terminated path.
+        if closed && unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDWR) } == -1 {
+            std::process::abort();
+        }
+    }
+    // SAFETY: SIG_IGN installs no handler code.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+}
 
 /// `fork(2)`.
 ///

@@ -235,6 +235,27 @@ impl Cgroup {
     fn make_dirs(&self, created: &mut Vec<PathBuf>) -> Result<()> {
         for h in &self.hierarchies {
             let is_cpuset = h.controllers.iter().any(|c| c == ctl::CPUSET);
+            // The common case: the parents are there (an earlier start made
+            // them). One mkdir, without a look at each parent first; the
+            // walk below only when one is missing.
+            let leaf = h.mount.join(&h.rel);
+            match files::mkdir(&self.root, &leaf) {
+                Ok(()) => {
+                    created.push(leaf.clone());
+                    if is_cpuset {
+                        if let Some(parent) = leaf.parent() {
+                            for file in ["cpuset.cpus", "cpuset.mems"] {
+                                let value = read(&parent.join(file))?;
+                                write(&leaf.join(file), value.trim())?;
+                            }
+                        }
+                    }
+                    continue;
+                }
+                Err(Error::Mkdir { cause, .. }) if cause.kind() == std::io::ErrorKind::NotFound => {
+                }
+                Err(e) => return Err(e),
+            }
             let mut dir = h.mount.clone();
             let mut components = h.rel.components().peekable();
             while let Some(c) = components.next() {
