@@ -45,7 +45,10 @@ pub use devices::{device_rules, DeviceSpec};
 pub use error::IsolateError;
 pub use exec::{prepare_exec, ExecCreds, ExecPlan};
 pub use fsview_spec::{DnsSpec, MountSpec};
-pub use secrets::{mount_secrets, secrets_source, unmount_secrets, DEFAULT_SECRETS_SIZE};
+pub use secrets::{
+    mount_secrets, secrets_source, unmount_secrets, unmount_secrets_kept, SecretsMount,
+    DEFAULT_SECRETS_SIZE,
+};
 pub use spec::{BindSpec, IsolationSpec, RlimitSpec, DEFAULT_CHROOT_ENV};
 pub(crate) use user::{resolve_user, ResolvedUser};
 

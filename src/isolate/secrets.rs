@@ -49,7 +49,8 @@ pub fn secrets_source(id: &str) -> String {
 /// Supervisor, before the fork: mounts task `id`'s secrets tmpfs on
 /// `<task_dir>/secrets` (size `secrets_size`, mode 0700, owned by the task
 /// user, `nosuid,nodev,noexec`). The directory must exist
-/// ([`super::prepare`] makes it). Returns `false` without a task dir, or
+/// ([`super::prepare`] makes it). Returns the mount, to unmount at the end
+/// with [`unmount_secrets_kept`]; `None` without a task dir, or
 /// when the supervisor is not root (mount(2) needs CAP_SYS_ADMIN; the 0700
 /// directory then stays a plain directory).
 ///
@@ -57,12 +58,12 @@ pub fn secrets_source(id: &str) -> String {
 /// supervisor was killed and never reconciled) is unmounted first; another
 /// task's is an error ([`IsolateError::SecretsInUse`]). Undo with
 /// [`unmount_secrets`].
-pub fn mount_secrets(spec: &IsolationSpec, id: &str) -> Result<bool, IsolateError> {
+pub fn mount_secrets(spec: &IsolationSpec, id: &str) -> Result<Option<SecretsMount>, IsolateError> {
     let Some(task_dir) = &spec.task_dir else {
-        return Ok(false);
+        return Ok(None);
     };
     if !nix::unistd::geteuid().is_root() {
-        return Ok(false);
+        return Ok(None);
     }
     let path = task_dir.join("secrets");
     let tag = secrets_source(id);
@@ -109,7 +110,37 @@ pub fn mount_secrets(spec: &IsolationSpec, id: &str) -> Result<bool, IsolateErro
         None::<&str>,
     )
     .map_err(err("make private"))?;
-    Ok(true)
+    Ok(Some(SecretsMount(root)))
+}
+
+/// The secrets tmpfs a supervisor mounted ([`mount_secrets`]): an `O_PATH`
+/// descriptor of its root, kept for the task's life, through which
+/// [`unmount_secrets_kept`] unmounts exactly that mount at the end.
+#[derive(Debug)]
+pub struct SecretsMount(OwnedFd);
+
+/// The end of the task, in its supervisor: unmounts the tmpfs `mount`
+/// names with one `umount2(MNT_DETACH)` through its descriptor, with no
+/// lookup in `/proc/self/mountinfo` (which grows with the host's mounts, a
+/// secrets tmpfs per live task among them) before and after. The magic link
+/// of the mount's root names that mount and no other, even with something
+/// mounted over it. Should it be gone already (`EINVAL`: no longer a mount
+/// of ours), what is at `<task_dir>/secrets` is looked for as
+/// [`unmount_secrets`] does. Returns whether anything was unmounted.
+pub fn unmount_secrets_kept(
+    mount: SecretsMount,
+    task_dir: &Path,
+    id: &str,
+) -> Result<bool, IsolateError> {
+    match umount2(FdPath::new(&mount.0).as_cstr(), MntFlags::MNT_DETACH) {
+        Ok(()) => Ok(true),
+        Err(Errno::EINVAL) => unmount_secrets(task_dir, id),
+        Err(source) => Err(IsolateError::Secrets {
+            op: "unmount",
+            path: task_dir.join("secrets"),
+            source,
+        }),
+    }
 }
 
 /// Unmounts task `id`'s secrets tmpfs from `<task_dir>/secrets` if, and

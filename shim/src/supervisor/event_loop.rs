@@ -124,6 +124,8 @@ pub struct Supervisor<'d> {
     timer_for: Timer,
     /// With an init: the read end of its status pipe (see `init.rs`).
     init_status: Option<OwnedFd>,
+    /// The secrets tmpfs we mounted, unmounted through this at the end.
+    secrets: Option<nomad_shim::isolate::SecretsMount>,
     /// Per stream: bytes of output dropped (the log file could not be
     /// written), and the error of the episode under way, if one is.
     dropped: [(u64, Option<String>); 2],
@@ -171,6 +173,7 @@ impl<'d> Supervisor<'d> {
             timer,
             timer_for: Timer::Idle,
             init_status: None,
+            secrets: None,
             dropped: [(0, None), (0, None)],
             stdio: None,
             kill: CgroupKill::new(),
@@ -184,6 +187,11 @@ impl<'d> Supervisor<'d> {
     /// the program's exact wait status, and signals go through it.
     pub fn set_init_status(&mut self, fd: OwnedFd) {
         self.init_status = Some(fd);
+    }
+
+    /// The secrets tmpfs mounted for the task (`isolate::mount_secrets`).
+    pub fn set_secrets(&mut self, mount: nomad_shim::isolate::SecretsMount) {
+        self.secrets = Some(mount);
     }
 
     /// The wait status to record: with an init, the program's own, which
@@ -850,7 +858,12 @@ impl<'d> Supervisor<'d> {
         // recorded, so whoever sees `exited` sees it unmounted. A failure is
         // kept as a warning; `open`/`rm` retry it (reconcile).
         if let Some(task_dir) = &self.spec.isolation.task_dir {
-            if let Err(e) = nomad_shim::isolate::unmount_secrets(task_dir, self.dir.id().as_str()) {
+            let id = self.dir.id().as_str();
+            let unmounted = match self.secrets.take() {
+                Some(mount) => nomad_shim::isolate::unmount_secrets_kept(mount, task_dir, id),
+                None => nomad_shim::isolate::unmount_secrets(task_dir, id),
+            };
+            if let Err(e) = unmounted {
                 self.state
                     .warnings
                     .push(format!("secrets not unmounted: {e}"));

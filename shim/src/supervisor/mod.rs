@@ -390,7 +390,7 @@ fn start_in_cgroup(
     let mut plan = child_plan(&spec, isolation, cgroup_procs)?;
     // secrets/: a tmpfs on the host, mounted last before the fork (the
     // task dir exists now); a failed start unmounts it (prepare_and_start).
-    isolate::mount_secrets(&spec.isolation, dir.id().as_str())
+    let secrets = isolate::mount_secrets(&spec.isolation, dir.id().as_str())
         .map_err(|e| Failure::new(Step::Secrets, None, e.to_string()))?;
     // With an init (init.rs), the pipe on which it hands over the program's
     // exact wait status. Our read end is non-blocking: it is read once,
@@ -543,6 +543,9 @@ fn start_in_cgroup(
     }
     if let Some(stdio) = task_stdio {
         sup.set_stdio(stdio);
+    }
+    if let Some(mount) = secrets {
+        sup.set_secrets(mount);
     }
     sup.run();
     Ok(())
