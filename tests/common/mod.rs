@@ -247,7 +247,14 @@ impl Drop for TestRoot {
             }
         }
         let _ = std::fs::remove_dir_all(self.dir.path());
-        remove_cgroup_parent(&self.cgroup_parent);
+        // A supervisor removes its task's cgroup after it has recorded the
+        // exit, so one whose task a test has just seen end may still be at
+        // it (EBUSY for the parent): give it a moment, or the parent is
+        // left behind in the hierarchies it had not reached yet.
+        let deadline = Instant::now() + scaled(Duration::from_secs(2)).min(Duration::from_secs(10));
+        while !remove_cgroup_parent(&self.cgroup_parent) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 }
 
@@ -258,8 +265,9 @@ pub fn run_tag() -> String {
     std::env::var("NOMAD_SHIM_TEST_RUN").map_or(String::new(), |r| format!("-{r}"))
 }
 
-/// Removes a test's (empty) cgroup parent from every hierarchy.
-pub fn remove_cgroup_parent(parent: &str) {
+/// Removes a test's (empty) cgroup parent from every hierarchy; returns
+/// whether none is left.
+pub fn remove_cgroup_parent(parent: &str) -> bool {
     let mut roots = vec![PathBuf::from("/sys/fs/cgroup")];
     if let Ok(entries) = std::fs::read_dir("/sys/fs/cgroup") {
         roots.extend(
@@ -269,6 +277,7 @@ pub fn remove_cgroup_parent(parent: &str) {
                 .filter(|p| p.join("cgroup.procs").exists()),
         );
     }
+    let mut gone = true;
     for root in roots {
         let mut p = root.join(parent);
         while p != root {
@@ -277,7 +286,9 @@ pub fn remove_cgroup_parent(parent: &str) {
             }
             p.pop();
         }
+        gone &= !root.join(parent).exists();
     }
+    gone
 }
 
 /// How much slower than the project's hosts this machine is taken to be:
