@@ -5,7 +5,6 @@ use std::fs::TryLockError;
 use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use nix::sys::signal::{killpg, Signal};
@@ -412,45 +411,9 @@ impl Task {
     /// Sends one request; returns the reply and the connection.
     fn exchange(&self, req: &Request, what: &'static str) -> Result<(Reply, UnixStream)> {
         let id = self.id().clone();
-        // Through /proc/self/fd: a sun_path holds only 108 bytes, and a root
-        // plus a 128-byte id may be longer.
-        let short = PathBuf::from(format!(
-            "/proc/self/fd/{}/{}",
-            self.dir.fd().as_raw_fd(),
-            names::CONTROL
-        ));
-        let path = self.dir.path().join(names::CONTROL);
-        let ctl_err = |source: std::io::Error| Error::Control {
-            id: id.clone(),
-            path: path.clone(),
-            source,
-        };
-        let mut stream = match UnixStream::connect(&short) {
-            Ok(s) => s,
-            Err(e)
-                if matches!(
-                    e.raw_os_error(),
-                    Some(libc::ENOENT) | Some(libc::ECONNREFUSED)
-                ) =>
-            {
-                // No supervisor listening: it has ended (or died).
-                let state = reconcile(&self.dir)?;
-                return Err(Error::NotRunning {
-                    id,
-                    status: state.status,
-                });
-            }
-            Err(e) => return Err(ctl_err(e)),
-        };
-        stream
-            .set_read_timeout(Some(CONTROL_TIMEOUT))
-            .map_err(ctl_err)?;
-        stream
-            .set_write_timeout(Some(CONTROL_TIMEOUT))
-            .map_err(ctl_err)?;
-        let mut line =
-            serde_json::to_vec(&RequestLine::new(req.clone())).map_err(|e| ctl_err(e.into()))?;
-        line.push(b'\n');
+        let ctl_err = |source: std::io::Error| self.control_error(source);
+        let mut stream = self.connect_control()?;
+        let line = request_line(req.clone()).map_err(ctl_err)?;
         // A supervisor that is finishing closes its socket with this
         // connection still in the backlog: reset, like a refusal, means it
         // is no longer running.
@@ -459,11 +422,7 @@ impl Task {
         };
         if let Err(e) = stream.write_all(&line) {
             if gone(&e) {
-                let state = reconcile(&self.dir)?;
-                return Err(Error::NotRunning {
-                    id,
-                    status: state.status,
-                });
+                return Err(self.not_running()?);
             }
             return Err(ctl_err(e));
         }
@@ -509,21 +468,13 @@ impl Task {
         let n = raw.len();
         if n == 0 {
             // The supervisor closed without replying: it is exiting.
-            let state = reconcile(&self.dir)?;
-            return Err(Error::NotRunning {
-                id,
-                status: state.status,
-            });
+            return Err(self.not_running()?);
         }
         let reply: Reply = serde_json::from_str(&reply).map_err(|e| ctl_err(e.into()))?;
         // The code decides (a version-1 reply's is derived from its text).
         if let Some(failure) = reply.failure() {
             if failure.code == ErrorCode::NotRunning {
-                let state = reconcile(&self.dir)?;
-                return Err(Error::NotRunning {
-                    id,
-                    status: state.status,
-                });
+                return Err(self.not_running()?);
             }
             return Err(Error::Refused {
                 id,
@@ -534,6 +485,59 @@ impl Task {
         }
         Ok((reply, stream))
     }
+
+    /// Connects to the supervisor's control socket, with the control
+    /// timeouts both ways; no supervisor listening (`ENOENT`,
+    /// `ECONNREFUSED`) is [`Error::NotRunning`]. Through /proc/self/fd: a
+    /// sun_path holds only 108 bytes, and a root plus a 128-byte id may be
+    /// longer.
+    pub(crate) fn connect_control(&self) -> Result<UnixStream> {
+        let short = format!(
+            "/proc/self/fd/{}/{}",
+            self.dir.fd().as_raw_fd(),
+            names::CONTROL
+        );
+        let stream = match UnixStream::connect(&short) {
+            Ok(s) => s,
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ECONNREFUSED)) => {
+                return Err(self.not_running()?)
+            }
+            Err(e) => return Err(self.control_error(e)),
+        };
+        stream
+            .set_read_timeout(Some(CONTROL_TIMEOUT))
+            .map_err(|e| self.control_error(e))?;
+        stream
+            .set_write_timeout(Some(CONTROL_TIMEOUT))
+            .map_err(|e| self.control_error(e))?;
+        Ok(stream)
+    }
+
+    /// An error of the control connection, naming the task and its socket.
+    pub(crate) fn control_error(&self, source: std::io::Error) -> Error {
+        Error::Control {
+            id: self.id().clone(),
+            path: self.dir.path().join(names::CONTROL),
+            source,
+        }
+    }
+
+    /// [`Error::NotRunning`] with the status the reconcile finds: the
+    /// supervisor has ended, or is ending.
+    pub(crate) fn not_running(&self) -> Result<Error> {
+        let state = reconcile(&self.dir)?;
+        Ok(Error::NotRunning {
+            id: self.id().clone(),
+            status: state.status,
+        })
+    }
+}
+
+/// One request as the line the control protocol sends.
+pub(crate) fn request_line(req: Request) -> std::io::Result<Vec<u8>> {
+    let mut line = serde_json::to_vec(&RequestLine::new(req))?;
+    line.push(b'\n');
+    Ok(line)
 }
 
 /// Reads a task's state and makes it true: a `starting` or `running` state

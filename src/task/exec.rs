@@ -13,16 +13,15 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 
 use nix::fcntl::OFlag;
 
-use super::{reconcile, Task, CONTROL_TIMEOUT};
+use super::Task;
 use crate::error::{Error, Result};
-use crate::protocol::{ErrorCode, ExecRequest, ExecUser, Reply, Request, RequestLine, MAX_LINE};
-use crate::state::names;
+use crate::protocol::{ErrorCode, ExecRequest, ExecUser, Reply, Request, MAX_LINE};
 
 /// Where an exec'd process's stdin, stdout or stderr goes (without a tty).
 ///
@@ -428,40 +427,10 @@ impl Task {
             }
         }
 
-        let path = self.dir.path().join(names::CONTROL);
-        let ctl_err = |source: std::io::Error| Error::Control {
-            id: id.clone(),
-            path: path.clone(),
-            source,
-        };
-        let not_running = || -> Result<Error> {
-            let state = reconcile(&self.dir)?;
-            Ok(Error::NotRunning {
-                id: id.clone(),
-                status: state.status,
-            })
-        };
-        let short = format!(
-            "/proc/self/fd/{}/{}",
-            self.dir.fd().as_raw_fd(),
-            names::CONTROL
-        );
-        let stream = match UnixStream::connect(&short) {
-            Ok(s) => s,
-            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ECONNREFUSED)) => {
-                return Err(not_running()?)
-            }
-            Err(e) => return Err(ctl_err(e)),
-        };
-        stream
-            .set_read_timeout(Some(CONTROL_TIMEOUT))
-            .map_err(ctl_err)?;
-        stream
-            .set_write_timeout(Some(CONTROL_TIMEOUT))
-            .map_err(ctl_err)?;
-        let mut line = serde_json::to_vec(&RequestLine::new(Request::Exec { spec: req }))
-            .map_err(|e| ctl_err(e.into()))?;
-        line.push(b'\n');
+        let ctl_err = |source: std::io::Error| self.control_error(source);
+        let not_running = || self.not_running();
+        let stream = self.connect_control()?;
+        let line = super::request_line(Request::Exec { spec: req }).map_err(ctl_err)?;
         let borrowed: Vec<BorrowedFd<'_>> = theirs.iter().map(|f| f.as_fd()).collect();
         match crate::sys::send_with_fds(stream.as_fd(), &line, &borrowed) {
             Ok(()) => {}
