@@ -109,6 +109,8 @@ pub enum Step {
     CwdOutsideRoot,
     /// `mount` of a read-only sysfs.
     MountSysfs,
+    /// `mknodat(2)` of a default device node inside the new `/dev`.
+    MakeDevice,
 
     // The task child's own steps (shim/src/supervisor/child.rs, init.rs).
     /// `setsid(2)` (the supervisor's own, or the child's).
@@ -198,7 +200,7 @@ pub enum Step {
 
 impl Step {
     /// Every step that can be encoded, in number order.
-    pub const ALL: [Step; 69] = [
+    pub const ALL: [Step; 70] = [
         Step::SetRlimit,
         Step::JoinNetns,
         Step::CheckMountNamespace,
@@ -234,6 +236,7 @@ impl Step {
         Step::Getcwd,
         Step::CwdOutsideRoot,
         Step::MountSysfs,
+        Step::MakeDevice,
         Step::Setsid,
         Step::Sigmask,
         Step::OomScoreAdj,
@@ -314,6 +317,7 @@ impl Step {
             Step::Getcwd => "getcwd",
             Step::CwdOutsideRoot => "cwd_outside_root",
             Step::MountSysfs => "mount_sysfs",
+            Step::MakeDevice => "make_device",
             Step::Setsid => "setsid",
             Step::Sigmask => "sigmask",
             Step::OomScoreAdj => "oom_score_adj",
@@ -394,6 +398,7 @@ impl Step {
             Step::Getcwd => "getcwd after chdir",
             Step::CwdOutsideRoot => "check working directory is inside the root",
             Step::MountSysfs => "mount sysfs on",
+            Step::MakeDevice => "create device node",
             Step::JoinCgroup => "join cgroup",
             // The others are named in messages as on the wire (`exec /x: …`,
             // `setsid supervisor: …`).

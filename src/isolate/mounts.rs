@@ -14,7 +14,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use nix::errno::Errno;
 use nix::fcntl::{openat, openat2, OFlag, OpenHow, ResolveFlag};
 use nix::mount::{mount, MsFlags};
-use nix::sys::stat::{mkdirat, Mode};
+use nix::sys::stat::{mkdirat, mknodat, umask, Mode, SFlag};
 use nix::unistd::symlinkat;
 
 use super::taskdir::Kind;
@@ -84,6 +84,15 @@ pub(crate) enum MountOp {
         /// For error messages.
         subject: SubjectId,
     },
+    /// `mknodat(parent, name, S_IFCHR|0666, rdev)` of each node, with the
+    /// umask cleared meanwhile: the default device nodes of the new `/dev`
+    /// (as runc makes them where it may: one call each, no mount).
+    Nodes {
+        /// Relative to the new root.
+        parent: CString,
+        /// One component, the host node's device number, for errors.
+        nodes: Vec<(CString, u64, SubjectId)>,
+    },
     /// `symlinkat(to, parent, name)`.
     Symlink {
         /// Relative to the new root.
@@ -100,6 +109,8 @@ pub(crate) enum MountOp {
     RemountBind {
         /// Relative to the new root.
         target: CString,
+        /// Directory or file.
+        kind: Kind,
         /// Per-mount flags.
         flags: MsFlags,
         /// For error messages.
@@ -219,6 +230,23 @@ impl MountOp {
                 .map(drop)
                 .map_err(StepError::with_on(Step::CreateFile, *subject))
             }
+            MountOp::Nodes { parent, nodes } => {
+                let Some((_, _, first)) = nodes.first() else {
+                    return Ok(());
+                };
+                let dir = open_beneath(root, parent, Kind::Dir)
+                    .map_err(StepError::with_on(Step::OpenMountPoint, *first))?;
+                // 0666 exactly, as the host's nodes are: the umask (the
+                // supervisor's 022) would take away the write bits.
+                let old = umask(Mode::empty());
+                let made = nodes.iter().try_for_each(|(name, rdev, subject)| {
+                    let mode = Mode::from_bits_truncate(0o666);
+                    mknodat(&dir, name.as_c_str(), SFlag::S_IFCHR, mode, *rdev)
+                        .map_err(StepError::with_on(Step::MakeDevice, *subject))
+                });
+                umask(old);
+                made
+            }
             MountOp::Symlink {
                 parent,
                 name,
@@ -232,10 +260,11 @@ impl MountOp {
             }
             MountOp::RemountBind {
                 target,
+                kind,
                 flags,
                 subject,
             } => {
-                let fd = open_beneath(root, target, Kind::Dir)
+                let fd = open_beneath(root, target, *kind)
                     .map_err(StepError::with_on(Step::OpenMountPoint, *subject))?;
                 let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | *flags;
                 mount_at(None, FdPath::new(&fd).as_cstr(), None, flags, None)

@@ -4,6 +4,7 @@
 
 use std::ffi::CString;
 use std::os::fd::OwnedFd;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use nix::fcntl::{open, OFlag};
@@ -20,6 +21,7 @@ use super::DeviceSpec;
 use super::{cstring, Subjects};
 use crate::cgroup::CgroupPaths;
 use crate::step::{Step, StepError, SubjectId};
+use crate::sys::{MOUNT_ATTR_NODEV, MOUNT_ATTR_NOSUID, MOUNT_ATTR_RDONLY};
 
 mod etc_files;
 mod kernel_fs;
@@ -27,8 +29,9 @@ mod volumes;
 
 pub(crate) use etc_files::write_resolv_conf;
 
-/// Device nodes bound from the host's `/dev` (binding works where mknod(2)
-/// is refused, e.g. without CAP_MKNOD or on a nodev filesystem).
+/// Device nodes of the new `/dev`, made with mknod(2) with the host's
+/// device numbers (the child still holds CAP_MKNOD, the new `/dev` is not
+/// nodev, and the device controller allows exactly these).
 const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
 
 /// Symlinks of a minimal `/dev` (as runc and bwrap make them).
@@ -78,6 +81,7 @@ pub(crate) fn plan(
         mountpoints: Vec::new(),
     };
     // The chroot environment: read-only, nosuid, nodev binds of host paths.
+    let first = b.ops.len();
     let env = spec.effective_chroot_env();
     for bind in &env {
         let kind = source_kind(&bind.src).map_err(for_option("--chroot-env "))?;
@@ -93,6 +97,10 @@ pub(crate) fn plan(
     }
     // /etc/resolv.conf and /etc/hosts: the host's, or the task's resolv.conf.
     b.etc_files(spec, &env, state_dir)?;
+    // Then the root and those binds become read-only in one call; what is
+    // mounted from here on keeps its own flags.
+    let subject = b.subjects.add(task_dir.display());
+    b.read_only_root(first, subject);
     // The task's writable dirs: their own mounts, so that they stay
     // writable when the root is remounted read-only at the end.
     let rw = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
@@ -138,7 +146,6 @@ pub(crate) fn plan(
     // runc's masked and read-only paths, then a read-only /sys.
     b.proc_paths()?;
     b.sys(cgroup)?;
-    let subject = b.subjects.add(task_dir.display());
     let (ops, mountpoints) = (b.ops, b.mountpoints);
     Ok((
         RootPlan {
@@ -234,28 +241,26 @@ impl Builder<'_> {
             devfs,
             Some("mode=0755,size=64k"),
         )?;
+        let mut nodes = Vec::with_capacity(DEVICES.len());
         for name in DEVICES {
             let host = Path::new("/dev").join(name);
-            if !host.exists() {
+            // The host's device number (char devices only; a host without
+            // the node, or with something else there, gets none).
+            let Ok(md) = std::fs::metadata(&host) else {
+                continue;
+            };
+            if !md.file_type().is_char_device() {
                 continue;
             }
             let subject = self
                 .subjects
                 .add(self.task_dir.join("dev").join(name).display());
-            self.ops.push(MountOp::Touch {
-                parent: cstring("dev")?,
-                name: cstring(name)?,
-                subject,
-            });
-            let rel = Path::new("dev").join(name);
-            self.bind(
-                Source::Host(cstring(&host)?),
-                &rel,
-                Kind::File,
-                devfs,
-                Some(&host),
-            )?;
+            nodes.push((cstring(name)?, md.rdev(), subject));
         }
+        self.ops.push(MountOp::Nodes {
+            parent: cstring("dev")?,
+            nodes,
+        });
         self.passed_devices(passed, devfs)?;
         // A new devpts instance: the task's ptys are its own, invisible to
         // the host's (devpts "newinstance", Documentation/filesystems/devpts).
@@ -343,6 +348,53 @@ impl Builder<'_> {
             )?;
         }
         Ok(())
+    }
+
+    /// The binds from `ops[first..]` (the chroot env's and `/etc`'s, all
+    /// read-only) are made without their remount, and one
+    /// `mount_setattr(AT_RECURSIVE)` of the root makes the root and all of
+    /// them read-only, nosuid, nodev (a mount keeps its source's other
+    /// flags, `noexec` included). The fallback, for a kernel without
+    /// mount_setattr, is the remount of each and of the root.
+    fn read_only_root(&mut self, first: usize, subject: SubjectId) {
+        let ro = MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+        let mut fallback = Vec::new();
+        for op in &mut self.ops[first..] {
+            let MountOp::Bind {
+                src: Source::Host(src),
+                target,
+                kind,
+                flags,
+                subject,
+            } = op
+            else {
+                continue;
+            };
+            fallback.push(MountOp::RemountBind {
+                target: target.clone(),
+                kind: *kind,
+                flags: *flags,
+                subject: *subject,
+            });
+            *op = MountOp::BindOnly {
+                src: std::mem::take(src),
+                target: std::mem::take(target),
+                kind: *kind,
+                subject: *subject,
+            };
+        }
+        fallback.push(MountOp::RemountBind {
+            target: CString::from(c"."),
+            kind: Kind::Dir,
+            flags: ro,
+            subject,
+        });
+        self.ops.push(MountOp::ReadOnlyTree {
+            target: CString::from(c"."),
+            attr: MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
+            fallback,
+            subject,
+        });
     }
 
     fn mkdir(&mut self, name: &str, mode: u32) -> Result<(), IsolateError> {
@@ -448,14 +500,8 @@ impl RootPlan {
         }
         bind_secrets(&root, &secrets, *secrets_subject)?;
         drop(secrets);
-        // Everything not mounted over is read-only from now on.
-        let ro = MsFlags::MS_BIND
-            | MsFlags::MS_REMOUNT
-            | MsFlags::MS_RDONLY
-            | MsFlags::MS_NOSUID
-            | MsFlags::MS_NODEV;
-        mount_at(None, FdPath::new(&root).as_cstr(), None, ro, None)
-            .map_err(on_root(Step::RemountRootReadOnly))?;
+        // The root itself became read-only with the chroot env's binds
+        // (see `read_only_root`): what is not mounted over is read-only.
         fchdir(&root).map_err(on_root(Step::ChdirNewRoot))?;
         // pivot_root(2) NOTES: "new_root and put_old may be the same
         // directory": the old root is stacked on top of the new one at "/",

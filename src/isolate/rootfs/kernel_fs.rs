@@ -122,6 +122,7 @@ impl Builder<'_> {
             });
             fallback.push(MountOp::RemountBind {
                 target: cstring(&rel)?,
+                kind: Kind::Dir,
                 flags: ro(),
                 subject,
             });
@@ -147,6 +148,7 @@ impl Builder<'_> {
         let subject = self.subjects.add(self.task_dir.join(base).display());
         fallback.push(MountOp::RemountBind {
             target: cstring(base)?,
+            kind: Kind::Dir,
             flags: ro(),
             subject,
         });
@@ -163,16 +165,20 @@ impl Builder<'_> {
     fn mask(&mut self, rel: &str) -> Result<(), IsolateError> {
         match host_kind(rel) {
             None => Ok(()),
+            // A bind only, as runc's: the node keeps the host /dev mount's
+            // flags (not nodev: reads must reach /dev/null and return
+            // nothing; a write is swallowed by it).
             Some(Kind::File) => self.optional(|b| {
-                // Not nodev: reads of the masked file must reach /dev/null
-                // and return nothing.
-                let flags = MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC;
-                b.bind_op(
-                    Source::Host(CString::from(c"/dev/null")),
-                    rel,
-                    Kind::File,
-                    flags,
-                )
+                let subject = b
+                    .subjects
+                    .add(format!("/dev/null onto {}", b.task_dir.join(rel).display()));
+                b.ops.push(MountOp::BindOnly {
+                    src: CString::from(c"/dev/null"),
+                    target: cstring(rel)?,
+                    kind: Kind::File,
+                    subject,
+                });
+                Ok(())
             }),
             Some(Kind::Dir) => self.optional(|b| b.fs(c"tmpfs", Step::MountTmpfs, rel, ro(), None)),
         }
