@@ -190,7 +190,9 @@ impl Executor {
                 }
             }
         }
-        if let Err(e) = write_json(dir.fd(), dir.path(), names::SPEC, &stored, 0o600, true) {
+        // Not fsynced, as `running` is not: a crash of the machine that
+        // loses it ends the task as well; the final state is durable.
+        if let Err(e) = write_json(dir.fd(), dir.path(), names::SPEC, &stored, 0o600, false) {
             remove_or_warn(dir, "spec.json not written");
             return Err(e.into());
         }

@@ -502,7 +502,9 @@ fn start_in_cgroup(
     state.task = Some(task);
     state.started_at = Some(Timestamp::now());
     nomad_shim::failpoint!("supervisor-before-state-running");
-    if let Err(e) = dir.write_state(&state, true) {
+    // Not fsynced: only a crash of the machine can lose it, and that ends
+    // the task too (the state's boot id then says so). The exit is durable.
+    if let Err(e) = dir.write_state(&state, false) {
         let mut f = Failure::new(Step::State, None, e.to_string());
         if let Err(e) = cgroup.kill_all() {
             f.message
