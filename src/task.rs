@@ -745,13 +745,20 @@ pub(crate) fn remove_cgroup(dir: &TaskDir, state: &TaskState) -> Result<()> {
         what: serde_json::to_string(paths).unwrap_or_default(),
         source: std::io::Error::new(std::io::ErrorKind::InvalidData, why),
     };
-    let spec: crate::TaskSpec = crate::state::read_json(dir.fd(), dir.path(), names::SPEC)?;
-    let parent = spec.cgroup_parent.as_deref().unwrap_or(DEFAULT_PARENT);
-    let expected = std::path::Path::new(parent).join(state.id.as_str());
     let dirs: Vec<&std::path::Path> = match paths {
         CgroupPaths::V2(p) => vec![p.as_path()],
         CgroupPaths::V1(m) => m.values().map(|p| p.as_path()).collect(),
     };
+    // The usual case: the supervisor removed it when the task ended. No
+    // directory it names exists, so there is nothing to check or remove
+    // (a look, never an action, at whatever the state names).
+    let gone = |d: &&std::path::Path| matches!(std::fs::symlink_metadata(d), Err(e) if e.kind() == std::io::ErrorKind::NotFound);
+    if !dirs.is_empty() && dirs.iter().all(gone) {
+        return Ok(());
+    }
+    let spec: crate::TaskSpec = crate::state::read_json(dir.fd(), dir.path(), names::SPEC)?;
+    let parent = spec.cgroup_parent.as_deref().unwrap_or(DEFAULT_PARENT);
+    let expected = std::path::Path::new(parent).join(state.id.as_str());
     let root = CgroupRoot::detect()?;
     // Exactly <hierarchy>/<parent>/<id>: the hierarchy is the cgroup root
     // itself (v2), or a controller's mount right under it (v1) — never, on
