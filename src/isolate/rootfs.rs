@@ -516,12 +516,12 @@ impl RootPlan {
 }
 
 /// Binds the secrets tmpfs (`src`, opened before the root's bind) onto
-/// `secrets` of the new root, `nosuid,nodev,noexec` (a bind takes its flags
-/// from the remount, see [`MountOp::Bind`]).
+/// `secrets` of the new root. No remount: a bind copies its source mount's
+/// per-mount flags, and the supervisor mounted the tmpfs `nosuid,nodev,
+/// noexec` (`secrets::mount_secrets`).
 fn bind_secrets(root: &OwnedFd, src: &OwnedFd, subject: SubjectId) -> Result<(), StepError> {
-    let open = |r| open_beneath(r, c"secrets", Kind::Dir);
-    let at = StepError::with_on(Step::OpenMountPoint, subject);
-    let target = open(root).map_err(&at)?;
+    let target = open_beneath(root, c"secrets", Kind::Dir)
+        .map_err(StepError::with_on(Step::OpenMountPoint, subject))?;
     let src = FdPath::new(src);
     mount_at(
         Some(src.as_cstr()),
@@ -530,16 +530,7 @@ fn bind_secrets(root: &OwnedFd, src: &OwnedFd, subject: SubjectId) -> Result<(),
         MsFlags::MS_BIND,
         None,
     )
-    .map_err(StepError::with_on(Step::BindMount, subject))?;
-    drop(target);
-    let target = open(root).map_err(&at)?;
-    let flags = MsFlags::MS_BIND
-        | MsFlags::MS_REMOUNT
-        | MsFlags::MS_NOSUID
-        | MsFlags::MS_NODEV
-        | MsFlags::MS_NOEXEC;
-    mount_at(None, FdPath::new(&target).as_cstr(), None, flags, None)
-        .map_err(StepError::with_on(Step::Remount, subject))
+    .map_err(StepError::with_on(Step::BindMount, subject))
 }
 
 /// `open(O_PATH|O_DIRECTORY|O_NOFOLLOW)` of the task dir.

@@ -89,6 +89,8 @@ pub fn mount_secrets(spec: &IsolationSpec, id: &str) -> Result<Option<SecretsMou
     let (uid, gid) = super::user::plan(spec)?.owner();
     let size = spec.secrets_size.unwrap_or(DEFAULT_SECRETS_SIZE);
     let data = format!("size={size},mode=0700,uid={uid},gid={gid}");
+    // The chroot's bind of it copies these flags (rootfs::bind_secrets has
+    // no remount of its own).
     let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     mount(
         Some(tag.as_str()),
