@@ -139,7 +139,17 @@ pub struct Supervisor<'d> {
     final_attempts: u32,
     /// Processes started inside the task with `exec`, still running.
     execs: Vec<super::exec::Session>,
+    /// The binary's code is still mapped as start-up left it: released
+    /// (`sys::release_text`) the first time the loop has been idle for
+    /// [`IDLE_RELEASE_MS`].
+    text_mapped: bool,
 }
+
+/// How long the loop waits, once, with nothing to do before it releases
+/// the code start-up mapped: longer than a short task's whole life (its
+/// exit then finds the code still mapped), short enough that an idle
+/// supervisor is small soon after its start.
+const IDLE_RELEASE_MS: u8 = 10;
 
 impl<'d> Supervisor<'d> {
     /// Takes over the resources the start-up made.
@@ -180,6 +190,7 @@ impl<'d> Supervisor<'d> {
             cpu_rate: CpuRate::new(std::time::Instant::now()),
             final_attempts: 0,
             execs: Vec::new(),
+            text_mapped: true,
         }
     }
 
@@ -293,7 +304,18 @@ impl<'d> Supervisor<'d> {
                         });
                     }
                 }
-                match nix::poll::poll(&mut fds, PollTimeout::NONE) {
+                // One timeout in the supervisor's life: the first idle
+                // moment (nothing polls on a clock after it).
+                let timeout = if self.text_mapped {
+                    PollTimeout::from(IDLE_RELEASE_MS)
+                } else {
+                    PollTimeout::NONE
+                };
+                match nix::poll::poll(&mut fds, timeout) {
+                    Ok(0) if self.text_mapped => {
+                        crate::sys::release_text();
+                        self.text_mapped = false;
+                    }
                     Ok(_) | Err(Errno::EINTR) => {}
                     Err(_) => std::thread::sleep(Duration::from_millis(10)),
                 }
