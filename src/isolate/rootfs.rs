@@ -538,3 +538,110 @@ fn open_root(root: &CString) -> nix::Result<OwnedFd> {
     let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
     open(root.as_c_str(), flags, Mode::empty())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The chroot env's binds lose their own remount; one recursive
+    /// mount_setattr of the root follows them, and its fallback (before
+    /// Linux 5.12) remounts each bind with its own flags, then the root.
+    #[test]
+    fn the_env_binds_become_read_only_with_the_root_in_one_step() {
+        let mut subjects = Subjects::default();
+        let mut b = Builder {
+            task_dir: Path::new("/srv/t1"),
+            subjects: &mut subjects,
+            ops: Vec::new(),
+            mountpoints: Vec::new(),
+        };
+        // Something before the env (not converted), then two env binds.
+        b.bind(
+            Source::Itself,
+            Path::new("early"),
+            Kind::Dir,
+            MsFlags::empty(),
+            None,
+        )
+        .unwrap();
+        let first = b.ops.len();
+        let ro = MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+        let src = |p: &str| Source::Host(CString::new(p).unwrap());
+        b.bind(
+            src("/usr"),
+            Path::new("usr"),
+            Kind::Dir,
+            ro,
+            Some(Path::new("/usr")),
+        )
+        .unwrap();
+        let noexec = ro | MsFlags::MS_NOEXEC;
+        let etc = Path::new("/etc/hosts");
+        b.bind(
+            src("/etc/hosts"),
+            Path::new("etc/hosts"),
+            Kind::File,
+            noexec,
+            Some(etc),
+        )
+        .unwrap();
+        let root = b.subjects.add("/srv/t1");
+        b.read_only_root(first, root);
+        assert!(matches!(&b.ops[0], MountOp::Bind { .. }), "before the env");
+        match (&b.ops[1], &b.ops[2]) {
+            (
+                MountOp::BindOnly {
+                    src: a,
+                    target: ta,
+                    kind: Kind::Dir,
+                    ..
+                },
+                MountOp::BindOnly {
+                    src: c,
+                    target: tc,
+                    kind: Kind::File,
+                    ..
+                },
+            ) => {
+                assert_eq!((a.as_c_str(), ta.as_c_str()), (c"/usr", c"usr"));
+                assert_eq!((c.as_c_str(), tc.as_c_str()), (c"/etc/hosts", c"etc/hosts"));
+            }
+            other => panic!("not two binds without remount: {other:?}"),
+        }
+        let Some(MountOp::ReadOnlyTree {
+            target,
+            attr,
+            fallback,
+            ..
+        }) = b.ops.get(3)
+        else {
+            panic!("no read-only tree after the binds: {:?}", b.ops);
+        };
+        assert_eq!(target.as_c_str(), c".");
+        assert_eq!(
+            *attr,
+            MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV
+        );
+        let remounts: Vec<_> = fallback
+            .iter()
+            .map(|op| match op {
+                MountOp::RemountBind {
+                    target,
+                    kind,
+                    flags,
+                    ..
+                } => (target.to_str().unwrap().to_string(), *kind, *flags),
+                other => panic!("fallback is not a remount: {other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            remounts,
+            [
+                ("usr".to_string(), Kind::Dir, ro),
+                ("etc/hosts".to_string(), Kind::File, noexec),
+                (".".to_string(), Kind::Dir, ro),
+            ]
+        );
+        assert_eq!(b.ops.len(), 4);
+    }
+}
