@@ -132,6 +132,10 @@ pub fn run(
     // heap is dropped now (MADV_DONTNEED). Measured, static release build:
     // the init's private memory goes from 104 KiB to 32-36 KiB.
     crate::sys::release_heap();
+    // Likewise the binary's code the start-up mapped (as an idle
+    // supervisor drops it, `sys::release_text`): the loop below maps back
+    // the few pages it runs.
+    crate::sys::release_text();
     let status = supervise(program);
     report(status_fd, status)
 }
