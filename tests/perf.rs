@@ -3,9 +3,11 @@
 
 use crate::common::{self, root_or_skip, TestRoot};
 
-/// Private_Dirty of `pid`'s heap and anonymous mappings (not its stack, not
-/// its files), KiB.
-fn heap_and_anon(pid: i32) -> u64 {
+/// The sum of `field` (`"Rss:"`, `"Private_Dirty:"`, ...) over the
+/// mappings of `pid` whose header line `wanted` accepts, KiB.
+/// `wanted` gets the header's fields: range, perms, offset, dev, inode,
+/// then the path if the mapping has one.
+fn smaps_kib(pid: i32, wanted: impl Fn(&[&str]) -> bool, field: &str) -> u64 {
     let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps"))
         .unwrap_or_else(|e| panic!("read /proc/{pid}/smaps: {e}"));
     let mut inside = false;
@@ -13,9 +15,9 @@ fn heap_and_anon(pid: i32) -> u64 {
     for line in smaps.lines() {
         let first = line.split_whitespace().next().unwrap_or("");
         if first.contains('-') && first.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
-            inside = matches!(line.split_whitespace().nth(5), None | Some("[heap]"));
+            inside = wanted(&line.split_whitespace().collect::<Vec<_>>());
         } else if inside {
-            if let Some(v) = line.strip_prefix("Private_Dirty:") {
+            if let Some(v) = line.strip_prefix(field) {
                 kib += v
                     .trim()
                     .trim_end_matches("kB")
@@ -26,6 +28,13 @@ fn heap_and_anon(pid: i32) -> u64 {
         }
     }
     kib
+}
+
+/// Private_Dirty of `pid`'s heap and anonymous mappings (not its stack, not
+/// its files), KiB.
+fn heap_and_anon(pid: i32) -> u64 {
+    let anon = |h: &[&str]| matches!(h.get(5), None | Some(&"[heap]"));
+    smaps_kib(pid, anon, "Private_Dirty:")
 }
 
 /// A supervisor forked by the CLI (`nomad-shim start`) does not keep the
@@ -88,32 +97,9 @@ fn a_supervisor_started_by_the_cli_does_not_keep_the_cli_heap() {
 
 /// (Rss, size) of `pid`'s executable mapping of `binary`, KiB.
 fn code_rss_and_size(pid: i32, binary: &std::path::Path) -> (u64, u64) {
-    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps"))
-        .unwrap_or_else(|e| panic!("read /proc/{pid}/smaps: {e}"));
     let binary = binary.to_str().unwrap();
-    let mut inside = false;
-    let (mut rss, mut size) = (0, 0);
-    let kib = |v: &str| {
-        v.trim()
-            .trim_end_matches("kB")
-            .trim()
-            .parse::<u64>()
-            .unwrap()
-    };
-    for line in smaps.lines() {
-        let first = line.split_whitespace().next().unwrap_or("");
-        if first.contains('-') && first.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
-            let mut f = line.split_whitespace();
-            inside = f.nth(1) == Some("r-xp") && f.nth(3) == Some(binary);
-        } else if inside {
-            if let Some(v) = line.strip_prefix("Rss:") {
-                rss += kib(v);
-            } else if let Some(v) = line.strip_prefix("Size:") {
-                size += kib(v);
-            }
-        }
-    }
-    (rss, size)
+    let code = |h: &[&str]| h.get(1) == Some(&"r-xp") && h.get(5) == Some(&binary);
+    (smaps_kib(pid, code, "Rss:"), smaps_kib(pid, code, "Size:"))
 }
 
 /// An idle supervisor does not keep the code its start-up mapped (most of

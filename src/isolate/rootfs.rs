@@ -167,7 +167,18 @@ struct Builder<'a> {
     mountpoints: Vec<MountPoint>,
 }
 
-impl Builder<'_> {
+impl<'a> Builder<'a> {
+    /// An empty builder for `/srv/t1`, for unit tests.
+    #[cfg(test)]
+    fn for_test(subjects: &'a mut Subjects) -> Builder<'a> {
+        Builder {
+            task_dir: Path::new("/srv/t1"),
+            subjects,
+            ops: Vec::new(),
+            mountpoints: Vec::new(),
+        }
+    }
+
     fn mountpoint(&mut self, rel: &str, kind: Kind) {
         self.mountpoints.push(MountPoint {
             rel: PathBuf::from(rel),
@@ -549,12 +560,7 @@ mod tests {
     #[test]
     fn the_env_binds_become_read_only_with_the_root_in_one_step() {
         let mut subjects = Subjects::default();
-        let mut b = Builder {
-            task_dir: Path::new("/srv/t1"),
-            subjects: &mut subjects,
-            ops: Vec::new(),
-            mountpoints: Vec::new(),
-        };
+        let mut b = Builder::for_test(&mut subjects);
         // Something before the env (not converted), then two env binds.
         b.bind(
             Source::Itself,

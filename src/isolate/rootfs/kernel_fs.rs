@@ -263,12 +263,7 @@ mod tests {
     #[test]
     fn v1_view_has_one_bind_per_hierarchy_and_links_for_co_mounts() {
         let mut subjects = Subjects::default();
-        let mut b = Builder {
-            task_dir: Path::new("/srv/t1"),
-            subjects: &mut subjects,
-            ops: Vec::new(),
-            mountpoints: Vec::new(),
-        };
+        let mut b = Builder::for_test(&mut subjects);
         let cpu = PathBuf::from("/sys/fs/cgroup/cpu,cpuacct/p/t1");
         let map = BTreeMap::from([
             ("cpu".to_string(), cpu.clone()),
