@@ -752,7 +752,10 @@ pub(crate) fn remove_cgroup(dir: &TaskDir, state: &TaskState) -> Result<()> {
     // The usual case: the supervisor removed it when the task ended. No
     // directory it names exists, so there is nothing to check or remove
     // (a look, never an action, at whatever the state names).
-    let gone = |d: &&std::path::Path| matches!(std::fs::symlink_metadata(d), Err(e) if e.kind() == std::io::ErrorKind::NotFound);
+    let gone = |d: &&std::path::Path| match std::fs::symlink_metadata(d) {
+        Err(e) => e.kind() == std::io::ErrorKind::NotFound,
+        Ok(_) => false,
+    };
     if !dirs.is_empty() && dirs.iter().all(gone) {
         return Ok(());
     }
