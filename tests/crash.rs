@@ -91,11 +91,19 @@ impl World {
     /// The task: appends to `runs`, leaves a background process in its
     /// cgroup, in a session of its own (only the whole-cgroup kill takes
     /// it, not the kill of the task's process group), then exits `code`
-    /// after `delay_ms`.
+    /// after `delay_ms`. It waits (10 s at most) until the background
+    /// process is in its own session: one still in the task's process
+    /// group when the task exits dies with the group's kill, and then the
+    /// cgroup is empty at the exit, which is another scenario (seen once in
+    /// the emulated VM: a failpoint of the cgroup kill then fired only at
+    /// the cgroup's removal, after the exit was recorded).
     fn script(&self, code: i32, delay_ms: u32) -> String {
         format!(
-            "echo x >> {runs}; setsid sh -c 'sleep 1000; echo {tag}' & sleep 0.{delay_ms:03}; exit {code}",
+            "echo x >> {runs}; setsid sh -c 'echo > {ready}; sleep 1000; echo {tag}' & \
+             n=0; while [ ! -e {ready} ] && [ $n -lt 1000 ]; do sleep 0.01; n=$((n+1)); done; \
+             sleep 0.{delay_ms:03}; exit {code}",
             runs = self.runs.display(),
+            ready = self.runs.with_file_name("leftover-ready").display(),
             tag = self.tag,
         )
     }
