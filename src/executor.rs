@@ -1,6 +1,5 @@
 //! Starting tasks, reattaching to them, listing them.
 
-use std::io::Read;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -118,6 +117,8 @@ impl Executor {
             .arg(self.root.path())
             .arg(pending.id().as_str())
             .env_clear()
+            // The sync pipe's EOF then says "exit recorded" (Task::wait).
+            .env(crate::protocol::SYNC_UNTIL_EXIT_ENV, "1")
             .stdin(Stdio::null())
             .stdout(Stdio::from(write_end))
             .stderr(Stdio::null());
@@ -238,7 +239,7 @@ impl Executor {
             ..
         } = pending;
         let id = dir.id().clone();
-        let reply = read_reply(read_end);
+        let reply = read_reply(&read_end);
         let intermediate_status =
             intermediate(matches!(reply, Ok(Some(StartReply::Started { .. }))));
         match reply {
@@ -256,7 +257,9 @@ impl Executor {
                 for w in &warnings {
                     log::warn!("task {id}: {w}");
                 }
-                Task::started(dir, supervisor, task, warnings)
+                // Kept: its EOF is the wake-up of `wait` (the supervisor
+                // holds its end until the exit is durable, when asked to).
+                Task::started(dir, supervisor, task, warnings, read_end)
             }
             // The supervisor removed the task directory before replying.
             Ok(Some(StartReply::Failed {
@@ -348,6 +351,11 @@ impl Executor {
     /// Removes an ended task's directory. A task still running is refused
     /// unless `force`, which kills it first (kill signal skipped: SIGKILL).
     ///
+    /// A task whose exit is recorded may still have its supervisor removing
+    /// the cgroup ([`Task::wait`] returns as soon as the exit is durable):
+    /// `remove` waits for that supervisor to exit, 15 s at most, then fails
+    /// with [`Error::Io`] (`TimedOut`), or with `force` goes on.
+    ///
     /// With `force`, an id without a task directory in this root still has
     /// its cgroup at exactly `<parent>/<id>` killed and removed if that
     /// cgroup is marked as made for this root (a task directory removed by
@@ -381,7 +389,8 @@ impl Executor {
             // interrupted is finished here (removing a gone cgroup is a no-op).
             // With force, a cgroup that cannot be removed (a refused path, a
             // process that will not die) does not keep the directory.
-            Ok(state) => match crate::task::remove_cgroup(&dir, &state)
+            Ok(state) => match wait_supervisor_end(&dir, &state, force)
+                .and_then(|()| crate::task::remove_cgroup(&dir, &state))
                 .and_then(|()| crate::task::unmount_secrets(&dir).map(drop))
             {
                 Ok(()) => {}
@@ -475,15 +484,65 @@ fn remove_or_warn(dir: crate::state::TaskDir, why: &str) {
     }
 }
 
-fn read_reply(read_end: OwnedFd) -> std::io::Result<Option<StartReply>> {
+/// How long `remove` waits for a supervisor that has recorded its task's
+/// exit to finish (remove the cgroup, exit): the cgroup's removal may have
+/// to kill a process that joined it late, which takes at most the kill's
+/// deadline.
+const FINISH_TIMEOUT: std::time::Duration =
+    crate::cgroup::DEFAULT_KILL_TIMEOUT.saturating_add(std::time::Duration::from_secs(5));
+
+/// A final state is on disk, but its supervisor may still be finishing
+/// (`Task::wait` returns before it has removed the cgroup and exited):
+/// wait for its exit, so that nothing removes what it is still removing.
+/// Gone already (the usual case) costs one `pidfd_open`.
+fn wait_supervisor_end(dir: &crate::state::TaskDir, state: &TaskState, force: bool) -> Result<()> {
+    let Some(sup) = state.supervisor else {
+        return Ok(());
+    };
+    let io = |op: &'static str| {
+        let what = format!("{} (supervisor pid {})", dir.id(), sup.pid);
+        move |source: std::io::Error| Error::Io { op, what, source }
+    };
+    let Some(pidfd) = sup.open().map_err(io("check the supervisor of"))? else {
+        return Ok(());
+    };
+    if pidfd
+        .wait_exit(Some(FINISH_TIMEOUT))
+        .map_err(io("wait for the supervisor of"))?
+        || force
+    {
+        return Ok(());
+    }
+    Err(io(
+        "wait for the supervisor to finish (remove the cgroup) of",
+    )(std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        format!(
+            "still running {}s after the exit was recorded; rm --force removes the task anyway",
+            FINISH_TIMEOUT.as_secs()
+        ),
+    )))
+}
+
+fn read_reply(read_end: &OwnedFd) -> std::io::Result<Option<StartReply>> {
+    // Up to the line's end, not to EOF: a supervisor asked to keep the pipe
+    // open (protocol::SYNC_UNTIL_EXIT_ENV) closes it only at the task's
+    // exit. It writes nothing after the line, so nothing is read past it.
     let mut buf = Vec::with_capacity(256);
-    std::fs::File::from(read_end)
-        .take(MAX_LINE as u64)
-        .read_to_end(&mut buf)?;
-    if buf.is_empty() {
+    let mut chunk = [0u8; 512];
+    while !buf.ends_with(b"\n") && buf.len() < MAX_LINE {
+        match nix::unistd::read(read_end, &mut chunk) {
+            Ok(0) => break,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let line = buf.trim_ascii_end();
+    if line.is_empty() {
         return Ok(None);
     }
-    serde_json::from_slice(&buf).map(Some).map_err(|e| {
+    serde_json::from_slice(line).map(Some).map_err(|e| {
         std::io::Error::new(
             std::io::ErrorKind::InvalidData,
             format!("bad reply {:?}: {e}", String::from_utf8_lossy(&buf)),

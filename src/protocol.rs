@@ -41,6 +41,13 @@ pub use exec::{ExecExitWire, ExecFailed, ExecRequest, ExecStarted, ExecUser};
 /// Largest request or reply line accepted, in bytes.
 pub const MAX_LINE: usize = 64 * 1024;
 
+/// Set to `1` in the supervisor's environment, it asks the supervisor to
+/// keep the sync pipe open after a `started` reply until the task's final
+/// state is durable: the pipe's EOF is then the library's wake-up for
+/// `wait`. A supervisor that does not know it closes the pipe after the
+/// reply, and the library waits on its pidfd instead (docs/protocol.md).
+pub const SYNC_UNTIL_EXIT_ENV: &str = "NOMAD_SHIM_SYNC_UNTIL_EXIT";
+
 /// The control protocol's version this library and supervisor speak.
 ///
 /// 1: the unversioned protocol (no `version`, no `code`). 2: `version` in

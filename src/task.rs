@@ -161,6 +161,10 @@ pub struct Task {
     ended: Option<std::os::fd::OwnedFd>,
     /// What the start could not do (best-effort limits it skipped).
     warnings: Vec<String>,
+    /// Started by this handle: our end of the sync pipe, whose EOF comes as
+    /// soon as the final state is durable (or the supervisor is gone), a
+    /// little before the supervisor's own exit (docs/protocol.md).
+    exit_pipe: Option<std::os::fd::OwnedFd>,
 }
 
 impl Task {
@@ -169,6 +173,7 @@ impl Task {
         supervisor: Identity,
         task: Identity,
         warnings: Vec<String>,
+        exit_pipe: std::os::fd::OwnedFd,
     ) -> Result<Task> {
         // The supervisor may already have exited (a task that ends at once);
         // then the state file is final and an always-ready fd stands in.
@@ -180,6 +185,7 @@ impl Task {
             pidfd,
             ended,
             warnings,
+            exit_pipe: Some(exit_pipe),
         })
     }
 
@@ -192,6 +198,7 @@ impl Task {
             pidfd,
             ended,
             warnings: state.warnings,
+            exit_pipe: None,
         })
     }
 
@@ -227,10 +234,29 @@ impl Task {
         reconcile(&self.dir)
     }
 
-    /// Blocks until the task has ended and its exit is recorded. Sleeps on
-    /// a pidfd of the supervisor, which exits only once the final state is
-    /// durable; then reads that state.
+    /// Blocks until the task has ended and its exit is recorded, then
+    /// returns it. A handle from [`Executor::start`](crate::Executor::start)
+    /// wakes as soon as the final state is durable, on its end of the start's
+    /// sync pipe, while the supervisor goes on to remove the task's cgroup
+    /// and exit ([`Executor::remove`](crate::Executor::remove) waits for
+    /// that); any other handle sleeps on a pidfd of the supervisor, which
+    /// exits only once the final state is durable.
     pub fn wait(&mut self) -> Result<TaskExit> {
+        // Started by this handle: the sync pipe ends when the exit is
+        // durable, before the supervisor has removed the cgroup and exited
+        // (which `Executor::remove` waits for). EOF with no final state: a
+        // supervisor of an older version (its EOF came at the reply), or
+        // one that died; the pidfd below tells.
+        if let Some(pipe) = self.exit_pipe.take() {
+            read_to_eof(&pipe).map_err(|e| Error::Io {
+                op: "wait on the sync pipe of",
+                what: self.id().to_string(),
+                source: e.into(),
+            })?;
+            if let Some(exit) = TaskExit::from_state(&self.dir.read_state()?) {
+                return Ok(exit);
+            }
+        }
         loop {
             if let Some(pidfd) = &self.pidfd {
                 pidfd.wait_exit(None).map_err(|e| Error::Io {
@@ -544,6 +570,18 @@ pub(crate) fn request_line(req: Request) -> std::io::Result<Vec<u8>> {
 /// whose supervisor is dead (its lock free) becomes `lost`, durably, after
 /// whatever is left of the task has been killed. A pid from the file is
 /// acted on only through a pidfd whose start time matched.
+/// Reads until EOF, discarding what comes (nothing, from a supervisor).
+fn read_to_eof(fd: &std::os::fd::OwnedFd) -> nix::Result<()> {
+    let mut buf = [0u8; 64];
+    loop {
+        match nix::unistd::read(fd, &mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 pub(crate) fn reconcile(dir: &TaskDir) -> Result<TaskState> {
     let state = dir.read_state()?;
     let id = dir.id();

@@ -317,6 +317,8 @@ fn state_lists_the_devices_cgroup_and_nothing_is_left_after_the_task() {
     let mut task = root.sh("grep -E '(^|:)devices:|^0::' /proc/self/cgroup");
     let exit = task.wait().unwrap();
     assert!(exit.success(), "{exit:?}");
+    // The cgroup goes after the exit is recorded (and `wait` has returned).
+    common::supervisor_finished(&task);
     let state: serde_json::Value =
         serde_json::from_slice(&fs::read(task.dir().join("state.json")).unwrap()).unwrap();
     let out = fs::read_to_string(task.dir().join("stdout.log")).unwrap();

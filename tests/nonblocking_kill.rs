@@ -188,6 +188,9 @@ fn state_stats_and_signals_are_answered_while_the_tree_dies() {
     let exit = task.wait().unwrap();
     assert_eq!(exit.code(), Some(7), "{exit:?}");
     assert!(!alive(stat));
+    // A failed removal would be recorded after the exit, before the
+    // supervisor exits.
+    common::supervisor_finished(&task);
     let state = task.state().unwrap();
     assert!(
         !state

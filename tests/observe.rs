@@ -287,7 +287,9 @@ fn a_cgroup_that_cannot_be_removed_is_an_event_and_rm_removes_it_later() {
     let dirs = cgroup_dirs(task.dir());
     let held = MountedSubCgroup::new(&dirs[0]);
     task.force_stop().unwrap();
-    // The exit is recorded first; the failed removal is then added.
+    // The exit is recorded first; the failed removal is then added, before
+    // the supervisor exits.
+    common::supervisor_finished(&task);
     let state = task.state().unwrap();
     assert_eq!(state.status, Status::Exited);
     assert_eq!(

@@ -349,3 +349,114 @@ fn the_new_library_understands_a_version_1_supervisor() {
     let exit = task.stop(None, None).unwrap();
     assert_eq!(exit.signal(), Some(libc::SIGTERM));
 }
+
+/// Runs `nomad-shim __supervise` by hand, as a library of either version
+/// would: task directory and `spec.json` made, stdout on a pipe, the
+/// environment empty or with `NOMAD_SHIM_SYNC_UNTIL_EXIT=1`. Returns the
+/// pipe's read end once the reply line is read, and the task's directory.
+fn supervise_by_hand(
+    root: &TestRoot,
+    id: &str,
+    ask: bool,
+) -> (std::fs::File, PathBuf, nomad_shim::protocol::StartReply) {
+    use std::io::Read;
+    use std::process::{Command, Stdio};
+    let state_root = nomad_shim::state::Root::new(root.path());
+    let dir = state_root
+        .create_task_dir(&nomad_shim::state::TaskId::new(id).unwrap())
+        .unwrap();
+    let mut spec = TaskSpec::new("/bin/sleep");
+    spec.args(["2"])
+        .id(id)
+        .cgroup_parent(root.cgroup_parent.clone());
+    nomad_shim::state::write_json(dir.fd(), dir.path(), "spec.json", &spec, 0o600, false).unwrap();
+    let (r, w) = std::io::pipe().unwrap();
+    let mut cmd = Command::new(crate::common::shim());
+    cmd.arg("__supervise")
+        .arg(root.path())
+        .arg(id)
+        .env_clear()
+        .stdin(Stdio::null())
+        .stdout(w)
+        .stderr(Stdio::null());
+    if ask {
+        cmd.env(nomad_shim::protocol::SYNC_UNTIL_EXIT_ENV, "1");
+    }
+    // The intermediate: it exits as soon as it has forked the supervisor.
+    let status = crate::common::spawn(&mut cmd).wait().unwrap();
+    assert!(status.success(), "{status}");
+    drop(cmd);
+    let mut r = std::fs::File::from(std::os::fd::OwnedFd::from(r));
+    let mut line = Vec::new();
+    let mut byte = [0u8];
+    while !line.ends_with(b"\n") {
+        assert_eq!(r.read(&mut byte).unwrap(), 1, "EOF before the reply line");
+        line.push(byte[0]);
+    }
+    let reply = serde_json::from_slice(&line).unwrap();
+    (r, dir.path().to_owned(), reply)
+}
+
+/// Whether the pipe reaches EOF within `timeout`; panics on data.
+fn eof_within(r: &mut std::fs::File, timeout: Duration) -> bool {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use std::io::Read;
+    use std::os::fd::AsFd;
+    let mut fds = [PollFd::new(r.as_fd(), PollFlags::POLLIN)];
+    let ms = PollTimeout::try_from(timeout.as_millis() as i32).unwrap();
+    if poll(&mut fds, ms).unwrap() == 0 {
+        return false;
+    }
+    let mut buf = [0u8; 16];
+    assert_eq!(r.read(&mut buf).unwrap(), 0, "nothing follows the reply");
+    true
+}
+
+/// The sync pipe across versions (docs/protocol.md, "The sync pipe"): a
+/// library that does not ask (an older one) gets EOF right after the reply,
+/// while the task still runs; one that asks gets EOF only once the final
+/// state is durable, and then reads `exited` with the exact code.
+#[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
+fn the_sync_pipe_ends_at_the_reply_unless_the_library_asks_for_the_exit() {
+    if !root_or_skip("the_sync_pipe_ends_at_the_reply_unless_the_library_asks_for_the_exit") {
+        return;
+    }
+    use nomad_shim::protocol::StartReply;
+    let root = TestRoot::new();
+    let read_state = |dir: &Path| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(dir.join("state.json")).unwrap()).unwrap()
+    };
+
+    let (mut r, dir, reply) = supervise_by_hand(&root, "old", false);
+    assert!(matches!(reply, StartReply::Started { .. }), "{reply:?}");
+    assert!(
+        eof_within(&mut r, scaled(Duration::from_millis(300))),
+        "not asked: EOF follows the reply"
+    );
+    assert_eq!(
+        read_state(&dir)["status"],
+        "running",
+        "EOF came at the reply"
+    );
+
+    let (mut r, dir, reply) = supervise_by_hand(&root, "new", true);
+    assert!(matches!(reply, StartReply::Started { .. }), "{reply:?}");
+    assert!(
+        !eof_within(&mut r, Duration::from_millis(200)),
+        "asked: no EOF while the task (sleep 2) runs"
+    );
+    assert!(eof_within(&mut r, scaled(Duration::from_secs(10))));
+    let state = read_state(&dir);
+    assert_eq!(
+        state["status"], "exited",
+        "EOF before the final state: {state}"
+    );
+    assert_eq!(state["exit"]["code"], 0, "{state}");
+    // Both supervisors finish as before: their tasks are removable.
+    for id in ["old", "new"] {
+        let mut task = root.exec.open(id).unwrap();
+        assert!(task.wait().unwrap().success());
+        root.exec.remove(id, false).unwrap();
+    }
+}

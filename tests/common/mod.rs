@@ -96,6 +96,19 @@ pub fn alive(pid: i32) -> bool {
     matches!(proc_state(pid), Some(c) if c != 'Z' && c != 'X')
 }
 
+/// Waits (10 s at most, scaled) until the task's supervisor has exited.
+/// `Task::wait` on a started handle returns once the exit is durable, a
+/// moment before the supervisor has removed the cgroup (and recorded a
+/// failure to) and exited: a test that looks at what the end leaves calls
+/// this first, as `Executor::remove` does.
+pub fn supervisor_finished(task: &nomad_shim::Task) {
+    let pid = task.supervisor_pid().expect("a supervisor pid");
+    assert!(
+        eventually(Duration::from_secs(10), || !alive(pid)),
+        "supervisor {pid} still running 10 s after its task's exit"
+    );
+}
+
 /// Spawns a child this test will wait for itself.
 pub fn spawn(cmd: &mut Command) -> Child {
     setup();

@@ -126,6 +126,9 @@ pub struct Supervisor<'d> {
     init_status: Option<OwnedFd>,
     /// The secrets tmpfs we mounted, unmounted through this at the end.
     secrets: Option<nomad_shim::isolate::SecretsMount>,
+    /// The library's sync pipe, kept when it asked: closed as soon as the
+    /// final state is durable, which wakes its `wait`.
+    exit_notice: Option<OwnedFd>,
     /// Per stream: bytes of output dropped (the log file could not be
     /// written), and the error of the episode under way, if one is.
     dropped: [(u64, Option<String>); 2],
@@ -184,6 +187,7 @@ impl<'d> Supervisor<'d> {
             timer_for: Timer::Idle,
             init_status: None,
             secrets: None,
+            exit_notice: None,
             dropped: [(0, None), (0, None)],
             stdio: None,
             kill: CgroupKill::new(),
@@ -198,6 +202,12 @@ impl<'d> Supervisor<'d> {
     /// the program's exact wait status, and signals go through it.
     pub fn set_init_status(&mut self, fd: OwnedFd) {
         self.init_status = Some(fd);
+    }
+
+    /// The sync pipe to close once the exit is durable (the library's
+    /// wake-up: docs/protocol.md, "The sync pipe").
+    pub fn set_exit_notice(&mut self, fd: OwnedFd) {
+        self.exit_notice = Some(fd);
     }
 
     /// The secrets tmpfs mounted for the task (`isolate::mount_secrets`).
@@ -902,6 +912,9 @@ impl<'d> Supervisor<'d> {
     /// followers, removes the cgroup; then the process exits (which
     /// releases the lock and makes the pidfd of waiters readable).
     fn finish(&mut self) {
+        // The exit is durable: the library's `wait` may return now, while
+        // the cgroup goes (its `remove` waits for our exit).
+        self.exit_notice = None;
         // Only now does the socket go: a client refused from here on (or
         // reset, from the backlog) reads a final state.
         self.control = None;

@@ -95,7 +95,15 @@ pub fn main(root: &OsStr, id: &OsStr) -> ! {
             std::process::exit(1);
         }
     }
-    run(root, id)
+    run(root, id, keep_sync_until_exit())
+}
+
+/// Whether the library that ran us asked for the sync pipe to stay open
+/// until the task's final state is durable (docs/protocol.md, "The sync
+/// pipe"): its EOF is then the library's wake-up for `wait`. An older
+/// library does not ask, and reads the pipe to EOF at the start.
+fn keep_sync_until_exit() -> bool {
+    std::env::var_os(nomad_shim::protocol::SYNC_UNTIL_EXIT_ENV).is_some_and(|v| v == "1")
 }
 
 /// Entry point of a supervisor the CLI forked (cli/launch.rs): the CLI is
@@ -107,14 +115,16 @@ pub fn main(root: &OsStr, id: &OsStr) -> ! {
 pub fn main_forked(root: &OsStr, id: &OsStr) -> ! {
     // Only 0-2 are ours (see `main`).
     let _ = nomad_shim::sys::close_range(3, 0);
-    run(root, id)
+    // The CLI follows the task's streams, which end when the exit is
+    // durable; it asks for no exit notice on the sync pipe.
+    run(root, id, false)
 }
 
 /// The supervisor proper, in the process that stays: start the task,
 /// report, supervise it until its exit is recorded, then exit.
-fn run(root: &OsStr, id: &OsStr) -> ! {
+fn run(root: &OsStr, id: &OsStr, sync_until_exit: bool) -> ! {
     nomad_shim::failpoint!("supervisor-after-fork");
-    let code = match supervise(Path::new(root), id) {
+    let code = match supervise(Path::new(root), id, sync_until_exit) {
         Ok(()) => 0,
         Err(f) => {
             report(&StartReply::Failed {
@@ -146,7 +156,7 @@ fn report(reply: &StartReply) {
     }
 }
 
-fn supervise(root: &Path, id: &OsStr) -> Result<(), Failure> {
+fn supervise(root: &Path, id: &OsStr, sync_until_exit: bool) -> Result<(), Failure> {
     // A session of our own: no terminal, no signals aimed at the agent's
     // process group.
     nix::unistd::setsid().map_err(|e| Failure::errno(Step::Setsid, "supervisor", e))?;
@@ -189,7 +199,7 @@ fn supervise(root: &Path, id: &OsStr) -> Result<(), Failure> {
 
     // From here the directory is ours: a failed start removes it, so that
     // nothing half-made is left for `ps` (the error goes back to the caller).
-    match prepare_and_start(&dir, lock) {
+    match prepare_and_start(&dir, lock, sync_until_exit) {
         Ok(()) => Ok(()),
         Err(mut f) => {
             // The caller gets the start's error; a directory left behind is
@@ -234,7 +244,7 @@ fn take_lock(dir: &TaskDir) -> Result<File, Failure> {
     ))
 }
 
-fn prepare_and_start(dir: &TaskDir, lock: File) -> Result<(), Failure> {
+fn prepare_and_start(dir: &TaskDir, lock: File, sync_until_exit: bool) -> Result<(), Failure> {
     let spec: TaskSpec = read_json(dir.fd(), dir.path(), names::SPEC)
         .map_err(|e| Failure::new(Step::Spec, None, e.to_string()))?;
     let boot_id = identity::boot_id().map_err(|e| {
@@ -287,7 +297,9 @@ fn prepare_and_start(dir: &TaskDir, lock: File) -> Result<(), Failure> {
     let restricted = cgroup
         .restrict_devices(&device_rules)
         .map_err(|e| Failure::new(Step::Devices, None, e.to_string()));
-    match restricted.and_then(|()| start_in_cgroup(dir, lock, spec, state, me, &cgroup)) {
+    match restricted
+        .and_then(|()| start_in_cgroup(dir, lock, spec, state, me, &cgroup, sync_until_exit))
+    {
         Ok(()) => Ok(()),
         Err(mut f) => {
             // The directory goes with the failed start, so a clean-up that
@@ -315,6 +327,7 @@ fn start_in_cgroup(
     mut state: TaskState,
     me: Identity,
     cgroup: &TaskCgroup,
+    sync_until_exit: bool,
 ) -> Result<(), Failure> {
     // Not fsynced: a crash now loses a task that never ran.
     nomad_shim::failpoint!("supervisor-before-state-starting");
@@ -521,7 +534,19 @@ fn start_in_cgroup(
         warnings: state.warnings.clone(),
     });
     nomad_shim::failpoint!("supervisor-after-reply");
-    // The reply is sent: fd 1 becomes /dev/null, so the caller's read ends.
+    // Asked to (a library's start): a close-on-exec copy of the sync pipe
+    // is kept until the final state is durable, and its close is the
+    // caller's "exit recorded". Made after the task child exists, which
+    // therefore never held it. Should the copy fail, the caller's read
+    // ends now and it waits on our pidfd instead, as with an older binary.
+    let exit_notice = if sync_until_exit {
+        // F_DUPFD_CLOEXEC, from 3 up.
+        std::io::stdout().as_fd().try_clone_to_owned().ok()
+    } else {
+        None
+    };
+    // The reply is sent: fd 1 becomes /dev/null, so the caller's read ends
+    // (or, with an exit notice, reaches the one copy left).
     // dup2 onto an open fd from a valid one cannot fail but for EINTR/EBUSY,
     // and then the caller's read ends when we exit instead.
     let _ = nix::unistd::dup2_stdout(devnull.as_fd());
@@ -548,6 +573,9 @@ fn start_in_cgroup(
     }
     if let Some(mount) = secrets {
         sup.set_secrets(mount);
+    }
+    if let Some(fd) = exit_notice {
+        sup.set_exit_notice(fd);
     }
     sup.run();
     Ok(())
