@@ -247,6 +247,7 @@ impl Executor {
                 supervisor,
                 task,
                 warnings,
+                until_exit,
             })) => {
                 log::info!(
                     "task {id} started: pid {}, supervisor pid {}, in {:?}",
@@ -257,9 +258,10 @@ impl Executor {
                 for w in &warnings {
                     log::warn!("task {id}: {w}");
                 }
-                // Kept: its EOF is the wake-up of `wait` (the supervisor
-                // holds its end until the exit is durable, when asked to).
-                Task::started(dir, supervisor, task, warnings, read_end)
+                // Kept when the supervisor holds its end until the exit is
+                // durable: its EOF is then the task's wait fd.
+                let exit_pipe = until_exit.then_some(read_end);
+                Task::started(dir, supervisor, task, warnings, exit_pipe)
             }
             // The supervisor removed the task directory before replying.
             Ok(Some(StartReply::Failed {

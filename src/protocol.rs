@@ -406,6 +406,12 @@ pub enum StartReply {
         /// Limits skipped under best effort, and the like.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         warnings: Vec<String>,
+        /// The supervisor keeps the pipe open until the task's final state
+        /// is durable ([`SYNC_UNTIL_EXIT_ENV`] asked for it): its EOF is
+        /// then "exit recorded, or supervisor gone". Absent (an older
+        /// supervisor, or not asked): EOF follows the reply.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        until_exit: bool,
     },
     /// It was not; nothing of the task is left running.
     Failed {
@@ -453,6 +459,7 @@ mod tests {
                 start_time: 2,
             },
             warnings: vec!["skipped io_weight".into()],
+            until_exit: true,
         };
         let fail = StartReply::Failed {
             step: Step::Exec,
@@ -465,6 +472,25 @@ mod tests {
                 r
             );
         }
+    }
+
+    #[test]
+    fn a_started_line_of_an_older_supervisor_says_no_exit_notice() {
+        // The line of a supervisor before `until_exit` (docs/protocol.md):
+        // EOF follows it, so the library must not take EOF for the exit.
+        let old = r#"{"supervisor":{"pid":25012,"start_time":161995},"task":{"pid":25013,"start_time":161995}}"#;
+        assert!(matches!(
+            serde_json::from_str::<StartReply>(old).unwrap(),
+            StartReply::Started {
+                until_exit: false,
+                ..
+            }
+        ));
+        // And `until_exit: false` is not written: an older library reads
+        // the same line as before.
+        let line =
+            serde_json::to_string(&serde_json::from_str::<StartReply>(old).unwrap()).unwrap();
+        assert!(!line.contains("until_exit"), "{line}");
     }
 
     #[test]

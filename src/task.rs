@@ -161,9 +161,11 @@ pub struct Task {
     ended: Option<std::os::fd::OwnedFd>,
     /// What the start could not do (best-effort limits it skipped).
     warnings: Vec<String>,
-    /// Started by this handle: our end of the sync pipe, whose EOF comes as
-    /// soon as the final state is durable (or the supervisor is gone), a
-    /// little before the supervisor's own exit (docs/protocol.md).
+    /// Started by this handle, from a supervisor that said `until_exit`:
+    /// our end of the sync pipe, whose EOF comes as soon as the final state
+    /// is durable (or the supervisor is gone), a little before the
+    /// supervisor's own exit (docs/protocol.md). The wait fd then; no
+    /// pidfd is opened unless the EOF finds no final state.
     exit_pipe: Option<std::os::fd::OwnedFd>,
 }
 
@@ -173,11 +175,15 @@ impl Task {
         supervisor: Identity,
         task: Identity,
         warnings: Vec<String>,
-        exit_pipe: std::os::fd::OwnedFd,
+        exit_pipe: Option<std::os::fd::OwnedFd>,
     ) -> Result<Task> {
-        // The supervisor may already have exited (a task that ends at once);
-        // then the state file is final and an always-ready fd stands in.
-        let (pidfd, ended) = wait_fd::wait_fds(&dir, Some(supervisor), Status::Running)?;
+        // Without the pipe: the supervisor may already have exited (a task
+        // that ends at once); then the state file is final and an
+        // always-ready fd stands in.
+        let (pidfd, ended) = match exit_pipe {
+            Some(_) => (None, None),
+            None => wait_fd::wait_fds(&dir, Some(supervisor), Status::Running)?,
+        };
         Ok(Task {
             dir,
             supervisor: Some(supervisor),
@@ -185,7 +191,7 @@ impl Task {
             pidfd,
             ended,
             warnings,
-            exit_pipe: Some(exit_pipe),
+            exit_pipe,
         })
     }
 
@@ -247,8 +253,8 @@ impl Task {
         // (which `Executor::remove` waits for). EOF with no final state: a
         // supervisor of an older version (its EOF came at the reply), or
         // one that died; the pidfd below tells.
-        if let Some(pipe) = self.exit_pipe.take() {
-            read_to_eof(&pipe).map_err(|e| Error::Io {
+        if let Some(pipe) = &self.exit_pipe {
+            read_to_eof(pipe).map_err(|e| Error::Io {
                 op: "wait on the sync pipe of",
                 what: self.id().to_string(),
                 source: e.into(),
@@ -294,6 +300,23 @@ impl Task {
     pub fn try_wait(&mut self) -> Result<Option<TaskExit>> {
         if let Some(exit) = TaskExit::from_state(&self.dir.read_state()?) {
             return Ok(Some(exit));
+        }
+        // The sync pipe at EOF with no final state: the supervisor died, and
+        // is at most finishing its exit (its files are closed before its
+        // pidfd wakes). `wait` waits for that moment, then reconciles.
+        if self.pidfd.is_none() {
+            if let Some(pipe) = &self.exit_pipe {
+                let ended = at_eof(pipe).map_err(|e| Error::Io {
+                    op: "poll the sync pipe of",
+                    what: self.id().to_string(),
+                    source: e.into(),
+                })?;
+                return if ended {
+                    self.wait().map(Some)
+                } else {
+                    Ok(None)
+                };
+            }
         }
         if let Some(pidfd) = &self.pidfd {
             let exited = pidfd
@@ -577,6 +600,21 @@ fn read_to_eof(fd: &std::os::fd::OwnedFd) -> nix::Result<()> {
         match nix::unistd::read(fd, &mut buf) {
             Ok(0) => return Ok(()),
             Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Whether a pipe whose writer never writes has reached EOF (its last
+/// writer is gone), without blocking.
+fn at_eof(fd: &std::os::fd::OwnedFd) -> nix::Result<bool> {
+    use nix::poll::{PollFd, PollFlags, PollTimeout};
+    use std::os::fd::AsFd;
+    loop {
+        let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+        match nix::poll::poll(&mut fds, PollTimeout::ZERO) {
+            Ok(n) => return Ok(n > 0),
+            Err(nix::errno::Errno::EINTR) => {}
             Err(e) => return Err(e),
         }
     }

@@ -383,8 +383,8 @@ fn supervise_by_hand(
         cmd.env(nomad_shim::protocol::SYNC_UNTIL_EXIT_ENV, "1");
     }
     // The intermediate: it exits as soon as it has forked the supervisor.
-    let status = crate::common::spawn(&mut cmd).wait().unwrap();
-    assert!(status.success(), "{status}");
+    let out = crate::common::wait_output(crate::common::spawn(&mut cmd));
+    assert!(out.status.success(), "{out:?}");
     drop(cmd);
     let mut r = std::fs::File::from(std::os::fd::OwnedFd::from(r));
     let mut line = Vec::new();
@@ -429,7 +429,16 @@ fn the_sync_pipe_ends_at_the_reply_unless_the_library_asks_for_the_exit() {
     };
 
     let (mut r, dir, reply) = supervise_by_hand(&root, "old", false);
-    assert!(matches!(reply, StartReply::Started { .. }), "{reply:?}");
+    assert!(
+        matches!(
+            reply,
+            StartReply::Started {
+                until_exit: false,
+                ..
+            }
+        ),
+        "{reply:?}"
+    );
     assert!(
         eof_within(&mut r, scaled(Duration::from_millis(300))),
         "not asked: EOF follows the reply"
@@ -441,7 +450,16 @@ fn the_sync_pipe_ends_at_the_reply_unless_the_library_asks_for_the_exit() {
     );
 
     let (mut r, dir, reply) = supervise_by_hand(&root, "new", true);
-    assert!(matches!(reply, StartReply::Started { .. }), "{reply:?}");
+    assert!(
+        matches!(
+            reply,
+            StartReply::Started {
+                until_exit: true,
+                ..
+            }
+        ),
+        "{reply:?}"
+    );
     assert!(
         !eof_within(&mut r, Duration::from_millis(200)),
         "asked: no EOF while the task (sleep 2) runs"

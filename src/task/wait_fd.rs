@@ -1,7 +1,17 @@
 //! Waiting on many tasks from one thread: the descriptor behind
 //! `impl AsFd for Task`, and (feature `tokio`) [`Task::wait_async`].
 //!
-//! The descriptor is the supervisor's pidfd. `pidfd_open(2)`: "the file
+//! For a handle that [`Executor::start`](crate::Executor::start) returned,
+//! the descriptor is the library's end of the start's sync pipe, which the
+//! supervisor closes as soon as the task's final state is durable (the
+//! reply's `until_exit`, docs/protocol.md): EOF, which `poll` reports as
+//! readable, before the supervisor has removed the cgroup and exited. A
+//! supervisor that dies closes it too; then the exit may not be recorded,
+//! and [`Task::try_wait`] waits the moment until the supervisor's exit is
+//! complete (its files are closed before its pidfd wakes) and records the
+//! task `lost`.
+//!
+//! Otherwise the descriptor is the supervisor's pidfd. `pidfd_open(2)`: "the file
 //! descriptor becomes readable when the process terminates", and the
 //! supervisor terminates only after the task's final state is durable
 //! (`state.json` written, fsynced and renamed), or without writing it when
@@ -76,11 +86,12 @@ pub(super) fn wait_fds(
 /// good; `poll(2)`, `epoll(7)` or an async reactor can wait on thousands of
 /// them from one thread.
 ///
-/// **Readable** means `poll(2)` reports `POLLIN` (a pidfd of a reaped
-/// process also reports `POLLHUP`): the supervisor has exited, so the
-/// task's final state is on disk, or — if the supervisor was killed before
-/// it wrote it — no process can write it any more, and the next
-/// [`Task::try_wait`] records the task `lost` and returns that. After
+/// **Readable** means `poll(2)` reports `POLLIN` or `POLLHUP` (a handle
+/// from `start`: its sync pipe's EOF; otherwise the supervisor's pidfd,
+/// which also reports `POLLHUP` once reaped): the task's final state is on
+/// disk, or — if the supervisor was killed before it wrote it — no process
+/// can write it any more, and the next [`Task::try_wait`] records the task
+/// `lost` and returns that. After
 /// readiness, `try_wait()` returns `Ok(Some(exit))` without blocking (it
 /// reads `state.json`, and in the `lost` case kills what is left of the
 /// task's cgroup first). Before it, the fd is not readable while the
@@ -92,6 +103,8 @@ pub(super) fn wait_fds(
 /// anew (`as_fd()`) after a blocking [`Task::wait`]: the only case where it
 /// changes is a handle opened while its task was starting, which `wait`
 /// gives a pidfd. Readiness is a level: once readable, it stays readable.
+/// Register it for `POLLIN` (epoll: `EPOLLIN`; `POLLHUP` and `EPOLLHUP`
+/// are always reported).
 ///
 /// ```no_run
 /// # fn main() -> Result<(), nomad_shim::Error> {
@@ -127,12 +140,14 @@ pub(super) fn wait_fds(
 /// ```
 impl AsFd for Task {
     fn as_fd(&self) -> BorrowedFd<'_> {
-        match (&self.pidfd, &self.ended) {
-            (Some(pidfd), _) => pidfd.as_fd(),
-            (None, Some(ended)) => ended.as_fd(),
-            // Every constructor sets one of the two (wait_fds), and `wait`
-            // only ever replaces a pidfd with another.
-            (None, None) => unreachable!("a Task always has a wait fd"),
+        match (&self.exit_pipe, &self.pidfd, &self.ended) {
+            (Some(pipe), _, _) => pipe.as_fd(),
+            (None, Some(pidfd), _) => pidfd.as_fd(),
+            (None, None, Some(ended)) => ended.as_fd(),
+            // Every constructor sets one of the three (`started` the pipe
+            // or wait_fds, `opened` wait_fds), and `wait` only ever
+            // replaces a pidfd with another.
+            (None, None, None) => unreachable!("a Task always has a wait fd"),
         }
     }
 }
@@ -216,8 +231,8 @@ impl Task {
                 .map_err(io_err("await the wait fd of", self.id().to_string()))?;
             drop(guard);
             drop(fd);
-            // Readable: the supervisor has exited, so this try_wait returns
-            // the exit (see the AsFd docs).
+            // Readable: the exit is durable or the supervisor gone, so this
+            // try_wait returns the exit (see the AsFd docs).
         }
     }
 }

@@ -528,23 +528,23 @@ fn start_in_cgroup(
         return Err(f);
     }
     nomad_shim::failpoint!("supervisor-after-state-running");
-    report(&StartReply::Started {
-        supervisor: me,
-        task,
-        warnings: state.warnings.clone(),
-    });
-    nomad_shim::failpoint!("supervisor-after-reply");
     // Asked to (a library's start): a close-on-exec copy of the sync pipe
     // is kept until the final state is durable, and its close is the
-    // caller's "exit recorded". Made after the task child exists, which
-    // therefore never held it. Should the copy fail, the caller's read
-    // ends now and it waits on our pidfd instead, as with an older binary.
+    // caller's "exit recorded"; the reply says whether there is one. Made
+    // after the task child exists, which therefore never held it.
     let exit_notice = if sync_until_exit {
         // F_DUPFD_CLOEXEC, from 3 up.
         std::io::stdout().as_fd().try_clone_to_owned().ok()
     } else {
         None
     };
+    report(&StartReply::Started {
+        supervisor: me,
+        task,
+        warnings: state.warnings.clone(),
+        until_exit: exit_notice.is_some(),
+    });
+    nomad_shim::failpoint!("supervisor-after-reply");
     // The reply is sent: fd 1 becomes /dev/null, so the caller's read ends
     // (or, with an exit notice, reaches the one copy left).
     // dup2 onto an open fd from a valid one cannot fail but for EINTR/EBUSY,
