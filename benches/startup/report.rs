@@ -59,7 +59,7 @@ pub(crate) fn render(
     if !lib.is_empty() {
         let _ = writeln!(
             r,
-            "\n### The library's calls, back to back\n\nMedians in ms. `start()` returns once the supervisor reports the program executed; `wait()` then sleeps on the supervisor's pidfd until the final state is durable; the `wait()` column is the difference of the medians. `remove()` (after the task ended) is timed apart and not in the tables above.\n"
+            "\n### The library's calls, back to back\n\nMedians in ms. `start()` returns once the supervisor reports the program executed; `wait()` then sleeps on the start's sync pipe until the supervisor closes it, once the final state is durable (a base binary older than that closes it at the reply, and its `wait()` sleeps on the supervisor's pidfd, until the supervisor has also removed the cgroup and exited); the `wait()` column is the difference of the medians. `remove()` (after the task ended) is timed apart and not in the tables above.\n"
         );
         let _ = writeln!(
             r,
@@ -92,7 +92,7 @@ pub(crate) fn render(
         let _ = writeln!(r, "\n### Exit detection latency\n");
         let _ = writeln!(
             r,
-            "The task is this bench binary in its helper mode: it sleeps 20 ms (so the supervisor is idle in its poll loop), writes CLOCK_REALTIME in ns to its stdout and calls `_exit(0)`. {} samples per root, the roots alternating. Times in ms after that stamp. `finished_at` is taken by the supervisor when it has reaped the task, before it writes the state. The `state.json` mtime is set by the kernel from its coarse clock (resolution here: {}), which lags the real clock, so it reads milliseconds *before* the stamp (negative below) and cannot resolve sub-millisecond latencies; it is shown only because it is what an outside reader could use. `Task::wait()` returns once the supervisor has written the final state durably (fsync of the file and the directory) and exited: what the agent sees.\n",
+            "The task is this bench binary in its helper mode: it sleeps 20 ms (so the supervisor is idle in its poll loop), writes CLOCK_REALTIME in ns to its stdout and calls `_exit(0)`. {} samples per root, the roots alternating. Times in ms after that stamp. `finished_at` is taken by the supervisor when it has reaped the task, before it writes the state. The `state.json` mtime is set by the kernel from its coarse clock (resolution here: {}), which lags the real clock, so it reads milliseconds *before* the stamp (negative below) and cannot resolve sub-millisecond latencies; it is shown only because it is what an outside reader could use. `Task::wait()` returns once the supervisor has written the final state durably (fsync of the file and the directory) and closed the start's sync pipe: what the agent sees.\n",
             x.samples,
             env.coarse_res_ns.map_or("unknown".into(), |ns| format!("{:.3} ms", ns as f64 / 1e6))
         );
