@@ -105,7 +105,8 @@ pub(crate) enum MountOp {
         subject: SubjectId,
     },
     /// `mount(MS_BIND|MS_REMOUNT|flags)` of a mount made earlier (the v1
-    /// `/sys/fs/cgroup` tmpfs, read-only once its binds are in).
+    /// `/sys/fs/cgroup` tmpfs, read-only once its binds are in), with
+    /// `MS_NOEXEC` added when the mount is noexec (`fstatvfs`).
     RemountBind {
         /// Relative to the new root.
         target: CString,
@@ -266,7 +267,16 @@ impl MountOp {
             } => {
                 let fd = open_beneath(root, target, *kind)
                     .map_err(StepError::with_on(Step::OpenMountPoint, *subject))?;
-                let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | *flags;
+                // A remount sets the mount's flags: it must not make a
+                // noexec source executable, so its noexec is kept (read
+                // here, in the fallback only, not planned for every bind).
+                let noexec = match nix::sys::statvfs::fstatvfs(&fd) {
+                    Ok(st) if st.flags().contains(nix::sys::statvfs::FsFlags::ST_NOEXEC) => {
+                        MsFlags::MS_NOEXEC
+                    }
+                    _ => MsFlags::empty(),
+                };
+                let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | *flags | noexec;
                 mount_at(None, FdPath::new(&fd).as_cstr(), None, flags, None)
                     .map_err(StepError::with_on(Step::Remount, *subject))
             }
@@ -371,5 +381,66 @@ mod tests {
         let fd = nix::fcntl::open(c"/", OFlag::O_PATH | OFlag::O_CLOEXEC, Mode::empty()).unwrap();
         let want = format!("/proc/self/fd/{}", fd.as_raw_fd());
         assert_eq!(FdPath::new(&fd).as_cstr().to_str().unwrap(), want);
+    }
+
+    /// The remount of the fallback (kernels without mount_setattr) keeps a
+    /// noexec source noexec: a plain `MS_BIND|MS_REMOUNT|MS_RDONLY` would
+    /// clear it. In a thread with a mount namespace of its own (only that
+    /// thread moves), on a noexec tmpfs of its own.
+    #[test]
+    #[ignore = "needs root (a mount namespace): scripts/test runs it"]
+    fn the_fallback_remount_keeps_a_noexec_source_noexec() {
+        use nix::mount::{mount, MsFlags};
+        use nix::sys::statvfs::{statvfs, FsFlags};
+        assert!(nix::unistd::geteuid().is_root(), "needs root");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_owned();
+        std::thread::spawn(move || {
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).unwrap();
+            mount(
+                None::<&str>,
+                "/",
+                None::<&str>,
+                MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+                None::<&str>,
+            )
+            .unwrap();
+            let (src, root) = (path.join("src"), path.join("root"));
+            std::fs::create_dir(&src).unwrap();
+            std::fs::create_dir_all(root.join("dst")).unwrap();
+            let noexec = MsFlags::MS_NOEXEC | MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+            mount(Some("tmpfs"), &src, Some("tmpfs"), noexec, Some("size=16k")).unwrap();
+            let root_fd = nix::fcntl::open(
+                &root,
+                OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            )
+            .unwrap();
+            let mut subjects = super::super::Subjects::default();
+            let subject = subjects.add("dst");
+            let src_c = std::ffi::CString::new(src.as_os_str().as_encoded_bytes()).unwrap();
+            MountOp::BindOnly {
+                src: src_c,
+                target: std::ffi::CString::from(c"dst"),
+                kind: Kind::Dir,
+                subject,
+            }
+            .apply(&root_fd)
+            .unwrap();
+            MountOp::RemountBind {
+                target: std::ffi::CString::from(c"dst"),
+                kind: Kind::Dir,
+                flags: MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+                subject,
+            }
+            .apply(&root_fd)
+            .unwrap();
+            let flags = statvfs(&root.join("dst")).unwrap().flags();
+            assert!(flags.contains(FsFlags::ST_RDONLY), "{flags:?}");
+            assert!(flags.contains(FsFlags::ST_NOEXEC), "noexec lost: {flags:?}");
+            // The thread's namespace, and its mounts, go with the thread.
+        })
+        .join()
+        .unwrap();
     }
 }

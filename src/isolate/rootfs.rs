@@ -4,7 +4,6 @@
 
 use std::ffi::CString;
 use std::os::fd::OwnedFd;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use nix::fcntl::{open, OFlag};
@@ -29,10 +28,20 @@ mod volumes;
 
 pub(crate) use etc_files::write_resolv_conf;
 
-/// Device nodes of the new `/dev`, made with mknod(2) with the host's
-/// device numbers (the child still holds CAP_MKNOD, the new `/dev` is not
-/// nodev, and the device controller allows exactly these).
-const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
+/// Device nodes of the new `/dev`, made with mknod(2) (the child still
+/// holds CAP_MKNOD, the new `/dev` is not nodev). Their numbers are the
+/// kernel's, fixed for every Linux (Documentation/admin-guide/devices.txt),
+/// and exactly those the device controller allows
+/// (`cgroup::devices`, as runc's defaults), so nothing on the host is
+/// looked at.
+pub(crate) const DEVICES: &[(&str, u32, u32)] = &[
+    ("null", 1, 3),
+    ("zero", 1, 5),
+    ("full", 1, 7),
+    ("random", 1, 8),
+    ("urandom", 1, 9),
+    ("tty", 5, 0),
+];
 
 /// Symlinks of a minimal `/dev` (as runc and bwrap make them).
 const DEV_LINKS: &[(&std::ffi::CStr, &std::ffi::CStr)] = &[
@@ -85,8 +94,9 @@ pub(crate) fn plan(
     let env = spec.effective_chroot_env();
     for bind in &env {
         let kind = source_kind(&bind.src).map_err(for_option("--chroot-env "))?;
-        let flags =
-            MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | keep_noexec(&bind.src);
+        // Made read-only by the ReadOnlyTree below, which leaves a noexec
+        // source noexec; its fallback's remount keeps it too.
+        let flags = MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
         b.bind(
             Source::Host(cstring(&bind.src)?),
             &relative_dst(&bind.dst),
@@ -253,20 +263,11 @@ impl<'a> Builder<'a> {
             Some("mode=0755,size=64k"),
         )?;
         let mut nodes = Vec::with_capacity(DEVICES.len());
-        for name in DEVICES {
-            let host = Path::new("/dev").join(name);
-            // The host's device number (char devices only; a host without
-            // the node, or with something else there, gets none).
-            let Ok(md) = std::fs::metadata(&host) else {
-                continue;
-            };
-            if !md.file_type().is_char_device() {
-                continue;
-            }
+        for &(name, major, minor) in DEVICES {
             let subject = self
                 .subjects
                 .add(self.task_dir.join("dev").join(name).display());
-            nodes.push((cstring(name)?, md.rdev(), subject));
+            nodes.push((cstring(name)?, libc::makedev(major, minor), subject));
         }
         self.ops.push(MountOp::Nodes {
             parent: cstring("dev")?,
@@ -553,6 +554,37 @@ fn open_root(root: &CString) -> nix::Result<OwnedFd> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The numbers the new `/dev` is made with are this host's (its nodes
+    /// are the kernel's standard ones), and each is allowed by the device
+    /// controller's default rules.
+    #[test]
+    fn the_dev_nodes_have_the_kernels_numbers_and_are_allowed() {
+        use std::os::unix::fs::{FileTypeExt, MetadataExt};
+        let rules = crate::cgroup::default_rules();
+        for &(name, major, minor) in DEVICES {
+            let host = Path::new("/dev").join(name);
+            if let Ok(md) = std::fs::metadata(&host) {
+                if md.file_type().is_char_device() {
+                    assert_eq!(
+                        (libc::major(md.rdev()), libc::minor(md.rdev())),
+                        (major, minor),
+                        "{}",
+                        host.display()
+                    );
+                }
+            }
+            let rw = crate::cgroup::Access::ALL;
+            assert!(
+                rules.contains(&crate::cgroup::DeviceRule::allow_char(
+                    Some(major),
+                    Some(minor),
+                    rw
+                )),
+                "c {major}:{minor} ({name}) is not allowed by the default rules"
+            );
+        }
+    }
 
     /// The chroot env's binds lose their own remount; one recursive
     /// mount_setattr of the root follows them, and its fallback (before

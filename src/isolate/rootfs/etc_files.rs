@@ -27,7 +27,7 @@ use nix::mount::MsFlags;
 use nix::sys::stat::Mode;
 use nix::unistd::{unlinkat, UnlinkatFlags};
 
-use super::{keep_noexec, Builder, Kind, Source};
+use super::{Builder, Kind, Source};
 use crate::isolate::cstring;
 use crate::isolate::error::IsolateError;
 use crate::isolate::fsview_spec::DnsSpec;
@@ -73,8 +73,9 @@ impl Builder<'_> {
             } else {
                 host
             };
+            // Read-only with the root (ReadOnlyTree), noexec kept as the
+            // chroot env's binds.
             let flags = MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
-            let flags = flags | keep_noexec(&src);
             let n = self.mountpoints.len();
             self.bind(
                 Source::Host(cstring(&src)?),
@@ -186,7 +187,6 @@ impl Builder<'_> {
                 };
             }
             let flags = MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
-            let flags = flags | keep_noexec(&host_dir);
             let src = Source::Host(cstring(&host_dir)?);
             self.bind(src, &relative_dst(dir), Kind::Dir, flags, Some(&host_dir))?;
         }

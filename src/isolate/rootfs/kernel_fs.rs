@@ -16,28 +16,33 @@ use crate::isolate::error::IsolateError;
 use crate::sys::{MOUNT_ATTR_NODEV, MOUNT_ATTR_NOEXEC, MOUNT_ATTR_NOSUID, MOUNT_ATTR_RDONLY};
 
 /// runc's masked paths: a file gets `/dev/null` bound over it, a directory
-/// an empty read-only tmpfs. Paths this kernel lacks are skipped
-/// (`/proc/kcore` without CONFIG_PROC_KCORE, `/proc/sched_debug` since 5.13).
-const MASKED: &[&str] = &[
-    "proc/kcore",
-    "proc/keys",
-    "proc/timer_list",
-    "proc/sched_debug",
-    "proc/scsi",
-    "proc/acpi",
-    "proc/latency_stats",
-    "sys/firmware",
+/// an empty read-only tmpfs. Whether each is a file or a directory is the
+/// kernel's (proc(5), sysfs(5)), the same on every kernel that has it; a
+/// path this kernel lacks (`/proc/kcore` without CONFIG_PROC_KCORE,
+/// `/proc/sched_debug` since 5.13) is skipped by the child, which finds it
+/// absent in its own mount (`MountOp::IfExists`): the supervisor looks at
+/// none of them.
+const MASKED: &[(&str, Kind)] = &[
+    ("proc/kcore", Kind::File),
+    ("proc/keys", Kind::File),
+    ("proc/timer_list", Kind::File),
+    ("proc/sched_debug", Kind::File),
+    ("proc/scsi", Kind::Dir),
+    ("proc/acpi", Kind::Dir),
+    ("proc/latency_stats", Kind::File),
+    ("sys/firmware", Kind::Dir),
 ];
 
 /// runc's read-only paths: bound onto themselves, then remounted read-only.
 /// A task holding CAP_SYS_ADMIN can still not write `/proc/sys/kernel/...`
 /// (the host's values where the task shares a namespace with the host).
-const READ_ONLY: &[&str] = &[
-    "proc/sys",
-    "proc/sysrq-trigger",
-    "proc/irq",
-    "proc/bus",
-    "proc/fs",
+/// Kinds and absent paths as for [`MASKED`].
+const READ_ONLY: &[(&str, Kind)] = &[
+    ("proc/sys", Kind::Dir),
+    ("proc/sysrq-trigger", Kind::File),
+    ("proc/irq", Kind::Dir),
+    ("proc/bus", Kind::Dir),
+    ("proc/fs", Kind::Dir),
 ];
 
 /// Flags of everything read-only here.
@@ -46,17 +51,14 @@ fn ro() -> MsFlags {
 }
 
 impl Builder<'_> {
-    /// After the proc mount: the read-only and masked paths of `/proc`.
-    /// Which exist, and whether each is a file or a directory, is read from
-    /// the supervisor's own `/proc` (the same kernel); the child still skips
-    /// one that is absent in its own proc mount.
+    /// After the proc mount: the read-only and masked paths of `/proc`
+    /// (each skipped by the child if absent in its proc mount).
     pub(super) fn proc_paths(&mut self) -> Result<(), IsolateError> {
-        for rel in READ_ONLY {
-            let Some(kind) = host_kind(rel) else { continue };
+        for &(rel, kind) in READ_ONLY {
             self.optional(|b| b.bind_op(Source::Itself, rel, kind, ro()))?;
         }
-        for rel in MASKED.iter().filter(|r| r.starts_with("proc/")) {
-            self.mask(rel)?;
+        for &(rel, kind) in MASKED.iter().filter(|(r, _)| r.starts_with("proc/")) {
+            self.mask(rel, kind)?;
         }
         Ok(())
     }
@@ -67,8 +69,8 @@ impl Builder<'_> {
     pub(super) fn sys(&mut self, cgroup: Option<&CgroupPaths>) -> Result<(), IsolateError> {
         self.mountpoint("sys", Kind::Dir);
         self.fs(c"sysfs", Step::MountSysfs, "sys", ro(), None)?;
-        for rel in MASKED.iter().filter(|r| r.starts_with("sys/")) {
-            self.mask(rel)?;
+        for &(rel, kind) in MASKED.iter().filter(|(r, _)| r.starts_with("sys/")) {
+            self.mask(rel, kind)?;
         }
         match cgroup {
             None => Ok(()),
@@ -162,13 +164,12 @@ impl Builder<'_> {
     }
 
     /// `/dev/null` over a file, an empty read-only tmpfs over a directory.
-    fn mask(&mut self, rel: &str) -> Result<(), IsolateError> {
-        match host_kind(rel) {
-            None => Ok(()),
+    fn mask(&mut self, rel: &str, kind: Kind) -> Result<(), IsolateError> {
+        match kind {
             // A bind only, as runc's: the node keeps the host /dev mount's
             // flags (not nodev: reads must reach /dev/null and return
             // nothing; a write is swallowed by it).
-            Some(Kind::File) => self.optional(|b| {
+            Kind::File => self.optional(|b| {
                 let subject = b
                     .subjects
                     .add(format!("/dev/null onto {}", b.task_dir.join(rel).display()));
@@ -180,7 +181,7 @@ impl Builder<'_> {
                 });
                 Ok(())
             }),
-            Some(Kind::Dir) => self.optional(|b| b.fs(c"tmpfs", Step::MountTmpfs, rel, ro(), None)),
+            Kind::Dir => self.optional(|b| b.fs(c"tmpfs", Step::MountTmpfs, rel, ro(), None)),
         }
     }
 
@@ -240,22 +241,42 @@ impl Builder<'_> {
     }
 }
 
-/// What `/<rel>` is on the host (symlinks not followed), if it exists.
-fn host_kind(rel: &str) -> Option<Kind> {
-    let md = std::fs::symlink_metadata(Path::new("/").join(rel)).ok()?;
-    if md.is_dir() {
-        Some(Kind::Dir)
-    } else if md.is_file() {
-        Some(Kind::File)
-    } else {
-        None
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::isolate::Subjects;
+
+    /// The kinds written down for runc's paths are this kernel's, for each
+    /// path it has (a wrong one would fail the child's mount).
+    #[test]
+    fn the_masked_and_read_only_paths_have_the_kernels_kinds() {
+        for &(rel, kind) in MASKED.iter().chain(READ_ONLY) {
+            let Ok(md) = std::fs::symlink_metadata(Path::new("/").join(rel)) else {
+                continue;
+            };
+            let host = if md.is_dir() { Kind::Dir } else { Kind::File };
+            assert_eq!(host, kind, "/{rel}");
+        }
+    }
+
+    /// Every one of them is planned whether or not the host has it, each
+    /// as an `IfExists` (the child skips what its own mount lacks).
+    #[test]
+    fn every_runc_path_is_planned_and_skipped_only_by_the_child() {
+        let mut subjects = Subjects::default();
+        let mut b = Builder::for_test(&mut subjects);
+        b.proc_paths().unwrap();
+        let proc_paths = MASKED
+            .iter()
+            .chain(READ_ONLY)
+            .filter(|(r, _)| r.starts_with("proc/"));
+        assert_eq!(b.ops.len(), proc_paths.count());
+        assert!(
+            b.ops.iter().all(|op| matches!(op, MountOp::IfExists(_))),
+            "{:?}",
+            b.ops
+        );
+    }
 
     /// v1 with `cpu,cpuacct` co-mounted (one directory for both, as
     /// systemd mounts them): one directory named after both, a symlink per
