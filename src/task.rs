@@ -589,10 +589,6 @@ pub(crate) fn request_line(req: Request) -> std::io::Result<Vec<u8>> {
     Ok(line)
 }
 
-/// Reads a task's state and makes it true: a `starting` or `running` state
-/// whose supervisor is dead (its lock free) becomes `lost`, durably, after
-/// whatever is left of the task has been killed. A pid from the file is
-/// acted on only through a pidfd whose start time matched.
 /// Reads until EOF, discarding what comes (nothing, from a supervisor).
 fn read_to_eof(fd: &std::os::fd::OwnedFd) -> nix::Result<()> {
     let mut buf = [0u8; 64];
@@ -620,6 +616,10 @@ fn at_eof(fd: &std::os::fd::OwnedFd) -> nix::Result<bool> {
     }
 }
 
+/// Reads a task's state and makes it true: a `starting` or `running` state
+/// whose supervisor is dead (its lock free) becomes `lost`, durably, after
+/// whatever is left of the task has been killed. A pid from the file is
+/// acted on only through a pidfd whose start time matched.
 pub(crate) fn reconcile(dir: &TaskDir) -> Result<TaskState> {
     let state = dir.read_state()?;
     let id = dir.id();
