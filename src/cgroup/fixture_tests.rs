@@ -743,13 +743,18 @@ fn user_xattrs(dir: &Path) -> bool {
     crate::sys::lsetxattr(&p, c"user.nomad-shim.probe", b"1").is_ok()
 }
 
+/// Ignored: it needs `user.*` extended attributes on the temp dir's file
+/// system (tmpfs has them from Linux 6.6), and fails without them.
+/// `scripts/test` runs it where the probe of `scripts/env-skips` finds them.
 #[test]
+#[ignore = "needs user xattrs on $TMPDIR: scripts/test runs it where they work"]
 fn owner_marks_decide_what_a_leftover_is() {
     let (tmp, root) = v2_fixture(V2_CONTROLLERS);
-    if !user_xattrs(tmp.path()) {
-        eprintln!("SKIPPED: no user xattrs on {}", tmp.path().display());
-        return;
-    }
+    assert!(
+        user_xattrs(tmp.path()),
+        "no user xattrs on {} (scripts/env-skips leaves this test out there)",
+        tmp.path().display()
+    );
     let me = Owner::root(Path::new("/run/root-a"));
     let other = Owner::root(Path::new("/run/root-b"));
     let t = tmp.path().join("p/t");
