@@ -15,7 +15,6 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use nix::errno::Errno;
-use nix::poll::{PollFd, PollFlags, PollTimeout};
 use serde::{Deserialize, Serialize};
 
 use crate::sys;
@@ -101,20 +100,7 @@ impl Pidfd {
     /// Returns whether it exited. This sleeps in `poll(2)`; it never polls on
     /// a clock.
     pub fn wait_exit(&self, timeout: Option<Duration>) -> io::Result<bool> {
-        let timeout = match timeout {
-            None => PollTimeout::NONE,
-            Some(d) => PollTimeout::try_from(d.as_millis().min(i32::MAX as u128) as i32)
-                .unwrap_or(PollTimeout::MAX),
-        };
-        loop {
-            let mut fds = [PollFd::new(self.fd.as_fd(), PollFlags::POLLIN)];
-            match nix::poll::poll(&mut fds, timeout) {
-                Ok(0) => return Ok(false),
-                Ok(_) => return Ok(true),
-                Err(Errno::EINTR) => continue,
-                Err(e) => return Err(e.into()),
-            }
-        }
+        Ok(sys::poll_readable(self.fd.as_fd(), timeout)?)
     }
 }
 

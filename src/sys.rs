@@ -86,6 +86,30 @@ pub(crate) fn pidfd_send_signal(pidfd: &OwnedFd, signal: libc::c_int) -> nix::Re
 /// closing them (Linux 5.11).
 pub const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
 
+/// Sleeps in `poll(2)` until `fd` is readable (`POLLIN`, or `POLLHUP` at a
+/// pipe's EOF or a reaped pidfd) or `timeout` passes (`None`: no limit;
+/// `Some(ZERO)`: a look only). Returns whether it is readable; EINTR is
+/// retried.
+pub(crate) fn poll_readable(
+    fd: std::os::fd::BorrowedFd<'_>,
+    timeout: Option<std::time::Duration>,
+) -> nix::Result<bool> {
+    use nix::poll::{PollFd, PollFlags, PollTimeout};
+    let timeout = match timeout {
+        None => PollTimeout::NONE,
+        Some(d) => PollTimeout::try_from(d.as_millis().min(i32::MAX as u128) as i32)
+            .unwrap_or(PollTimeout::MAX),
+    };
+    loop {
+        let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
+        match nix::poll::poll(&mut fds, timeout) {
+            Ok(n) => return Ok(n > 0),
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// `close_range(first, ~0, flags)` (Linux 5.9): closes (or, with
 /// [`CLOSE_RANGE_CLOEXEC`], marks close-on-exec) every descriptor from
 /// `first` up, whatever opened it — inherited fds a caller forgot to mark

@@ -306,11 +306,13 @@ impl Task {
         // pidfd wakes). `wait` waits for that moment, then reconciles.
         if self.pidfd.is_none() {
             if let Some(pipe) = &self.exit_pipe {
-                let ended = at_eof(pipe).map_err(|e| Error::Io {
-                    op: "poll the sync pipe of",
-                    what: self.id().to_string(),
-                    source: e.into(),
-                })?;
+                let ended =
+                    crate::sys::poll_readable(std::os::fd::AsFd::as_fd(pipe), Some(Duration::ZERO))
+                        .map_err(|e| Error::Io {
+                            op: "poll the sync pipe of",
+                            what: self.id().to_string(),
+                            source: e.into(),
+                        })?;
                 return if ended {
                     self.wait().map(Some)
                 } else {
@@ -596,21 +598,6 @@ fn read_to_eof(fd: &std::os::fd::OwnedFd) -> nix::Result<()> {
         match nix::unistd::read(fd, &mut buf) {
             Ok(0) => return Ok(()),
             Ok(_) | Err(nix::errno::Errno::EINTR) => {}
-            Err(e) => return Err(e),
-        }
-    }
-}
-
-/// Whether a pipe whose writer never writes has reached EOF (its last
-/// writer is gone), without blocking.
-fn at_eof(fd: &std::os::fd::OwnedFd) -> nix::Result<bool> {
-    use nix::poll::{PollFd, PollFlags, PollTimeout};
-    use std::os::fd::AsFd;
-    loop {
-        let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
-        match nix::poll::poll(&mut fds, PollTimeout::ZERO) {
-            Ok(n) => return Ok(n > 0),
-            Err(nix::errno::Errno::EINTR) => {}
             Err(e) => return Err(e),
         }
     }
