@@ -248,11 +248,11 @@ impl Task {
     /// that); any other handle sleeps on a pidfd of the supervisor, which
     /// exits only once the final state is durable.
     pub fn wait(&mut self) -> Result<TaskExit> {
-        // Started by this handle: the sync pipe ends when the exit is
-        // durable, before the supervisor has removed the cgroup and exited
-        // (which `Executor::remove` waits for). EOF with no final state: a
-        // supervisor of an older version (its EOF came at the reply), or
-        // one that died; the pidfd below tells.
+        // Started by this handle (the reply said `until_exit`): the sync
+        // pipe ends when the exit is durable, before the supervisor has
+        // removed the cgroup and exited (which `Executor::remove` waits
+        // for). EOF with no final state: the supervisor died; the loop below
+        // takes a pidfd on it, waits for its exit to complete, and reconciles.
         if let Some(pipe) = &self.exit_pipe {
             read_to_eof(pipe).map_err(|e| Error::Io {
                 op: "wait on the sync pipe of",
