@@ -7,9 +7,10 @@
 //!
 //! Each round runs `Executor::start(TaskSpec::new("/bin/true"))` and
 //! `Task::wait()` once with every SHIM in the order given (with
-//! `--isolated`, the bench's `lib-isolated` spec: memory and pids limits,
-//! user nobody, chroot, pid+ipc+uts namespaces, a fresh task dir made
-//! untimed each run), each with its own
+//! `--isolated`, the isolation of the bench's `lib-isolated`: user nobody,
+//! chroot, pid+ipc+uts namespaces, a fresh task dir made untimed each run;
+//! with the issue-11 CLI's limits, memory 256 MiB and 128 pids, where the
+//! bench's are 64 MiB and 64), each with its own
 //! root (a temp dir on /dev/shm) and cgroup parent (`nomad-shim-ab<i>`), and
 //! removes the task untimed. Five untimed rounds first. Prints per SHIM the
 //! median start-to-exit time and the median over rounds of (its time ÷ the
