@@ -17,7 +17,7 @@ use nomad_shim::{Error, ExecSpec, ExecStdio, Executor};
 use super::term::{self, RawMode, RelayEnd};
 use super::EXIT_ERROR;
 
-/// Options of `exec`.
+// Options of `exec`. (Not a doc comment: see cli::Command.)
 #[derive(Args, Debug)]
 pub struct ExecOpts {
     /// Task id.
@@ -40,6 +40,9 @@ pub struct ExecOpts {
     /// The program and its arguments.
     #[arg(required = true, last = true, value_name = "PROGRAM")]
     pub command: Vec<String>,
+    /// `--root` after the verb.
+    #[command(flatten)]
+    pub global: super::GlobalOpts,
 }
 
 fn parse_env(s: &str) -> Result<(String, String), String> {

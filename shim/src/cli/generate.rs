@@ -65,6 +65,11 @@ pub fn man() -> i32 {
             for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
                 let name = sub.get_name();
                 writeln!(out, ".SH \"NOMAD-SHIM {}\"", name.to_uppercase())?;
+                // A verb's own `--root` (cli::GlobalOpts) is the global
+                // option of nomad-shim(1) above, not repeated per verb.
+                let mut sub = sub.clone();
+                sub.build();
+                let sub = sub.mut_arg("root", |a| a.hide(true));
                 let page =
                     clap_mangen::Man::new(sub.clone().bin_name(format!("nomad-shim {name}")));
                 let mut section = Vec::new();

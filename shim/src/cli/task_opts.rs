@@ -10,7 +10,7 @@ use nomad_shim::isolate::{self, IsolationSpec};
 use nomad_shim::spec::parse_signal;
 use nomad_shim::{Error, Executor, LogPolicy, TaskSpec};
 
-/// What to run and how.
+// What to run and how. (Not a doc comment: see cli::Command.)
 #[derive(Args, Debug)]
 pub struct TaskOpts {
     /// Task id [default: generated]
@@ -161,6 +161,9 @@ pub struct TaskOpts {
     /// The program and its arguments, after `--`
     #[arg(last = true, required = true, value_name = "PROGRAM", num_args = 1..)]
     command: Vec<String>,
+    /// `--root` after the verb.
+    #[command(flatten)]
+    pub global: super::GlobalOpts,
 }
 
 impl TaskOpts {

@@ -7,7 +7,7 @@ use nomad_shim::{Error, Executor};
 
 use super::task_opts::parse_size;
 
-/// The limits to change; an option left out keeps its limit.
+// The limits to change; an option left out keeps its limit. (Not a doc comment: see cli::Command.)
 #[derive(Args, Debug)]
 pub struct UpdateOpts {
     /// Task id.
@@ -39,6 +39,9 @@ pub struct UpdateOpts {
     /// IO weight 1-10000, or max for the default (100)
     #[arg(long, value_name = "N|max", allow_hyphen_values = true, value_parser = weight_or_max)]
     io_weight: Option<Limit<u16>>,
+    /// `--root` after the verb.
+    #[command(flatten)]
+    pub global: super::GlobalOpts,
 }
 
 fn or_max<T>(s: &str, parse: impl Fn(&str) -> Result<T, String>) -> Result<Limit<T>, String> {
