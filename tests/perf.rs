@@ -74,9 +74,16 @@ fn a_supervisor_started_by_the_cli_does_not_keep_the_cli_heap() {
         by_cli.supervisor_pid().unwrap(),
     );
     // Both idle in their loops by now (the heap is trimmed before the loop).
+    // The margin: a healthy CLI-forked supervisor keeps 12-16 KiB more than
+    // the library's (the pages the CLI dirtied before and after the parse:
+    // its heap's first pages, glibc's .bss; the debug build with the
+    // workspace's features has 4 KiB more than without), one whose CLI
+    // parsed outside the scratch region 68 KiB more (measured with the
+    // region disabled: 132 against 64 KiB). 32 KiB lies between, away from
+    // both: 12 failed on the page granularity alone.
     assert!(
         common::eventually(common::scaled(std::time::Duration::from_secs(5)), || {
-            heap_and_anon(cli_pid) <= heap_and_anon(lib_pid) + 12
+            heap_and_anon(cli_pid) <= heap_and_anon(lib_pid) + 32
         }),
         "heap and anonymous Private_Dirty: by the CLI {} KiB, by the library {} KiB",
         heap_and_anon(cli_pid),
