@@ -55,6 +55,14 @@ pub(crate) struct GlobalOpts {
     pub root: Option<PathBuf>,
 }
 
+impl Cli {
+    /// `--root`, before or after the verb; as with a clap `global` arg,
+    /// the one after the verb wins.
+    fn root(&self) -> Option<&PathBuf> {
+        self.command.root().or(self.root.as_ref())
+    }
+}
+
 impl Command {
     /// The verb's `--root`, if it was given after the verb.
     fn root(&self) -> Option<&PathBuf> {
@@ -98,7 +106,7 @@ Exit codes: 125 an error of nomad-shim itself (the message names the option);
 with the task's code, or 128+N when signal N ended it.";
 
 // `defer`: a verb's options are built only when that verb is parsed (or
-// its help shown), not all twenty verbs' on every start: `run`'s parse
+// its help shown), not all fifteen verbs' on every start: `run`'s parse
 // took about 45 µs and some 30 page faults less, and a whole `run --rm`
 // 5% less time (examples in docs/performance.md, "Fifth pass"). Two
 // rules keep the output what it was: no `--root` as a clap `global` arg
@@ -337,8 +345,7 @@ pub fn main() -> i32 {
         Command::Man { .. } => return generate::man(),
         _ => {}
     }
-    // As a clap `global` arg had it: after the verb, it wins.
-    let root = cli.command.root().or(cli.root.as_ref()).cloned();
+    let root = cli.root().cloned();
     if let Err(msg) = explain::check_root(root.as_deref()) {
         return usage_fail(&msg);
     }
@@ -500,10 +507,7 @@ mod tests {
 
     #[test]
     fn root_is_taken_before_and_after_the_verb_and_the_later_one_wins() {
-        let parse = |args: &[&str]| {
-            let cli = Cli::try_parse_from(args).expect("parses");
-            cli.command.root().or(cli.root.as_ref()).cloned()
-        };
+        let parse = |args: &[&str]| Cli::try_parse_from(args).expect("parses").root().cloned();
         assert_eq!(
             parse(&["nomad-shim", "--root", "/a", "ps"]),
             Some("/a".into())
