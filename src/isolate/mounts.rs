@@ -270,11 +270,13 @@ impl MountOp {
                 // A remount sets the mount's flags: it must not make a
                 // noexec source executable, so its noexec is kept (read
                 // here, in the fallback only, not planned for every bind).
-                let noexec = match nix::sys::statvfs::fstatvfs(&fd) {
-                    Ok(st) if st.flags().contains(nix::sys::statvfs::FsFlags::ST_NOEXEC) => {
-                        MsFlags::MS_NOEXEC
-                    }
-                    _ => MsFlags::empty(),
+                // Unreadable flags fail the step rather than guess.
+                let st = nix::sys::statvfs::fstatvfs(&fd)
+                    .map_err(StepError::with_on(Step::Remount, *subject))?;
+                let noexec = if st.flags().contains(nix::sys::statvfs::FsFlags::ST_NOEXEC) {
+                    MsFlags::MS_NOEXEC
+                } else {
+                    MsFlags::empty()
                 };
                 let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | *flags | noexec;
                 mount_at(None, FdPath::new(&fd).as_cstr(), None, flags, None)
