@@ -34,6 +34,85 @@ fn run_prints_the_output_and_exits_with_the_task_code() {
     assert_eq!(text(&out.stdout), "");
 }
 
+/// Whether a cgroup `<parent>/<id>` is left in any hierarchy (v1: each
+/// controller's; v2: the one).
+fn task_cgroup_left(parent: &str, id: &str) -> bool {
+    let mut roots = vec![std::path::PathBuf::from("/sys/fs/cgroup")];
+    if let Ok(entries) = std::fs::read_dir("/sys/fs/cgroup") {
+        roots.extend(entries.flatten().map(|e| e.path()));
+    }
+    roots.iter().any(|r| r.join(parent).join(id).is_dir())
+}
+
+#[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
+fn run_rm_leaves_nothing_even_when_the_cli_is_killed() {
+    if !root_or_skip("run_rm_leaves_nothing_even_when_the_cli_is_killed") {
+        return;
+    }
+    let root = TestRoot::new();
+    // A whole run: output and exit as without --rm, and when it returns
+    // the task is gone, directory and cgroup.
+    let out = common::output(root.cli().args([
+        "run",
+        "--rm",
+        "--id",
+        "rm1",
+        "--",
+        "sh",
+        "-c",
+        "echo out; exit 7",
+    ]));
+    assert_eq!(out.status.code(), Some(7), "{out:?}");
+    assert_eq!(text(&out.stdout), "out\n");
+    assert!(!root.path().join("rm1").exists());
+    assert!(!task_cgroup_left(&root.cgroup_parent, "rm1"));
+
+    // The CLI killed while its task runs: the task goes on, and is removed
+    // when it ends (the supervisor sees the CLI's end of a pipe close).
+    let flag = root.path().with_file_name("rm2-go");
+    let script = format!(
+        "while [ ! -e {} ]; do sleep 0.02; done; exit 3",
+        flag.display()
+    );
+    let cli = common::spawn(
+        root.cli()
+            .args(["run", "--rm", "--id", "rm2", "--", "sh", "-c", &script])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null()),
+    );
+    let state = root.path().join("rm2/state.json");
+    assert!(
+        common::eventually(Duration::from_secs(10), || {
+            std::fs::read_to_string(&state).is_ok_and(|s| s.contains("\"running\""))
+        }),
+        "rm2 never ran"
+    );
+    let supervisor = root.exec.open("rm2").unwrap().supervisor_pid().unwrap();
+    let cli_pid = cli.id() as i32;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(cli_pid),
+        nix::sys::signal::SIGKILL,
+    )
+    .unwrap();
+    let out = common::wait_output(cli);
+    assert_eq!(out.status.code(), None, "{out:?}");
+    // Still there while the task runs.
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(root.path().join("rm2").exists());
+    assert!(common::alive(supervisor));
+    std::fs::write(&flag, b"").unwrap();
+    assert!(
+        common::eventually(Duration::from_secs(10), || {
+            !root.path().join("rm2").exists() && !common::alive(supervisor)
+        }),
+        "rm2 left behind after its end: {:?}",
+        std::fs::read_to_string(&state)
+    );
+    assert!(!task_cgroup_left(&root.cgroup_parent, "rm2"));
+}
+
 #[test]
 #[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
 fn start_ps_inspect_kill_wait_rm() {

@@ -113,7 +113,7 @@ pub(crate) fn build_variants(
                 _ => "cli-dyn",
             };
             let croot = base.join(format!("root-{ckey}"));
-            let what = format!("`nomad-shim --root R run --rm --id ID -- /bin/true`, {link} shim, root on {fs}: start to exit of the CLI, which removes the task");
+            let what = format!("`nomad-shim --root R run --rm --id ID -- /bin/true`, {link} shim, root on {fs}: start to exit of the CLI, the task removed by then");
             let mut cli = match shim {
                 Some((path, _)) => Variant::new(
                     ckey,

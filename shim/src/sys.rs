@@ -381,25 +381,27 @@ pub fn reap_any() -> Option<(libc::pid_t, libc::c_int)> {
 /// Closes every descriptor but `keep` (two `close_range(2)` calls, Linux
 /// 5.9), stdio included: for the init, which keeps only its status pipe.
 pub fn close_all_but(keep: libc::c_uint) {
-    // SAFETY: close_range takes integers only. The init never returns, so
-    // the Rust values that own some of these numbers (copies of the
-    // supervisor's) are never used or dropped again.
-    unsafe {
-        if keep > 0 {
-            libc::syscall(
-                libc::SYS_close_range,
-                0 as libc::c_uint,
-                keep - 1,
-                0 as libc::c_uint,
-            );
-        }
-        libc::syscall(
-            libc::SYS_close_range,
-            keep + 1,
-            libc::c_uint::MAX,
-            0 as libc::c_uint,
-        );
+    close_from_but(0, keep);
+}
+
+/// Closes every descriptor from `first` up but `keep` (two
+/// `close_range(2)` calls, Linux 5.9). For a process that owns none of
+/// the others as Rust values any more, or never drops them: the init, and
+/// a supervisor the CLI forked (its copies of the CLI's descriptors).
+pub fn close_from_but(first: libc::c_uint, keep: libc::c_uint) {
+    let close = |from: libc::c_uint, to: libc::c_uint| {
+        // SAFETY: close_range takes integers only. The callers never use or
+        // drop the Rust values that own some of these numbers (see above).
+        unsafe { libc::syscall(libc::SYS_close_range, from, to, 0 as libc::c_uint) };
+    };
+    if keep < first {
+        close(first, libc::c_uint::MAX);
+        return;
     }
+    if keep > first {
+        close(first, keep - 1);
+    }
+    close(keep + 1, libc::c_uint::MAX);
 }
 
 /// One `write(2)` of `buf` to a raw descriptor, retried on EINTR; errors

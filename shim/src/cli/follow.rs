@@ -21,15 +21,19 @@ use super::attach::StdinPump;
 use super::{exit_code, task_opts::TaskOpts};
 
 /// `run`: start, copy the output while it runs, exit with the task's code.
+/// With `rm`, the supervisor removes the task at its end, after this
+/// process has read its exit, or without it if this process is gone
+/// (launch.rs, `Release`).
 pub fn run(executor: &Executor, opts: TaskOpts, rm: bool) -> Result<i32, Error> {
-    let mut task = super::launch::start(executor, &opts.spec())?;
+    let (mut task, release) = super::launch::start(executor, &opts.spec(), rm)?;
     super::print_warnings(&task);
     let id = task.id().to_string();
     if opts.tty {
-        // The task's terminal, relayed (attach.rs); None: detached from.
+        // The task's terminal, relayed (attach.rs); None: detached from,
+        // and the task goes on (removed at its end, with `rm`).
         let code = super::attach::run_terminal(&mut task, opts.interactive)?;
-        if let (Some(_), true) = (code, rm) {
-            executor.remove(&id, false)?;
+        if let (Some(_), Some(release)) = (code, release) {
+            release.finish(executor, &id)?;
         }
         return Ok(code.unwrap_or(0));
     }
@@ -71,8 +75,8 @@ pub fn run(executor: &Executor, opts: TaskOpts, rm: bool) -> Result<i32, Error> 
         Some(exit) => exit,
         None => task.wait()?,
     };
-    if rm {
-        executor.remove(&id, false)?;
+    if let Some(release) = release {
+        release.finish(executor, &id)?;
     }
     Ok(exit_code(&id, &exit))
 }

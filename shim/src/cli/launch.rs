@@ -15,14 +15,46 @@
 //! intermediate's exit; while it lives, the CLI reaps a supervisor that
 //! ended (after a failed start, or at the end of `run`: cli::main).
 
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, OwnedFd};
 
 use nix::errno::Errno;
-use nix::unistd::ForkResult;
+use nix::unistd::{ForkResult, Pid};
 use nomad_shim::{Error, Executor, Task, TaskSpec};
 
-/// Starts `spec` like [`Executor::start`], forking instead of exec'ing.
-pub fn start(executor: &Executor, spec: &TaskSpec) -> Result<Task, Error> {
+/// `run --rm`'s hold on its task (supervisor/mod.rs, `Caller`): the write
+/// end of a pipe whose read end the supervisor keeps. The supervisor
+/// removes the task's directory once the task has ended and no writer is
+/// left: when [`Release::finish`] lets go, or when this process dies, so
+/// that a `run --rm` killed or detached from still leaves nothing behind
+/// (Docker's `--rm` moved into its daemon for the same reason).
+pub struct Release {
+    hold: OwnedFd,
+    supervisor: Pid,
+}
+
+impl Release {
+    /// After the task's exit has been read: lets the supervisor remove the
+    /// task and waits for it to exit (it is our child), then removes what
+    /// it could not (a failed clean-up: `rm` finishes it and says why).
+    pub fn finish(self, executor: &Executor, id: &str) -> Result<(), Error> {
+        drop(self.hold);
+        // Ended, or reaped already (ECHILD): either way it is gone.
+        while let Err(Errno::EINTR) = nix::sys::wait::waitpid(self.supervisor, None) {}
+        match executor.remove(id, false) {
+            Err(Error::State(nomad_shim::state::StateError::NoSuchTask { .. })) => Ok(()),
+            other => other,
+        }
+    }
+}
+
+/// Starts `spec` like [`Executor::start`], forking instead of exec'ing;
+/// with `remove_on_exit` (`run --rm`), the supervisor removes the task at
+/// its end once the returned [`Release`] is finished or dropped.
+pub fn start(
+    executor: &Executor,
+    spec: &TaskSpec,
+    remove_on_exit: bool,
+) -> Result<(Task, Option<Release>), Error> {
     let prepared = executor.prepare_start(spec);
     // What the supervisor needs from here (its root and id) is allocated
     // outside the scratch region, which the forked child drops.
@@ -37,6 +69,21 @@ pub fn start(executor: &Executor, spec: &TaskSpec) -> Result<Task, Error> {
     };
     let root = executor.root().to_path_buf();
     let id = pending.id().to_string();
+    // Close-on-exec both: neither end may reach the task.
+    let hold = match remove_on_exit {
+        true => match nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC) {
+            Ok(pair) => Some(pair),
+            Err(e) => {
+                pending.abandon();
+                return Err(Error::Io {
+                    op: "create the removal pipe",
+                    what: format!("the supervisor of {id}"),
+                    source: e.into(),
+                });
+            }
+        },
+        false => None,
+    };
     match crate::sys::fork() {
         Err(e) => {
             pending.abandon();
@@ -66,13 +113,20 @@ pub fn start(executor: &Executor, spec: &TaskSpec) -> Result<Task, Error> {
                 let _ = nix::unistd::dup2_stdin(null.as_fd());
                 let _ = nix::unistd::dup2_stderr(null.as_fd());
             }
-            crate::supervisor::main_forked(root.as_os_str(), std::ffi::OsStr::new(&id))
+            // The read end only (main_forked closes every other descriptor).
+            let hold = hold.map(|(read, _)| read);
+            crate::supervisor::main_forked(root.as_os_str(), std::ffi::OsStr::new(&id), hold)
         }
         Ok(ForkResult::Parent { child }) => {
             drop(write_end);
             // Reaped here only if the start failed (it exits right after
             // its reply, or died before one); a running one is left alone.
-            executor.finish_start(pending, move |started| {
+            // The write end only: the supervisor watches for its writers.
+            let release = hold.map(|(_, write)| Release {
+                hold: write,
+                supervisor: child,
+            });
+            let task = executor.finish_start(pending, move |started| {
                 if started {
                     return String::new();
                 }
@@ -83,7 +137,8 @@ pub fn start(executor: &Executor, spec: &TaskSpec) -> Result<Task, Error> {
                         Err(e) => break format!("supervisor process: {e}"),
                     }
                 }
-            })
+            })?;
+            Ok((task, release))
         }
     }
 }

@@ -125,7 +125,7 @@ enum Command {
   nomad-shim run --rm --memory 64M --pids-limit 32 -- sh -c 'echo $$'
   nomad-shim run --task-dir /srv/t1 --chroot --ns pid,uts --hostname t1 -- /bin/sh -c hostname")]
     Run {
-        /// Remove the task's state once it has ended.
+        /// Remove the task once it has ended (also if this command is killed or detached first).
         #[arg(long)]
         rm: bool,
         #[command(flatten)]

@@ -288,7 +288,7 @@ impl TaskOpts {
 
 /// `start`: prints the id and exits 0.
 pub fn start(executor: &Executor, opts: TaskOpts) -> Result<i32, Error> {
-    let task = super::launch::start(executor, &opts.spec())?;
+    let (task, _) = super::launch::start(executor, &opts.spec(), false)?;
     super::print_warnings(&task);
     println!("{}", task.id());
     Ok(0)

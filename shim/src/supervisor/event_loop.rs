@@ -146,6 +146,9 @@ pub struct Supervisor<'d> {
     /// (`sys::release_text`) the first time the loop has been idle for
     /// [`IDLE_RELEASE_MS`].
     text_mapped: bool,
+    /// Part of the end's clean-up failed (the cgroup or `secrets/` is
+    /// left): `rm` finishes it, and needs the task's directory to.
+    cleanup_failed: bool,
 }
 
 /// How long the loop waits, once, with nothing to do before it releases
@@ -195,6 +198,7 @@ impl<'d> Supervisor<'d> {
             final_attempts: 0,
             execs: Vec::new(),
             text_mapped: true,
+            cleanup_failed: false,
         }
     }
 
@@ -896,6 +900,7 @@ impl<'d> Supervisor<'d> {
                 None => nomad_shim::isolate::unmount_secrets(task_dir, id),
             };
             if let Err(e) = unmounted {
+                self.cleanup_failed = true;
                 self.state
                     .warnings
                     .push(format!("secrets not unmounted: {e}"));
@@ -935,11 +940,43 @@ impl<'d> Supervisor<'d> {
         // write here loses only the event).
         nomad_shim::failpoint!("supervisor-before-cgroup-remove");
         if let Err(e) = self.cgroup.remove() {
+            self.cleanup_failed = true;
             self.event(
                 kind::CGROUP_CLEANUP_FAILED,
                 format!("the task's cgroup was not removed (nomad-shim rm removes it): {e}"),
             );
             self.write_final_state(1);
+        }
+    }
+
+    /// `run --rm` (supervisor/mod.rs, `Caller`): after the loop, waits
+    /// until the CLI has let go of `hold` (it has read the exit and closed
+    /// its end, or it died), then removes the task's directory, unless part
+    /// of the clean-up failed, which `rm` must finish. The loop is over, the
+    /// control socket closed: there is nothing else to serve meanwhile. The
+    /// CLI reaps us next, and returns once we are gone: whoever sees `run
+    /// --rm` return sees the task gone.
+    pub fn remove_when_released(&mut self, hold: OwnedFd) {
+        // Until POLLHUP: no writer is left. The CLI never writes, so
+        // anything else is an error of poll itself, and then waiting longer
+        // would not help.
+        let mut fds = [PollFd::new(hold.as_fd(), PollFlags::POLLIN)];
+        while let Err(Errno::EINTR) = nix::poll::poll(&mut fds, PollTimeout::NONE) {}
+        if self.cleanup_failed {
+            return;
+        }
+        match std::fs::remove_dir_all(self.dir.path()) {
+            // Gone already: an `rm --force` was faster.
+            Err(e) if e.kind() != ErrorKind::NotFound => {
+                // The CLI, if alive, finds the directory and removes it
+                // itself (and says why it cannot); if not, this is the one
+                // place left to say it.
+                super::events::to_kernel_log(
+                    self.dir.id().as_str(),
+                    &format!("run --rm: {} not removed: {e}", self.dir.path().display()),
+                );
+            }
+            _ => {}
         }
     }
 

@@ -95,7 +95,25 @@ pub fn main(root: &OsStr, id: &OsStr) -> ! {
             std::process::exit(1);
         }
     }
-    run(root, id, keep_sync_until_exit())
+    run(
+        root,
+        id,
+        Caller {
+            sync_until_exit: keep_sync_until_exit(),
+            remove_when_released: None,
+        },
+    )
+}
+
+/// What the process that started us asked of the task's end.
+struct Caller {
+    /// The library's: keep the sync pipe until the final state is durable
+    /// (its `wait` wakes on the close).
+    sync_until_exit: bool,
+    /// `run --rm`'s: the read end of a pipe whose write end the CLI holds
+    /// (cli/launch.rs). Once the task has ended and the CLI has let go of it
+    /// (it has read the exit, or died), the task's directory is removed.
+    remove_when_released: Option<OwnedFd>,
 }
 
 /// Whether the library that ran us asked for the sync pipe to stay open
@@ -111,20 +129,33 @@ fn keep_sync_until_exit() -> bool {
 /// (`start`), or once the task has ended (`run`, which reaps us if we are
 /// gone by then); either way we are then re-parented, as after the
 /// intermediate's exit, and the fork an intermediate would cost is spared.
+/// `remove_when_released`: `run --rm`'s pipe (see [`Caller`]).
 /// Never returns.
-pub fn main_forked(root: &OsStr, id: &OsStr) -> ! {
-    // Only 0-2 are ours (see `main`).
-    let _ = nomad_shim::sys::close_range(3, 0);
+pub fn main_forked(root: &OsStr, id: &OsStr, remove_when_released: Option<OwnedFd>) -> ! {
+    // Only 0-2 are ours (see `main`), and the pipe `run --rm` gave us.
+    match &remove_when_released {
+        Some(fd) => crate::sys::close_from_but(3, fd.as_raw_fd() as libc::c_uint),
+        None => {
+            let _ = nomad_shim::sys::close_range(3, 0);
+        }
+    }
     // The CLI follows the task's streams, which end when the exit is
     // durable; it asks for no exit notice on the sync pipe.
-    run(root, id, false)
+    run(
+        root,
+        id,
+        Caller {
+            sync_until_exit: false,
+            remove_when_released,
+        },
+    )
 }
 
 /// The supervisor proper, in the process that stays: start the task,
 /// report, supervise it until its exit is recorded, then exit.
-fn run(root: &OsStr, id: &OsStr, sync_until_exit: bool) -> ! {
+fn run(root: &OsStr, id: &OsStr, caller: Caller) -> ! {
     nomad_shim::failpoint!("supervisor-after-fork");
-    let code = match supervise(Path::new(root), id, sync_until_exit) {
+    let code = match supervise(Path::new(root), id, caller) {
         Ok(()) => 0,
         Err(f) => {
             report(&StartReply::Failed {
@@ -156,7 +187,7 @@ fn report(reply: &StartReply) {
     }
 }
 
-fn supervise(root: &Path, id: &OsStr, sync_until_exit: bool) -> Result<(), Failure> {
+fn supervise(root: &Path, id: &OsStr, caller: Caller) -> Result<(), Failure> {
     // A session of our own: no terminal, no signals aimed at the agent's
     // process group.
     nix::unistd::setsid().map_err(|e| Failure::errno(Step::Setsid, "supervisor", e))?;
@@ -199,7 +230,7 @@ fn supervise(root: &Path, id: &OsStr, sync_until_exit: bool) -> Result<(), Failu
 
     // From here the directory is ours: a failed start removes it, so that
     // nothing half-made is left for `ps` (the error goes back to the caller).
-    match prepare_and_start(&dir, lock, sync_until_exit) {
+    match prepare_and_start(&dir, lock, caller) {
         Ok(()) => Ok(()),
         Err(mut f) => {
             // The caller gets the start's error; a directory left behind is
@@ -244,7 +275,7 @@ fn take_lock(dir: &TaskDir) -> Result<File, Failure> {
     ))
 }
 
-fn prepare_and_start(dir: &TaskDir, lock: File, sync_until_exit: bool) -> Result<(), Failure> {
+fn prepare_and_start(dir: &TaskDir, lock: File, caller: Caller) -> Result<(), Failure> {
     let spec: TaskSpec = read_json(dir.fd(), dir.path(), names::SPEC)
         .map_err(|e| Failure::new(Step::Spec, None, e.to_string()))?;
     let boot_id = identity::boot_id().map_err(|e| {
@@ -297,9 +328,7 @@ fn prepare_and_start(dir: &TaskDir, lock: File, sync_until_exit: bool) -> Result
     let restricted = cgroup
         .restrict_devices(&device_rules)
         .map_err(|e| Failure::new(Step::Devices, None, e.to_string()));
-    match restricted
-        .and_then(|()| start_in_cgroup(dir, lock, spec, state, me, &cgroup, sync_until_exit))
-    {
+    match restricted.and_then(|()| start_in_cgroup(dir, lock, spec, state, me, &cgroup, caller)) {
         Ok(()) => Ok(()),
         Err(mut f) => {
             // The directory goes with the failed start, so a clean-up that
@@ -327,7 +356,7 @@ fn start_in_cgroup(
     mut state: TaskState,
     me: Identity,
     cgroup: &TaskCgroup,
-    sync_until_exit: bool,
+    caller: Caller,
 ) -> Result<(), Failure> {
     // Not fsynced: a crash now loses a task that never ran.
     nomad_shim::failpoint!("supervisor-before-state-starting");
@@ -532,7 +561,7 @@ fn start_in_cgroup(
     // is kept until the final state is durable, and its close is the
     // caller's "exit recorded"; the reply says whether there is one. Made
     // after the task child exists, which therefore never held it.
-    let exit_notice = if sync_until_exit {
+    let exit_notice = if caller.sync_until_exit {
         // F_DUPFD_CLOEXEC, from 3 up.
         std::io::stdout().as_fd().try_clone_to_owned().ok()
     } else {
@@ -578,6 +607,9 @@ fn start_in_cgroup(
         sup.set_exit_notice(fd);
     }
     sup.run();
+    if let Some(hold) = caller.remove_when_released {
+        sup.remove_when_released(hold);
+    }
     Ok(())
 }
 
