@@ -21,16 +21,17 @@ use super::attach::StdinPump;
 use super::{exit_code, task_opts::TaskOpts};
 
 /// `run`: start, copy the output while it runs, exit with the task's code.
-/// With `rm`, the supervisor removes the task at its end, after this
-/// process has read its exit, or without it if this process is gone
+/// With `rm`, the task is removed at its end: by this process once it has
+/// read the exit, or by the supervisor if this process is gone by then
 /// (launch.rs, `Release`).
 pub fn run(executor: &Executor, opts: TaskOpts, rm: bool) -> Result<i32, Error> {
-    let (mut task, release) = super::launch::start(executor, &opts.spec(), rm)?;
+    let (mut task, mut release) = super::launch::start(executor, &opts.spec(), rm)?;
     super::print_warnings(&task);
     let id = task.id().to_string();
     if opts.tty {
         // The task's terminal, relayed (attach.rs); None: detached from,
-        // and the task goes on (removed at its end, with `rm`).
+        // and the task goes on (with `rm`, its supervisor removes it at its
+        // end).
         let code = super::attach::run_terminal(&mut task, opts.interactive)?;
         if let (Some(_), Some(release)) = (code, release) {
             release.finish(executor, &id)?;
@@ -66,6 +67,12 @@ pub fn run(executor: &Executor, opts: TaskOpts, rm: bool) -> Result<i32, Error> 
         Stream::new(task.dir(), names::STDERR, Sink::Stderr),
     ];
     follow(&task, &mut streams, &pipes, pump.as_mut())?;
+    // The output has ended: the final state is durable, and this process
+    // removes the task (with `rm`) once it has read it. Said now, while
+    // the supervisor still removes the cgroup, so it need not wait for it.
+    if let Some(release) = &mut release {
+        release.commit();
+    }
     for id in ids {
         signal_hook::low_level::unregister(id);
     }

@@ -22,34 +22,45 @@ use nix::unistd::{ForkResult, Pid};
 use nomad_shim::{Error, Executor, Task, TaskSpec};
 
 /// `run --rm`'s hold on its task (supervisor/mod.rs, `Caller`): the write
-/// end of a pipe whose read end the supervisor keeps. The supervisor
-/// removes the task's directory once the task has ended and no writer is
-/// left: when [`Release::finish`] lets go, or when this process dies, so
-/// that a `run --rm` killed or detached from still leaves nothing behind
-/// (Docker's `--rm` moved into its daemon for the same reason).
+/// end of a pipe whose read end the supervisor keeps. Once it has read the
+/// exit, this process removes the task itself, as `rm` does, and says so
+/// on the pipe first ([`Release::commit`]); if it goes before that (killed,
+/// its output closed, detached from), the pipe ends unsaid and the
+/// supervisor removes the task when it ends, so that nothing is left
+/// behind either way (Docker's `--rm` moved into its daemon for the same
+/// reason).
 pub struct Release {
     hold: OwnedFd,
     supervisor: Pid,
+    committed: bool,
 }
 
 impl Release {
-    /// After the task's exit has been read: lets the supervisor remove the
-    /// task and waits for it to exit (it is our child), then removes what
-    /// it could not (a failed clean-up: `rm` finishes it and says why).
-    pub fn finish(self, executor: &Executor, id: &str) -> Result<(), Error> {
+    /// Tells the supervisor this process will remove the task: once the
+    /// task's output has ended, with its exit about to be read. Once.
+    pub fn commit(&mut self) {
+        if !self.committed {
+            self.committed = true;
+            // A pipe with room: the one byte is written at once. Should it
+            // not be (EPIPE: the supervisor is gone), `finish` removes the
+            // task as ever.
+            let _ = nix::unistd::write(&self.hold, b"r");
+        }
+    }
+
+    /// After the task's exit has been read: waits for the supervisor to
+    /// exit (it is our child), and removes the task as `rm` does.
+    pub fn finish(mut self, executor: &Executor, id: &str) -> Result<(), Error> {
+        self.commit();
         drop(self.hold);
         // Ended, or reaped already (ECHILD): either way it is gone.
         while let Err(Errno::EINTR) = nix::sys::wait::waitpid(self.supervisor, None) {}
-        match executor.remove(id, false) {
-            Err(Error::State(nomad_shim::state::StateError::NoSuchTask { .. })) => Ok(()),
-            other => other,
-        }
+        executor.remove(id, false)
     }
 }
 
 /// Starts `spec` like [`Executor::start`], forking instead of exec'ing;
-/// with `remove_on_exit` (`run --rm`), the supervisor removes the task at
-/// its end once the returned [`Release`] is finished or dropped.
+/// with `remove_on_exit` (`run --rm`), also the task's [`Release`].
 pub fn start(
     executor: &Executor,
     spec: &TaskSpec,
@@ -125,6 +136,7 @@ pub fn start(
             let release = hold.map(|(_, write)| Release {
                 hold: write,
                 supervisor: child,
+                committed: false,
             });
             let task = executor.finish_start(pending, move |started| {
                 if started {

@@ -950,27 +950,30 @@ impl<'d> Supervisor<'d> {
     }
 
     /// `run --rm` (supervisor/mod.rs, `Caller`): after the loop, waits
-    /// until the CLI has let go of `hold` (it has read the exit and closed
-    /// its end, or it died), then removes the task's directory, unless part
-    /// of the clean-up failed, which `rm` must finish. The loop is over, the
-    /// control socket closed: there is nothing else to serve meanwhile. The
-    /// CLI reaps us next, and returns once we are gone: whoever sees `run
-    /// --rm` return sees the task gone.
-    pub fn remove_when_released(&mut self, hold: OwnedFd) {
-        // Until POLLHUP: no writer is left. The CLI never writes, so
-        // anything else is an error of poll itself, and then waiting longer
-        // would not help.
-        let mut fds = [PollFd::new(hold.as_fd(), PollFlags::POLLIN)];
-        while let Err(Errno::EINTR) = nix::poll::poll(&mut fds, PollTimeout::NONE) {}
-        if self.cleanup_failed {
+    /// for the CLI's word on `hold`. One byte: it has read the exit and
+    /// removes the task itself once we are gone, as `rm` does (so a `wait`
+    /// elsewhere still reads the exit when our exit wakes it). End of file
+    /// with no byte: the CLI is gone (killed, its output closed, detached
+    /// from), and the task's directory goes now, unless part of the
+    /// clean-up failed, which `rm` must finish. The loop is over and the
+    /// control socket closed: there is nothing else to serve meanwhile.
+    pub fn remove_if_abandoned(&mut self, hold: OwnedFd) {
+        let mut byte = [0u8; 1];
+        let said = loop {
+            match nix::unistd::read(&hold, &mut byte) {
+                Err(Errno::EINTR) => continue,
+                // A read error (none is expected of a pipe) is taken as the
+                // CLI's silence: the task is not left behind.
+                r => break r == Ok(1),
+            }
+        };
+        if said || self.cleanup_failed {
             return;
         }
         match std::fs::remove_dir_all(self.dir.path()) {
             // Gone already: an `rm --force` was faster.
             Err(e) if e.kind() != ErrorKind::NotFound => {
-                // The CLI, if alive, finds the directory and removes it
-                // itself (and says why it cannot); if not, this is the one
-                // place left to say it.
+                // No one is left to tell but the kernel log.
                 super::events::to_kernel_log(
                     self.dir.id().as_str(),
                     &format!("run --rm: {} not removed: {e}", self.dir.path().display()),

@@ -100,7 +100,7 @@ pub fn main(root: &OsStr, id: &OsStr) -> ! {
         id,
         Caller {
             sync_until_exit: keep_sync_until_exit(),
-            remove_when_released: None,
+            remove_if_abandoned: None,
         },
     )
 }
@@ -111,9 +111,10 @@ struct Caller {
     /// (its `wait` wakes on the close).
     sync_until_exit: bool,
     /// `run --rm`'s: the read end of a pipe whose write end the CLI holds
-    /// (cli/launch.rs). Once the task has ended and the CLI has let go of it
-    /// (it has read the exit, or died), the task's directory is removed.
-    remove_when_released: Option<OwnedFd>,
+    /// (cli/launch.rs). Should the CLI go before it has read the task's
+    /// exit (the pipe ends without its one byte), the task's directory is
+    /// removed at the task's end.
+    remove_if_abandoned: Option<OwnedFd>,
 }
 
 /// Whether the library that ran us asked for the sync pipe to stay open
@@ -129,11 +130,11 @@ fn keep_sync_until_exit() -> bool {
 /// (`start`), or once the task has ended (`run`, which reaps us if we are
 /// gone by then); either way we are then re-parented, as after the
 /// intermediate's exit, and the fork an intermediate would cost is spared.
-/// `remove_when_released`: `run --rm`'s pipe (see [`Caller`]).
+/// `remove_if_abandoned`: `run --rm`'s pipe (see [`Caller`]).
 /// Never returns.
-pub fn main_forked(root: &OsStr, id: &OsStr, remove_when_released: Option<OwnedFd>) -> ! {
+pub fn main_forked(root: &OsStr, id: &OsStr, remove_if_abandoned: Option<OwnedFd>) -> ! {
     // Only 0-2 are ours (see `main`), and the pipe `run --rm` gave us.
-    match &remove_when_released {
+    match &remove_if_abandoned {
         Some(fd) => crate::sys::close_from_but(3, fd.as_raw_fd() as libc::c_uint),
         None => {
             let _ = nomad_shim::sys::close_range(3, 0);
@@ -146,7 +147,7 @@ pub fn main_forked(root: &OsStr, id: &OsStr, remove_when_released: Option<OwnedF
         id,
         Caller {
             sync_until_exit: false,
-            remove_when_released,
+            remove_if_abandoned,
         },
     )
 }
@@ -607,8 +608,8 @@ fn start_in_cgroup(
         sup.set_exit_notice(fd);
     }
     sup.run();
-    if let Some(hold) = caller.remove_when_released {
-        sup.remove_when_released(hold);
+    if let Some(hold) = caller.remove_if_abandoned {
+        sup.remove_if_abandoned(hold);
     }
     Ok(())
 }
