@@ -22,9 +22,10 @@ use nix::unistd::{ForkResult, Pid};
 use nomad_shim::{Error, Executor, Task, TaskSpec};
 
 /// `run --rm`'s hold on its task (supervisor/mod.rs, `Caller`): the write
-/// end of a pipe whose read end the supervisor keeps. Once it has read the
-/// exit, this process removes the task itself, as `rm` does, and says so
-/// on the pipe first ([`Release::commit`]); if it goes before that (killed,
+/// end of a pipe whose read end the supervisor keeps. Once the task's
+/// output has ended, this process says on the pipe that it removes the task
+/// itself ([`Release::commit`]), then reads the exit and removes the task
+/// as `rm` does ([`Release::finish`]); if it goes before its word (killed,
 /// its output closed, detached from), the pipe ends unsaid and the
 /// supervisor removes the task when it ends, so that nothing is left
 /// behind either way (Docker's `--rm` moved into its daemon for the same

@@ -950,7 +950,7 @@ impl<'d> Supervisor<'d> {
     }
 
     /// `run --rm` (supervisor/mod.rs, `Caller`): after the loop, waits
-    /// for the CLI's word on `hold`. One byte: it has read the exit and
+    /// for the CLI's word on `hold`. One byte: it reads the exit and
     /// removes the task itself once we are gone, as `rm` does (so a `wait`
     /// elsewhere still reads the exit when our exit wakes it). End of file
     /// with no byte: the CLI is gone (killed, its output closed, detached
