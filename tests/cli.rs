@@ -1,8 +1,10 @@
 //! The operator's command line, as an operator uses it.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::common::{self, root_or_skip, TestRoot};
+use crate::leftovers::cgroups_below;
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
@@ -34,16 +36,6 @@ fn run_prints_the_output_and_exits_with_the_task_code() {
     assert_eq!(text(&out.stdout), "");
 }
 
-/// Whether a cgroup `<parent>/<id>` is left in any hierarchy (v1: each
-/// controller's; v2: the one).
-fn task_cgroup_left(parent: &str, id: &str) -> bool {
-    let mut roots = vec![std::path::PathBuf::from("/sys/fs/cgroup")];
-    if let Ok(entries) = std::fs::read_dir("/sys/fs/cgroup") {
-        roots.extend(entries.flatten().map(|e| e.path()));
-    }
-    roots.iter().any(|r| r.join(parent).join(id).is_dir())
-}
-
 #[test]
 #[ignore = "needs root: scripts/test runs it (cargo test -- --ignored)"]
 fn run_rm_leaves_nothing_even_when_the_cli_is_killed() {
@@ -66,7 +58,7 @@ fn run_rm_leaves_nothing_even_when_the_cli_is_killed() {
     assert_eq!(out.status.code(), Some(7), "{out:?}");
     assert_eq!(text(&out.stdout), "out\n");
     assert!(!root.path().join("rm1").exists());
-    assert!(!task_cgroup_left(&root.cgroup_parent, "rm1"));
+    assert_eq!(cgroups_below(&root.cgroup_parent), Vec::<PathBuf>::new());
 
     // The CLI killed while its task runs: the task goes on, and is removed
     // when it ends (the supervisor sees the CLI's end of a pipe close).
@@ -110,7 +102,7 @@ fn run_rm_leaves_nothing_even_when_the_cli_is_killed() {
         "rm2 left behind after its end: {:?}",
         std::fs::read_to_string(&state)
     );
-    assert!(!task_cgroup_left(&root.cgroup_parent, "rm2"));
+    assert_eq!(cgroups_below(&root.cgroup_parent), Vec::<PathBuf>::new());
 }
 
 #[test]
