@@ -4,6 +4,7 @@
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
+use std::time::Duration;
 
 use nomad_shim::cgroup::{CgroupPaths, Limit, ResourceUpdate};
 
@@ -239,9 +240,14 @@ fn updates_never_let_a_denied_device_through() {
     );
     let root = TestRoot::new();
     let stop = root.path().with_file_name("stop-probe");
+    // The probe says it has tried once (a file), so that the updates below
+    // run while it probes: a loaded machine may take longer to start
+    // Python than the test takes to make its updates.
+    let started = root.path().with_file_name("probe-started");
     let probe = format!(
-        "import os\nrefused=opened=0\nwhile not os.path.exists({stop:?}):\n    try:\n        os.close(os.open('/dev/kmsg', os.O_RDONLY|os.O_NONBLOCK)); opened+=1\n    except PermissionError:\n        refused+=1\nprint(refused, opened, flush=True)\n",
-        stop = stop.to_str().unwrap()
+        "import os\nrefused=opened=0\nwhile not os.path.exists({stop:?}):\n    try:\n        os.close(os.open('/dev/kmsg', os.O_RDONLY|os.O_NONBLOCK)); opened+=1\n    except PermissionError:\n        refused+=1\n    if refused+opened == 1:\n        open({started:?}, 'w').close()\nprint(refused, opened, flush=True)\n",
+        stop = stop.to_str().unwrap(),
+        started = started.to_str().unwrap()
     );
     ok(cli(
         &root,
@@ -249,6 +255,10 @@ fn updates_never_let_a_denied_device_through() {
             "start", "--id", "d", "--memory", "64M", "--", "python3", "-c", &probe,
         ],
     ));
+    assert!(
+        common::eventually(Duration::from_secs(20), || started.exists()),
+        "the probe did not start in 20 s"
+    );
     let list = (!v2()).then(|| cg_file(&root, "d", "devices", "devices.list"));
     let before = list.as_ref().map(read);
     for i in 0..20 {

@@ -150,9 +150,11 @@ impl Drop for Impostor {
 }
 
 /// Places a new process at exactly `pid` through ns_last_pid, retrying
-/// while other processes of the machine race for pids.
+/// while other processes of the machine race for pids (a busy machine
+/// forks between our write and our spawn: 200 tries were seen to fail
+/// while other test runs forked thousands of processes).
 fn impostor_at(pid: i32) -> Option<Impostor> {
-    for _ in 0..200 {
+    for _ in 0..2000 {
         std::fs::write("/proc/sys/kernel/ns_last_pid", (pid - 1).to_string()).ok()?;
         let child = Impostor(common::spawn(
             Command::new("/bin/sleep")

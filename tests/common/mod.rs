@@ -251,13 +251,20 @@ impl TestRoot {
 impl Drop for TestRoot {
     fn drop(&mut self) {
         // Whatever a failed test left running: kill it through the library
-        // (by verified pid only), then remove the directory.
-        if let Ok(list) = self.exec.list() {
-            for (id, _) in list {
-                if let Ok(mut t) = self.exec.open(id.as_str()) {
-                    let _ = t.force_stop();
+        // (by verified pid only). Then every supervisor must be gone before
+        // the directory goes: one still finishing (its exit being recorded,
+        // its cgroup removed) would find its directory gone, retry its
+        // final write for ever and leave its cgroup behind. What goes wrong
+        // here is said on the real stderr (not the test's captured output),
+        // so that a run's log shows it even when the test passed.
+        let mut trouble = Vec::new();
+        match self.exec.list() {
+            Ok(list) => {
+                for (id, state) in list {
+                    self.stop_and_await(id.as_str(), state.ok(), &mut trouble);
                 }
             }
+            Err(e) => trouble.push(format!("list: {e}")),
         }
         let _ = std::fs::remove_dir_all(self.dir.path());
         // A supervisor removes its task's cgroup after it has recorded the
@@ -267,6 +274,70 @@ impl Drop for TestRoot {
         let deadline = Instant::now() + scaled(Duration::from_secs(2)).min(Duration::from_secs(10));
         while !remove_cgroup_parent(&self.cgroup_parent) && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(10));
+        }
+        if !trouble.is_empty() {
+            use std::io::Write;
+            let test = std::thread::current().name().unwrap_or("?").to_owned();
+            let _ = writeln!(
+                std::io::stderr(),
+                "test guard of {test} ({}): {}",
+                self.path().display(),
+                trouble.join("; ")
+            );
+        }
+    }
+}
+
+impl TestRoot {
+    /// The guard's work for one task: force-stop it if it still runs, then
+    /// wait (10 s at most) until its supervisor has exited; one that has
+    /// not is killed with its task by `remove --force`.
+    fn stop_and_await(
+        &self,
+        id: &str,
+        state: Option<nomad_shim::TaskState>,
+        trouble: &mut Vec<String>,
+    ) {
+        use nomad_shim::Status;
+        let running = state
+            .as_ref()
+            .is_some_and(|s| matches!(s.status, Status::Starting | Status::Running));
+        if running {
+            if let Err(e) = self.exec.open(id).and_then(|mut t| t.force_stop()) {
+                trouble.push(format!("task {id}: force_stop: {e}"));
+            }
+        }
+        let lost = state.as_ref().is_some_and(|s| s.status == Status::Lost);
+        let Some(sup) = state.and_then(|s| s.supervisor) else {
+            return;
+        };
+        let exited = match sup.open() {
+            Ok(Some(pidfd)) => {
+                // `lost` says the supervisor was found dead.
+                if lost && !pidfd.wait_exit(Some(Duration::ZERO)).unwrap_or(true) {
+                    trouble.push(format!(
+                        "task {id}: listed lost, but its supervisor {} is alive",
+                        sup.pid
+                    ));
+                }
+                pidfd
+                    .wait_exit(Some(Duration::from_secs(10)))
+                    .unwrap_or(false)
+            }
+            Ok(None) => true,
+            Err(e) => {
+                trouble.push(format!("task {id}: pidfd of supervisor {}: {e}", sup.pid));
+                false
+            }
+        };
+        if !exited {
+            trouble.push(format!(
+                "task {id}: supervisor {} still running after the stop",
+                sup.pid
+            ));
+            if let Err(e) = self.exec.remove(id, true) {
+                trouble.push(format!("task {id}: remove --force: {e}"));
+            }
         }
     }
 }
