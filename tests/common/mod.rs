@@ -5,7 +5,10 @@
 //!   on these machines). A reaper thread reaps them, and only them: children
 //!   a test spawned itself are registered and left to the test's own wait.
 //! * Each test gets its own root directory; its guard force-stops whatever
-//!   is left and removes the directory, also when the test fails.
+//!   is left, waits until every supervisor has exited, and removes the
+//!   directory, also when the test fails. What goes wrong in the guard is
+//!   written to the real stderr (`test guard of <test>: ...`), which shows
+//!   in a run's log even when the test passed.
 //! * Tests that need root skip with a printed reason when not root, unless
 //!   `NOMAD_SHIM_REQUIRE_ROOT=1` (set by `scripts/test` and CI), where a
 //!   skip is a failure.
