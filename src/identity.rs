@@ -59,7 +59,12 @@ impl Identity {
         }
         let fd = match sys::pidfd_open(self.pid) {
             Ok(fd) => fd,
-            Err(Errno::ESRCH) => return Ok(None),
+            // ESRCH: no such pid. EINVAL (Linux 6.1 in the v2 VM) or ENOENT
+            // (6.18 on the hosts), for a pid > 0: the pid names no process,
+            // only a thread that is not its process's leader (the number
+            // went to a thread of someone else), or one being reaped. Either
+            // way the process we named is gone.
+            Err(Errno::ESRCH | Errno::EINVAL | Errno::ENOENT) => return Ok(None),
             Err(e) => return Err(io::Error::from(e)),
         };
         // The pidfd was opened first, so if the start time still matches now,
@@ -201,6 +206,29 @@ mod tests {
         .open()
         .unwrap()
         .is_none());
+    }
+
+    /// A supervisor's pid reused by a thread of another process (seen in
+    /// the cgroup v2 VM: pidfd_open failed with EINVAL, and reconcile
+    /// with it) names a process that is gone.
+    #[test]
+    fn a_pid_that_names_a_thread_is_a_gone_process() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            tx.send(nix::unistd::gettid().as_raw()).unwrap();
+            let _ = done_rx.recv();
+        });
+        let tid = rx.recv().unwrap();
+        assert_ne!(tid, std::process::id() as i32);
+        let gone = Identity {
+            pid: tid,
+            start_time: 1,
+        }
+        .open();
+        done_tx.send(()).unwrap();
+        thread.join().unwrap();
+        assert!(gone.unwrap().is_none());
     }
 
     #[test]
