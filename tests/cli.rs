@@ -179,6 +179,9 @@ fn stop_with_signal_and_timeout_and_rm_force() {
         return;
     }
     let root = TestRoot::new();
+    // The shell says when its trap is set: a stop that came before would
+    // end it with the SIGTERM itself (seen on a loaded machine).
+    let trapped = root.path().with_file_name("trapped");
     assert!(common::output(root.cli().args([
         "start",
         "--id",
@@ -188,10 +191,14 @@ fn stop_with_signal_and_timeout_and_rm_force() {
         "--",
         "sh",
         "-c",
-        "trap '' TERM; while :; do sleep 0.05; done"
+        &format!(
+            "trap '' TERM; : > {}; while :; do sleep 0.05; done",
+            trapped.display()
+        )
     ]))
     .status
     .success());
+    assert!(common::eventually(Duration::from_secs(10), || trapped.exists()));
     let t0 = std::time::Instant::now();
     let out = common::output(root.cli().args(["stop", "s", "--timeout", "200ms"]));
     assert!(out.status.success(), "{out:?}");

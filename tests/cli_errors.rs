@@ -233,6 +233,14 @@ fn rm_of_a_broken_task_names_force() {
     // A task that exists, then its state is broken by hand.
     let out = cli(&root, &["run", "--id", "b", "--", "true"]);
     assert!(out.status.success(), "{out:?}");
+    // `run` returns once the exit is recorded; its supervisor may still be
+    // removing the cgroup, with the lock held (a loaded machine showed
+    // it): `rm --force` of a broken task rightly refuses while the lock is
+    // held. The state is broken after the supervisor is gone.
+    let lock = root.path().join("b/lock");
+    assert!(common::eventually(Duration::from_secs(10), || {
+        std::fs::File::open(&lock).is_ok_and(|f| f.try_lock_shared().is_ok())
+    }));
     std::fs::write(root.path().join("b/state.json"), "garbage").unwrap();
     let out = cli(&root, &["rm", "b"]);
     assert_usage_error(&out, &["rm --force b", "state.json"]);

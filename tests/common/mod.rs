@@ -293,8 +293,9 @@ impl Drop for TestRoot {
 
 impl TestRoot {
     /// The guard's work for one task: force-stop it if it still runs, then
-    /// wait (10 s at most) until its supervisor has exited; one that has
-    /// not is killed with its task by `remove --force`.
+    /// wait (10 s at most, scaled) until its supervisor has exited; one that
+    /// has not (or cannot be checked) is killed with its task by
+    /// `remove --force`.
     fn stop_and_await(
         &self,
         id: &str,
@@ -323,9 +324,16 @@ impl TestRoot {
                         sup.pid
                     ));
                 }
-                pidfd
-                    .wait_exit(Some(Duration::from_secs(10)))
-                    .unwrap_or(false)
+                let exited = pidfd
+                    .wait_exit(Some(scaled(Duration::from_secs(10))))
+                    .unwrap_or(false);
+                if !exited {
+                    trouble.push(format!(
+                        "task {id}: supervisor {} still running 10 s after the stop",
+                        sup.pid
+                    ));
+                }
+                exited
             }
             Ok(None) => true,
             Err(e) => {
@@ -334,10 +342,6 @@ impl TestRoot {
             }
         };
         if !exited {
-            trouble.push(format!(
-                "task {id}: supervisor {} still running after the stop",
-                sup.pid
-            ));
             if let Err(e) = self.exec.remove(id, true) {
                 trouble.push(format!("task {id}: remove --force: {e}"));
             }
