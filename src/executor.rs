@@ -112,6 +112,13 @@ impl Executor {
                 return Err(e);
             }
         };
+        let lock = match pending.take_lock() {
+            Ok(fd) => fd,
+            Err(e) => {
+                pending.abandon();
+                return Err(e);
+            }
+        };
         let mut cmd = Command::new(&shim);
         cmd.arg(SUPERVISE_SUBCOMMAND)
             .arg(self.root.path())
@@ -127,9 +134,20 @@ impl Executor {
         for (k, v) in crate::failpoint::armed() {
             cmd.env(k, v);
         }
+        // The lock goes on as fd 3 (protocol::LOCK_FD), which the
+        // supervisor keeps: held without a gap from the directory's creation
+        // to the supervisor's exit. A binary older than that closes it at
+        // once (it closes every fd from 3), and takes the lock anew.
+        crate::sys::inherit_as(
+            &mut cmd,
+            std::os::fd::AsRawFd::as_raw_fd(&lock),
+            crate::protocol::LOCK_FD,
+        );
         let spawned = cmd.spawn();
-        // `cmd` owns our copy of the write end: drop it, or EOF never comes.
+        // `cmd` owns our copy of the write end: drop it, or EOF never comes;
+        // and the supervisor has its own copy of the lock now.
         drop(cmd);
+        drop(lock);
         let mut intermediate = match spawned {
             Ok(child) => child,
             Err(source) => {
@@ -169,8 +187,15 @@ impl Executor {
         if let Some(parent) = spec.cgroup_parent.as_ref().or(self.cgroup_parent.as_ref()) {
             crate::cgroup::parent_name(parent)?;
         }
-        let dir = match &spec.id {
-            Some(id) => self.root.create_task_dir(&TaskId::new(id.as_str())?)?,
+        // The directory appears with the task's lock held, and the lock
+        // stays held until the supervisor exits: the launched supervisor
+        // inherits this very open file (as its stdin) and keeps it. A
+        // directory without a state is then `starting` while the lock is
+        // held, and abandoned once it is free.
+        let (dir, lock) = match &spec.id {
+            Some(id) => self
+                .root
+                .create_locked_task_dir(&TaskId::new(id.as_str())?)?,
             None => self.create_generated()?,
         };
         let id = dir.id().clone();
@@ -213,6 +238,7 @@ impl Executor {
             dir,
             read_end,
             write_end: Some(write_end),
+            lock: Some(lock),
             began,
         })
     }
@@ -229,8 +255,11 @@ impl Executor {
         mut pending: PendingStart,
         intermediate: impl FnOnce(bool) -> String,
     ) -> Result<Task> {
-        // Our copy of the write end must be gone, or EOF never comes.
+        // Our copy of the write end must be gone, or EOF never comes; and of
+        // the lock, which the supervisor holds from here (or, should it
+        // vanish, no one: the check below).
         drop(pending.write_end.take());
+        drop(pending.lock.take());
         crate::failpoint!("library-after-spawn");
         let PendingStart {
             dir,
@@ -286,7 +315,7 @@ impl Executor {
                     _ => intermediate_status,
                 };
                 log::warn!("task {id}: its supervisor vanished during the start: {detail}");
-                if !dir.lock_is_held().unwrap_or(true) {
+                if lock_freed(&dir) {
                     // The supervisor may have died after the task was forked:
                     // reconcile kills whatever its state names (the cgroup)
                     // before the directory goes.
@@ -301,9 +330,9 @@ impl Executor {
         }
     }
 
-    fn create_generated(&self) -> Result<crate::state::TaskDir> {
+    fn create_generated(&self) -> Result<(crate::state::TaskDir, std::fs::File)> {
         loop {
-            match self.root.create_task_dir(&TaskId::generate()) {
+            match self.root.create_locked_task_dir(&TaskId::generate()) {
                 Err(StateError::Exists { .. }) => continue,
                 other => return Ok(other?),
             }
@@ -336,16 +365,42 @@ impl Executor {
         let ids = self.root.task_ids()?;
         Ok(ids
             .into_iter()
-            .map(|id| {
-                let state = self
-                    .root
-                    .open_task_dir(&id)
-                    .map_err(Error::from)
-                    .and_then(|dir| reconcile(&dir));
-                if let Err(e) = &state {
-                    log::warn!("list: task {id}: {e}");
+            .filter_map(|id| {
+                let state =
+                    self.root.open_task_dir(&id).map_err(Error::from).and_then(
+                        |dir| match reconcile(&dir) {
+                            // No state yet: with the lock held (the start takes
+                            // it with the directory), a start on its way, not a
+                            // broken task. With the lock free, look once more:
+                            // the whole start, run and end of a short task may
+                            // have passed since the state was missing.
+                            Err(Error::State(StateError::Missing { .. })) => {
+                                if dir.lock_is_held().unwrap_or(false) {
+                                    let boot_id =
+                                        crate::identity::boot_id().map_err(|e| Error::Io {
+                                            op: "read",
+                                            what: "/proc/sys/kernel/random/boot_id".into(),
+                                            source: e,
+                                        })?;
+                                    Ok(TaskState::starting(id.clone(), boot_id))
+                                } else {
+                                    reconcile(&dir)
+                                }
+                            }
+                            other => other,
+                        },
+                    );
+                match &state {
+                    // Removed since the root was read, or being removed (its
+                    // files going while they were read): gone, not broken.
+                    Err(Error::State(StateError::NoSuchTask { .. })) => return None,
+                    Err(_) if std::fs::symlink_metadata(self.root.task_path(&id)).is_err() => {
+                        return None
+                    }
+                    Err(e) => log::warn!("list: task {id}: {e}"),
+                    Ok(_) => {}
                 }
-                (id, state)
+                Some((id, state))
             })
             .collect())
     }
@@ -479,6 +534,24 @@ impl Executor {
 
 /// Removes the directory of a start that failed; a failure is only logged
 /// (the start's own error is what the caller gets).
+/// Whether the task's lock is free, or becomes so within a second. The
+/// supervisor holds the lock through the open file the start took it on
+/// (its stdin); a process that dies closes its descriptors in an order of
+/// the kernel's (the sync pipe's EOF can come first), and the lock is
+/// free a moment later. Held past that: someone else holds it.
+fn lock_freed(dir: &crate::state::TaskDir) -> bool {
+    let deadline = Instant::now() + std::time::Duration::from_secs(1);
+    loop {
+        match dir.lock_is_held() {
+            Ok(false) => return true,
+            Ok(true) if Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(1))
+            }
+            _ => return false,
+        }
+    }
+}
+
 fn remove_or_warn(dir: crate::state::TaskDir, why: &str) {
     let id = dir.id().clone();
     if let Err(e) = dir.remove() {
@@ -560,6 +633,8 @@ pub struct PendingStart {
     dir: crate::state::TaskDir,
     read_end: OwnedFd,
     write_end: Option<OwnedFd>,
+    /// The task's lock, taken with the directory; passed to the supervisor.
+    lock: Option<std::fs::File>,
     /// When the start began, for the duration logged.
     began: Instant,
 }
@@ -580,6 +655,23 @@ impl PendingStart {
             what: self.dir.id().to_string(),
             source: std::io::Error::from_raw_os_error(libc::EBADF),
         })
+    }
+
+    /// The task's lock, held since the directory was made (close-on-exec).
+    /// A launcher that runs `nomad-shim __supervise` passes it as fd 3
+    /// ([`protocol::LOCK_FD`](crate::protocol::LOCK_FD)); one that forks into
+    /// the supervisor's entry point, as its stdin. The supervisor keeps that
+    /// open file, so the lock is never free while the start is on its way.
+    /// Once, like [`take_write_end`](Self::take_write_end).
+    pub fn take_lock(&mut self) -> Result<OwnedFd> {
+        self.lock
+            .take()
+            .map(OwnedFd::from)
+            .ok_or_else(|| Error::Io {
+                op: "take the lock (taken already) of",
+                what: self.dir.id().to_string(),
+                source: std::io::Error::from_raw_os_error(libc::EBADF),
+            })
     }
 
     /// Gives up before a supervisor ran: removes the task directory.

@@ -41,6 +41,13 @@ pub use exec::{ExecExitWire, ExecFailed, ExecRequest, ExecStarted, ExecUser};
 /// Largest request or reply line accepted, in bytes.
 pub const MAX_LINE: usize = 64 * 1024;
 
+/// The descriptor on which the library passes the task's lock (held since
+/// it made the task's directory) to the `__supervise` process it runs: the
+/// supervisor keeps that open file, so the lock is never free while a start
+/// is on its way. A supervisor that finds there something other than its
+/// task's `lock` file takes the lock itself, as before.
+pub const LOCK_FD: std::os::fd::RawFd = 3;
+
 /// Set to `1` in the supervisor's environment, it asks the supervisor to
 /// keep the sync pipe open after a `started` reply until the task's final
 /// state is durable: the pipe's EOF is then the library's wake-up for

@@ -110,6 +110,30 @@ pub(crate) fn poll_readable(
     }
 }
 
+/// Makes `cmd`'s process inherit `fd` as descriptor `target` (above
+/// stdio), open across its exec: `dup2(2)` in the child before the exec,
+/// or, when `fd` already is `target`, its close-on-exec flag cleared. The
+/// caller keeps `fd` open until the spawn has returned.
+pub(crate) fn inherit_as(cmd: &mut std::process::Command, fd: RawFd, target: RawFd) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs in the forked child before its exec and
+    // makes only async-signal-safe system calls (fcntl, dup2) on integers;
+    // it allocates nothing and touches no lock.
+    unsafe {
+        cmd.pre_exec(move || {
+            let r = if fd == target {
+                libc::fcntl(fd, libc::F_SETFD, 0)
+            } else {
+                libc::dup2(fd, target)
+            };
+            if r < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
 /// `close_range(first, ~0, flags)` (Linux 5.9): closes (or, with
 /// [`CLOSE_RANGE_CLOEXEC`], marks close-on-exec) every descriptor from
 /// `first` up, whatever opened it — inherited fds a caller forgot to mark

@@ -505,6 +505,12 @@ impl Root {
     /// Creates the root (0700) if missing, then task `id`'s directory (0700),
     /// exclusively: an existing id is [`StateError::Exists`].
     pub fn create_task_dir(&self, id: &TaskId) -> Result<TaskDir, StateError> {
+        self.create_dir_named(id.as_str(), id)
+    }
+
+    /// Makes the directory `<root>/<name>` for task `id` (see
+    /// [`create_task_dir`](Self::create_task_dir)).
+    fn create_dir_named(&self, name: &str, id: &TaskId) -> Result<TaskDir, StateError> {
         self.not_empty("create root directory")?;
         if let Err(e) = fs::DirBuilder::new()
             .recursive(true)
@@ -517,7 +523,7 @@ impl Root {
                 e,
             ));
         }
-        let path = self.task_path(id);
+        let path = self.path.join(name);
         match fs::DirBuilder::new().mode(0o700).create(&path) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
@@ -533,7 +539,75 @@ impl Root {
         if let Err(e) = fs::set_permissions(&path, fs::Permissions::from_mode(0o700)) {
             log::debug!("chmod 0700 {}: {e}", path.display());
         }
-        TaskDir::open(self, id)
+        TaskDir::open_at(self, id, path)
+    }
+
+    /// [`create_task_dir`](Self::create_task_dir) with the task's lock
+    /// taken before the directory can be seen: it is made under a name no
+    /// task id can have (ids start with a letter or digit), its `lock` is
+    /// created and flocked there, and it is renamed into place without
+    /// replacing anything (`renameat2(2)` `RENAME_NOREPLACE`; an existing
+    /// id is [`StateError::Exists`]). So a reader never finds the task's
+    /// directory with its lock free before a supervisor has recorded
+    /// anything: no state and the lock held is a start on its way, no
+    /// state and the lock free a start that was abandoned. A file system
+    /// without `RENAME_NOREPLACE` gets the directory made in place, then
+    /// locked.
+    pub fn create_locked_task_dir(&self, id: &TaskId) -> Result<(TaskDir, File), StateError> {
+        let lock_of = |dir: &TaskDir| -> Result<File, StateError> {
+            let lock = dir.open_lock()?;
+            lock.try_lock()
+                .map_err(|e| StateError::io("flock", dir.path.join(names::LOCK), e.into()))?;
+            Ok(lock)
+        };
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let hidden = format!(".creating-{id}-{}-{nanos}", std::process::id());
+        let made = self.create_dir_named(&hidden, id)?;
+        let path = self.task_path(id);
+        let renamed = lock_of(&made).and_then(|lock| {
+            match nix::fcntl::renameat2(
+                nix::fcntl::AT_FDCWD,
+                &made.path,
+                nix::fcntl::AT_FDCWD,
+                &path,
+                nix::fcntl::RenameFlags::RENAME_NOREPLACE,
+            ) {
+                Ok(()) => Ok(Some(lock)),
+                Err(Errno::EEXIST) => Err(StateError::Exists {
+                    id: id.clone(),
+                    path: path.clone(),
+                }),
+                Err(Errno::EINVAL | Errno::ENOSYS) => Ok(None),
+                Err(e) => Err(StateError::io(
+                    "rename task directory",
+                    path.clone(),
+                    e.into(),
+                )),
+            }
+        });
+        match renamed {
+            // The descriptor follows the directory through the rename.
+            Ok(Some(lock)) => Ok((
+                TaskDir {
+                    id: id.clone(),
+                    path,
+                    fd: made.fd,
+                },
+                lock,
+            )),
+            Ok(None) => {
+                let _ = fs::remove_dir_all(&made.path);
+                let dir = self.create_task_dir(id)?;
+                let lock = lock_of(&dir)?;
+                Ok((dir, lock))
+            }
+            Err(e) => {
+                let _ = fs::remove_dir_all(&made.path);
+                Err(e)
+            }
+        }
     }
 
     /// Opens task `id`'s existing directory.
@@ -587,7 +661,11 @@ pub struct TaskDir {
 
 impl TaskDir {
     fn open(root: &Root, id: &TaskId) -> Result<TaskDir, StateError> {
-        let path = root.task_path(id);
+        TaskDir::open_at(root, id, root.task_path(id))
+    }
+
+    /// Opens `path` as task `id`'s directory.
+    fn open_at(root: &Root, id: &TaskId, path: PathBuf) -> Result<TaskDir, StateError> {
         let fd = match open(
             &path,
             OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
@@ -692,10 +770,45 @@ impl TaskDir {
     /// Removes the directory and everything in it. The directory holds only
     /// files this project wrote, so removal does not recurse into anything a
     /// task could have planted (a task's own files live in its task dir,
-    /// elsewhere).
+    /// elsewhere). See [`remove_task_path`].
     pub fn remove(self) -> Result<(), StateError> {
-        fs::remove_dir_all(&self.path)
+        remove_task_path(&self.path)
             .map_err(|e| StateError::io("remove task directory", self.path.clone(), e))
+    }
+}
+
+/// Removes a task directory so that no reader (`list`, `ps`) ever sees it
+/// half removed, its `state.json` gone and the rest still there (`broken`):
+/// it is first renamed, in its root, to a name no task id can have (ids
+/// start with a letter or digit), then removed. A directory that cannot be
+/// renamed is removed where it is. A reader that had opened the directory
+/// before may put its `lock` back meanwhile (a reconcile creates a missing
+/// one): the removal then finds it not empty, and goes again.
+#[doc(hidden)]
+pub fn remove_task_path(path: &Path) -> io::Result<()> {
+    let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+        return fs::remove_dir_all(path);
+    };
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let mut hidden = std::ffi::OsString::from(".removing-");
+    hidden.push(name);
+    hidden.push(format!("-{}-{nanos}", std::process::id()));
+    let hidden = parent.join(hidden);
+    let remove = |dir: &Path| {
+        let mut tries = 0;
+        loop {
+            match fs::remove_dir_all(dir) {
+                Err(e) if e.kind() == io::ErrorKind::DirectoryNotEmpty && tries < 10 => tries += 1,
+                done => return done,
+            }
+        }
+    };
+    match fs::rename(path, &hidden) {
+        Ok(()) => remove(&hidden),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Err(e),
+        Err(_) => remove(path),
     }
 }
 

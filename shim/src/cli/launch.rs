@@ -72,8 +72,11 @@ pub fn start(
     // outside the scratch region, which the forked child drops.
     crate::scratch::end();
     let mut pending = prepared?;
-    let write_end = match pending.take_write_end() {
-        Ok(fd) => fd,
+    let (write_end, lock) = match pending
+        .take_write_end()
+        .and_then(|w| Ok((w, pending.take_lock()?)))
+    {
+        Ok(fds) => fds,
         Err(e) => {
             pending.abandon();
             return Err(e);
@@ -112,17 +115,18 @@ pub fn start(
             // Its failpoints are a supervisor's (a test build's only).
             #[cfg(feature = "failpoints")]
             nomad_shim::failpoint::become_supervisor();
-            // The supervisor: stdout becomes the sync pipe, stdin and
-            // stderr /dev/null, as the library arranges for the exec'd shim.
-            // dup2 of valid fds does not fail; were it to, the reply would
-            // not arrive and the start reports the supervisor vanished.
+            // The supervisor: stdout becomes the sync pipe, stdin the task's
+            // lock (held since its directory was made) and stderr /dev/null,
+            // as the library arranges for the exec'd shim. dup2 of valid fds
+            // does not fail; were it to, the reply would not arrive and the
+            // start reports the supervisor vanished.
             let _ = nix::unistd::dup2_stdout(write_end.as_fd());
+            let _ = nix::unistd::dup2_stdin(lock.as_fd());
             if let Ok(null) = nix::fcntl::open(
                 c"/dev/null",
                 nix::fcntl::OFlag::O_RDWR,
                 nix::sys::stat::Mode::empty(),
             ) {
-                let _ = nix::unistd::dup2_stdin(null.as_fd());
                 let _ = nix::unistd::dup2_stderr(null.as_fd());
             }
             // The read end only (main_forked closes every other descriptor).
@@ -130,7 +134,10 @@ pub fn start(
             crate::supervisor::main_forked(root.as_os_str(), std::ffi::OsStr::new(&id), hold)
         }
         Ok(ForkResult::Parent { child }) => {
+            // The supervisor holds the lock now; should it vanish, the lock
+            // must be free for finish_start's clean-up.
             drop(write_end);
+            drop(lock);
             // Reaped here only if the start failed (it exits right after
             // its reply, or died before one); a running one is left alone.
             // The write end only: the supervisor watches for its writers.

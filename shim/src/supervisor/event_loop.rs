@@ -970,7 +970,7 @@ impl<'d> Supervisor<'d> {
         if said || self.cleanup_failed {
             return;
         }
-        match std::fs::remove_dir_all(self.dir.path()) {
+        match nomad_shim::state::remove_task_path(self.dir.path()) {
             // Gone already: an `rm --force` was faster.
             Err(e) if e.kind() != ErrorKind::NotFound => {
                 // No one is left to tell but the kernel log.

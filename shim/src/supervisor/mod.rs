@@ -72,6 +72,10 @@ impl Failure {
 
 /// Entry point of `__supervise`. Never returns.
 pub fn main(root: &OsStr, id: &OsStr) -> ! {
+    // The task's lock, which the library passes as fd 3 (protocol::LOCK_FD)
+    // when it is the `lock` file of this task: onto stdin, where the CLI's
+    // fork puts it too and `supervise` takes it from.
+    lock_fd_onto_stdin(Path::new(root).join(id).join(names::LOCK).as_path());
     // Before anything opens a descriptor of its own: close every fd the
     // agent let us inherit (only 0-2 are ours). close_range(2) fails only
     // on a kernel older than 5.9, where nothing can be done about it here
@@ -103,6 +107,33 @@ pub fn main(root: &OsStr, id: &OsStr) -> ! {
             remove_if_abandoned: None,
         },
     )
+}
+
+/// `dup2(LOCK_FD, 0)` if `LOCK_FD` is the file at `lock` (same device and
+/// inode); otherwise nothing (an older library passes no lock, and fd 3
+/// may be anything an agent leaked).
+fn lock_fd_onto_stdin(lock: &Path) {
+    use nix::sys::stat::{fstat, stat};
+    use std::os::fd::BorrowedFd;
+    let raw = nomad_shim::protocol::LOCK_FD;
+    // SAFETY: fcntl(F_GETFD) on an integer: whether fd 3 is open at all.
+    #[allow(unsafe_code)]
+    let open = unsafe { libc::fcntl(raw, libc::F_GETFD) } >= 0;
+    let Ok(file) = stat(lock) else { return };
+    if !open {
+        return;
+    }
+    // SAFETY: fd 3 is open (above) and stays so for this borrow, used by the
+    // fstat and dup2 below only: nothing in this process owns or closes it
+    // before the close_range that follows our return.
+    #[allow(unsafe_code)]
+    let fd = unsafe { BorrowedFd::borrow_raw(raw) };
+    match fstat(fd) {
+        Ok(st) if (st.st_dev, st.st_ino) == (file.st_dev, file.st_ino) => {
+            let _ = nix::unistd::dup2_stdin(fd);
+        }
+        _ => {}
+    }
 }
 
 /// What the process that started us asked of the task's end.
@@ -227,7 +258,10 @@ fn supervise(root: &Path, id: &OsStr, caller: Caller) -> Result<(), Failure> {
     let dir = root
         .open_task_dir(&id)
         .map_err(|e| Failure::new(Step::Open, None, e.to_string()))?;
-    let lock = take_lock(&dir)?;
+    let lock = match inherited_lock(&dir) {
+        Some(lock) => lock,
+        None => take_lock(&dir)?,
+    };
 
     // From here the directory is ours: a failed start removes it, so that
     // nothing half-made is left for `ps` (the error goes back to the caller).
@@ -236,7 +270,7 @@ fn supervise(root: &Path, id: &OsStr, caller: Caller) -> Result<(), Failure> {
         Err(mut f) => {
             // The caller gets the start's error; a directory left behind is
             // said in it (ps would show it broken).
-            if let Err(e) = std::fs::remove_dir_all(dir.path()) {
+            if let Err(e) = nomad_shim::state::remove_task_path(dir.path()) {
                 f.message.push_str(&format!(
                     "; and {} was not removed: {e}",
                     dir.path().display()
@@ -245,6 +279,42 @@ fn supervise(root: &Path, id: &OsStr, caller: Caller) -> Result<(), Failure> {
             Err(f)
         }
     }
+}
+
+/// The lock the launcher took when it made the task's directory
+/// (`PendingStart::take_lock`), on our stdin: the CLI's fork puts it there,
+/// and `main` moves the library's fd 3 there. The same open file, so the
+/// lock has been held without a gap since the directory exists, and a
+/// reader that finds no state yet sees a start on its way. Moved off fd 0,
+/// which becomes /dev/null as before. `None` when fd 0 is not this
+/// directory's lock file (an older launcher): [`take_lock`] then.
+fn inherited_lock(dir: &TaskDir) -> Option<File> {
+    use nix::sys::stat::{fstat, fstatat};
+    let stdin = std::io::stdin();
+    let ours = fstat(stdin.as_fd()).ok()?;
+    let file = fstatat(
+        dir.fd(),
+        names::LOCK,
+        nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+    )
+    .ok()?;
+    if (ours.st_dev, ours.st_ino) != (file.st_dev, file.st_ino) {
+        return None;
+    }
+    // F_DUPFD_CLOEXEC from 3 up: off stdio, and never into the task.
+    let lock = File::from(stdin.as_fd().try_clone_to_owned().ok()?);
+    // The launcher's lock on this open file is ours: taking it again is a
+    // no-op that succeeds (flock(2) converts a lock held through the same
+    // open file). Anything else means it is not the launcher's lock.
+    lock.try_lock().ok()?;
+    if let Ok(null) = nix::fcntl::open(
+        c"/dev/null",
+        OFlag::O_RDWR | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    ) {
+        let _ = nix::unistd::dup2_stdin(null.as_fd());
+    }
+    Some(lock)
 }
 
 /// Takes the exclusive lock that means "supervisor alive". A reader may
