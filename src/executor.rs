@@ -1,8 +1,8 @@
 //! Starting tasks, reattaching to them, listing them.
 
+use std::os::fd::AsFd;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use nix::fcntl::OFlag;
@@ -119,37 +119,60 @@ impl Executor {
                 return Err(e);
             }
         };
-        let mut cmd = Command::new(&shim);
-        cmd.arg(SUPERVISE_SUBCOMMAND)
-            .arg(self.root.path())
-            .arg(pending.id().as_str())
-            .env_clear()
-            // The sync pipe's EOF then says "exit recorded" (Task::wait).
-            .env(crate::protocol::SYNC_UNTIL_EXIT_ENV, "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(write_end))
-            .stderr(Stdio::null());
-        // A test build passes its armed failpoints on (src/failpoint.rs).
+        // `nomad-shim __supervise ROOT ID`, with exactly this environment:
+        // the sync pipe's EOF then says "exit recorded" (Task::wait); a test
+        // build passes its armed failpoints on (src/failpoint.rs). The lock
+        // goes on as fd 3 (protocol::LOCK_FD), which the supervisor keeps:
+        // held without a gap from the directory's creation to the
+        // supervisor's exit. A binary older than that closes it at once (it
+        // closes every fd from 3), and takes the lock anew.
+        let c = |what: &std::ffi::OsStr| {
+            std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(what)).map_err(|_| {
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    "a NUL byte in an argument",
+                )
+            })
+        };
+        // (Pushed to only by a failpoints build.)
+        #[allow(unused_mut, clippy::useless_vec)]
+        let mut env = vec![std::ffi::OsString::from(format!(
+            "{}=1",
+            crate::protocol::SYNC_UNTIL_EXIT_ENV
+        ))];
         #[cfg(feature = "failpoints")]
         for (k, v) in crate::failpoint::armed() {
-            cmd.env(k, v);
+            let mut kv = std::ffi::OsString::from(format!("{k}="));
+            kv.push(v);
+            env.push(kv);
         }
-        // The lock goes on as fd 3 (protocol::LOCK_FD), which the
-        // supervisor keeps: held without a gap from the directory's creation
-        // to the supervisor's exit. A binary older than that closes it at
-        // once (it closes every fd from 3), and takes the lock anew.
-        crate::sys::inherit_as(
-            &mut cmd,
-            std::os::fd::AsRawFd::as_raw_fd(&lock),
-            crate::protocol::LOCK_FD,
-        );
-        let spawned = cmd.spawn();
-        // `cmd` owns our copy of the write end: drop it, or EOF never comes;
-        // and the supervisor has its own copy of the lock now.
-        drop(cmd);
+        let spawned = (|| {
+            let program = c(shim.as_os_str())?;
+            let args = [
+                program.clone(),
+                c(SUPERVISE_SUBCOMMAND.as_ref())?,
+                c(self.root.path().as_os_str())?,
+                c(pending.id().as_str().as_ref())?,
+            ];
+            let env = env
+                .iter()
+                .map(|e| c(e.as_os_str()))
+                .collect::<std::io::Result<Vec<_>>>()?;
+            crate::sys::spawn(
+                &program,
+                &args.iter().map(|a| a.as_c_str()).collect::<Vec<_>>(),
+                &env.iter().map(|e| e.as_c_str()).collect::<Vec<_>>(),
+                write_end.as_fd(),
+                lock.as_fd(),
+                crate::protocol::LOCK_FD,
+            )
+        })();
+        // Our copies of the write end (or EOF never comes) and of the lock
+        // (the supervisor holds its own now) go.
+        drop(write_end);
         drop(lock);
-        let mut intermediate = match spawned {
-            Ok(child) => child,
+        let intermediate = match spawned {
+            Ok(pid) => nix::unistd::Pid::from_raw(pid),
             Err(source) => {
                 let id = pending.id().clone();
                 pending.abandon();
@@ -158,9 +181,12 @@ impl Executor {
         };
         // The intermediate process exits as soon as it has forked the
         // supervisor. ECHILD means a subreaper of the caller's reaped it first.
-        self.finish_start(pending, move |_| match intermediate.wait() {
-            Ok(status) => format!("intermediate process {status}"),
-            Err(e) => format!("intermediate process: {e}"),
+        self.finish_start(pending, move |_| loop {
+            match nix::sys::wait::waitpid(intermediate, None) {
+                Ok(status) => break format!("intermediate process {status:?}"),
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => break format!("intermediate process: {e}"),
+            }
         })
     }
 

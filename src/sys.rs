@@ -110,27 +110,128 @@ pub(crate) fn poll_readable(
     }
 }
 
-/// Makes `cmd`'s process inherit `fd` as descriptor `target` (above
-/// stdio), open across its exec: `dup2(2)` in the child before the exec,
-/// or, when `fd` already is `target`, its close-on-exec flag cleared. The
-/// caller keeps `fd` open until the spawn has returned.
-pub(crate) fn inherit_as(cmd: &mut std::process::Command, fd: RawFd, target: RawFd) {
-    use std::os::unix::process::CommandExt;
-    // SAFETY: the closure runs in the forked child before its exec and
-    // makes only async-signal-safe system calls (fcntl, dup2) on integers;
-    // it allocates nothing and touches no lock.
+/// `posix_spawn(3)` of `program` with `argv` and exactly `envp`: stdin and
+/// stderr on /dev/null, `stdout` as fd 1 and `extra` as fd `extra_at`
+/// (above stdio), every other descriptor as the caller's close-on-exec
+/// flags leave it; an empty signal mask and SIGPIPE at its default, as
+/// std's `Command` gives a child. What std's `Command` cannot do without
+/// falling back from glibc's `clone(CLONE_VM|CLONE_VFORK)` to a `fork(2)`,
+/// which copies the caller's page tables (a `pre_exec` closure): map a
+/// descriptor above 2. Returns the child's pid; an exec that fails is the
+/// error (glibc reports it).
+pub(crate) fn spawn(
+    program: &std::ffi::CStr,
+    argv: &[&std::ffi::CStr],
+    envp: &[&std::ffi::CStr],
+    stdout: std::os::fd::BorrowedFd<'_>,
+    extra: std::os::fd::BorrowedFd<'_>,
+    extra_at: RawFd,
+) -> std::io::Result<libc::pid_t> {
+    use std::os::fd::AsRawFd;
+    let io = |r: libc::c_int| match r {
+        0 => Ok(()),
+        e => Err(std::io::Error::from_raw_os_error(e)),
+    };
+    // A descriptor the file actions could overwrite before they read it, or
+    // dup2 onto itself (which need not clear close-on-exec), sits at or
+    // below `extra_at` (a caller with its stdio closed): a copy above it is
+    // used instead.
+    let above = |fd: std::os::fd::BorrowedFd<'_>| -> std::io::Result<Option<OwnedFd>> {
+        if fd.as_raw_fd() > extra_at {
+            return Ok(None);
+        }
+        let copy = check(unsafe {
+            // SAFETY: fcntl on a borrowed, open descriptor; the result is a
+            // new descriptor that nothing else owns.
+            libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, extra_at + 1).into()
+        })?;
+        // SAFETY: `copy` was just returned by F_DUPFD_CLOEXEC (above).
+        Ok(Some(unsafe { OwnedFd::from_raw_fd(copy as RawFd) }))
+    };
+    let (stdout_copy, extra_copy) = (above(stdout)?, above(extra)?);
+    let stdout = stdout_copy
+        .as_ref()
+        .map_or(stdout.as_raw_fd(), |f| f.as_raw_fd());
+    let extra = extra_copy
+        .as_ref()
+        .map_or(extra.as_raw_fd(), |f| f.as_raw_fd());
+    let mut argv: Vec<*mut libc::c_char> = argv.iter().map(|a| a.as_ptr().cast_mut()).collect();
+    argv.push(std::ptr::null_mut());
+    let mut envp: Vec<*mut libc::c_char> = envp.iter().map(|e| e.as_ptr().cast_mut()).collect();
+    envp.push(std::ptr::null_mut());
+    // SAFETY: the file actions and attributes are initialised before use
+    // and destroyed on every path; every pointer handed to libc (program,
+    // the NULL-terminated argv and envp arrays, the /dev/null path) lives
+    // until posix_spawn has returned; the descriptors are open (borrowed
+    // or owned here) for the whole call.
     unsafe {
-        cmd.pre_exec(move || {
-            let r = if fd == target {
-                libc::fcntl(fd, libc::F_SETFD, 0)
-            } else {
-                libc::dup2(fd, target)
-            };
-            if r < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
+        let mut actions = std::mem::MaybeUninit::<libc::posix_spawn_file_actions_t>::uninit();
+        io(libc::posix_spawn_file_actions_init(actions.as_mut_ptr()))?;
+        let mut actions = actions.assume_init();
+        let mut attr = std::mem::MaybeUninit::<libc::posix_spawnattr_t>::uninit();
+        if let Err(e) = io(libc::posix_spawnattr_init(attr.as_mut_ptr())) {
+            libc::posix_spawn_file_actions_destroy(&mut actions);
+            return Err(e);
+        }
+        let mut attr = attr.assume_init();
+        let mut empty: libc::sigset_t = std::mem::zeroed();
+        let mut pipe: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut empty);
+        libc::sigemptyset(&mut pipe);
+        libc::sigaddset(&mut pipe, libc::SIGPIPE);
+        let null = c"/dev/null".as_ptr();
+        let set_up = io(libc::posix_spawn_file_actions_adddup2(
+            &mut actions,
+            stdout,
+            1,
+        ))
+        .and_then(|()| {
+            io(libc::posix_spawn_file_actions_addopen(
+                &mut actions,
+                0,
+                null,
+                libc::O_RDONLY,
+                0,
+            ))
+        })
+        .and_then(|()| {
+            io(libc::posix_spawn_file_actions_addopen(
+                &mut actions,
+                2,
+                null,
+                libc::O_WRONLY,
+                0,
+            ))
+        })
+        .and_then(|()| {
+            io(libc::posix_spawn_file_actions_adddup2(
+                &mut actions,
+                extra,
+                extra_at,
+            ))
+        })
+        .and_then(|()| io(libc::posix_spawnattr_setsigmask(&mut attr, &empty)))
+        .and_then(|()| io(libc::posix_spawnattr_setsigdefault(&mut attr, &pipe)))
+        .and_then(|()| {
+            io(libc::posix_spawnattr_setflags(
+                &mut attr,
+                (libc::POSIX_SPAWN_SETSIGMASK | libc::POSIX_SPAWN_SETSIGDEF) as libc::c_short,
+            ))
         });
+        let mut pid: libc::pid_t = 0;
+        let spawned = set_up.and_then(|()| {
+            io(libc::posix_spawn(
+                &mut pid,
+                program.as_ptr(),
+                &actions,
+                &attr,
+                argv.as_ptr(),
+                envp.as_ptr(),
+            ))
+        });
+        libc::posix_spawnattr_destroy(&mut attr);
+        libc::posix_spawn_file_actions_destroy(&mut actions);
+        spawned.map(|()| pid)
     }
 }
 
