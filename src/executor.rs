@@ -103,8 +103,9 @@ impl Executor {
         // The supervisor reports over a pipe on its stdout. Our end is
         // close-on-exec, so a task started concurrently from another thread
         // can never inherit it (and hold it open: the read would then wait
-        // for that task). std dup2()s the write end onto the child's fd 1,
-        // which clears close-on-exec there only.
+        // for that task). The spawn dup2()s the write end onto the child's
+        // fd 1 (and the lock onto its fd 3), which clears close-on-exec
+        // there only.
         let write_end = match pending.take_write_end() {
             Ok(fd) => fd,
             Err(e) => {
@@ -182,7 +183,14 @@ impl Executor {
         // The intermediate process exits as soon as it has forked the
         // supervisor. ECHILD means a subreaper of the caller's reaped it first.
         self.finish_start(pending, move |_| loop {
+            use nix::sys::wait::WaitStatus;
             match nix::sys::wait::waitpid(intermediate, None) {
+                Ok(WaitStatus::Exited(_, code)) => {
+                    break format!("intermediate process exit status: {code}")
+                }
+                Ok(WaitStatus::Signaled(_, signal, _)) => {
+                    break format!("intermediate process killed by {signal}")
+                }
                 Ok(status) => break format!("intermediate process {status:?}"),
                 Err(nix::errno::Errno::EINTR) => continue,
                 Err(e) => break format!("intermediate process: {e}"),

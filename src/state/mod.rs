@@ -560,11 +560,8 @@ impl Root {
                 .map_err(|e| StateError::io("flock", dir.path.join(names::LOCK), e.into()))?;
             Ok(lock)
         };
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
-        let hidden = format!(".creating-{id}-{}-{nanos}", std::process::id());
-        let made = self.create_dir_named(&hidden, id)?;
+        let hidden = hidden_name(".creating-", id.as_str().as_ref());
+        let made = self.create_dir_named(&hidden.to_string_lossy(), id)?;
         let path = self.task_path(id);
         let renamed = lock_of(&made).and_then(|lock| {
             match nix::fcntl::renameat2(
@@ -777,6 +774,18 @@ impl TaskDir {
     }
 }
 
+/// `<prefix><name>-<pid>-<ns>`: a name in a root that no task id can have
+/// (it starts with `.`), for a directory on its way in or out.
+fn hidden_name(prefix: &str, name: &std::ffi::OsStr) -> std::ffi::OsString {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let mut hidden = std::ffi::OsString::from(prefix);
+    hidden.push(name);
+    hidden.push(format!("-{}-{nanos}", std::process::id()));
+    hidden
+}
+
 /// Removes a task directory so that no reader (`list`, `ps`) ever sees it
 /// half removed, its `state.json` gone and the rest still there (`broken`):
 /// it is first renamed, in its root, to a name no task id can have (ids
@@ -789,13 +798,7 @@ pub fn remove_task_path(path: &Path) -> io::Result<()> {
     let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
         return fs::remove_dir_all(path);
     };
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    let mut hidden = std::ffi::OsString::from(".removing-");
-    hidden.push(name);
-    hidden.push(format!("-{}-{nanos}", std::process::id()));
-    let hidden = parent.join(hidden);
+    let hidden = parent.join(hidden_name(".removing-", name));
     let remove = |dir: &Path| {
         let mut tries = 0;
         loop {
